@@ -1,0 +1,39 @@
+# The README's set-up commands: `make test` and `make train`. Both install first if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA ?= data/synthetic
+PYTEST_ARGS ?=
+
+.PHONY: install test train data lint clean
+
+install: $(STAMP)
+
+# Re-install when the package metadata changes; pip prints one line per skipped
+# local index, so keep only its errors.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import kspace_mim, fastmri, timm, lightning, hydra" 
+	touch $(STAMP)
+
+# The default synthetic data set (multicoil, train/val/test folders), written once.
+$(DATA)/multicoil_train: | $(STAMP)
+	$(BIN)/python -m kspace_mim.data.synthesize --out $(DATA) --challenge multicoil --default-set
+
+data: $(DATA)/multicoil_train
+
+train: install data
+	$(BIN)/python -m kspace_mim.train $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

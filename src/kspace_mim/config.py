@@ -1,0 +1,33 @@
+"""Where the Hydra configs live, the resolvers they use, and composing them from Python."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+# conf/ sits at the repository root (DESIGN.md); an editable install finds it here.
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def project_root() -> str:
+    """The repository root (``KSPACE_MIM_ROOT`` wins), so runs work from any directory."""
+    return os.environ.get("KSPACE_MIM_ROOT", str(CONFIG_DIR.parent))
+
+
+def register_resolvers() -> None:
+    """Register the OmegaConf resolvers the configs use (idempotent)."""
+    if not OmegaConf.has_resolver("kspace_mim_root"):
+        OmegaConf.register_new_resolver("kspace_mim_root", project_root)
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with command-line style overrides (tests, notebooks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
