@@ -1,0 +1,144 @@
+"""The slice transform: mask=none returns the fastMRI target; scaling is undone exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from fastmri.data.subsample import EquispacedMaskFractionFunc
+
+from kspace_mim.data.augment import Augmentation
+from kspace_mim.data.masks import CartesianMask, NoMask, RandomPatchMask
+from kspace_mim.data.mri_data import DataError, SliceDataset
+from kspace_mim.data.transforms import KspaceTransform, kspace_to_image, to_original_units
+from kspace_mim.physics import channels_to_complex, complex_to_channels
+
+
+def pipeline_image(sample):
+    """The image the pipeline forms from a sample's acquired k-space, in original units."""
+    kspace = to_original_units(sample.masked_kspace[None], sample.scale[None], sample.offset[None])
+    return kspace_to_image(kspace, tuple(sample.crop_size.tolist()))[0]
+
+
+@pytest.mark.parametrize(
+    "folder, challenge, crop_size, virtual_coils, augmentation",
+    [
+        ("multicoil_train", "multicoil", None, None, None),
+        ("multicoil_val", "multicoil", 32, None, None),
+        ("multicoil_train", "multicoil", 24, None, None),  # grid smaller than the recon
+        ("multicoil_train", "multicoil", 48, None, None),  # grid larger: zero-padded FOV
+        ("singlecoil_train", "singlecoil", 32, None, None),
+        ("mixed_coils", "multicoil", 32, 6, None),  # 4 and 6 coils -> 6 virtual: unitary
+        ("multicoil_val", "multicoil", 32, None, Augmentation(normalize=True)),
+    ],
+)
+def test_mask_none_returns_the_target(
+    data_root, folder, challenge, crop_size, virtual_coils, augmentation
+):
+    transform = KspaceTransform(NoMask(), crop_size, virtual_coils, augmentation)
+    ds = SliceDataset(data_root / folder, challenge, transform)
+    raw = SliceDataset(data_root / folder, challenge)
+    for i in range(len(ds)):
+        sample = ds[i]
+        file_target = torch.from_numpy(raw[i][2])
+        image = pipeline_image(sample)
+        assert image.shape == sample.target.shape
+        h, w = image.shape
+        r0, c0 = file_target.shape[0] // 2 - h // 2, file_target.shape[1] // 2 - w // 2
+        expected = file_target[r0 : r0 + h, c0 : c0 + w]
+        torch.testing.assert_close(sample.target, expected, rtol=0, atol=0)
+        torch.testing.assert_close(image, expected, rtol=1e-4, atol=1e-5 * float(expected.max()))
+        assert torch.equal(sample.masked_kspace, sample.kspace)
+        assert sample.max_value == pytest.approx(raw[i][3]["max"])
+
+
+def test_sample_fields_and_scale(data_root):
+    mask = CartesianMask(EquispacedMaskFractionFunc([0.08], [4]))
+    ds = SliceDataset(data_root / "multicoil_val", "multicoil", KspaceTransform(mask, 32))
+    s = ds[0]
+    assert s.masked_kspace.shape == s.kspace.shape == (4, 32, 32)
+    assert s.masked_kspace.dtype == torch.complex64 and s.mask.dtype == torch.bool
+    assert s.mask.shape == (1, 32, 32)
+    # model units are O(1): the zero-filled image max is 1 after scaling
+    assert kspace_to_image(s.masked_kspace[None]).max() == pytest.approx(1.0, rel=1e-5)
+    assert 1e-7 < s.scale < 1e-2  # the synthetic data has fastMRI's tiny magnitudes
+    # removed samples are true zeros; acquired ones equal the full k-space
+    removed = ~s.mask.expand_as(s.masked_kspace)
+    assert not torch.signbit(torch.view_as_real(s.masked_kspace[removed])).any()
+    assert (s.masked_kspace[removed] == 0).all()
+    torch.testing.assert_close(s.masked_kspace[~removed], s.kspace[~removed])
+    # complex -> channels -> complex is exact for a batch
+    batch = s.masked_kspace[None]
+    assert torch.equal(channels_to_complex(complex_to_channels(batch)), batch)
+
+
+def test_validation_masks_seeded_by_file_training_masks_random(data_root):
+    mask = RandomPatchMask(0.6, 4)
+    val = SliceDataset(data_root / "multicoil_val", "multicoil", KspaceTransform(mask, 32))
+    assert torch.equal(val[0].mask, val[0].mask)
+    assert torch.equal(val[0].mask, val[1].mask)  # one mask per volume, as fastMRI
+    assert not torch.equal(val[0].mask, val[3].mask)  # another file, another mask
+    train = SliceDataset(
+        data_root / "multicoil_val", "multicoil", KspaceTransform(mask, 32, deterministic=False)
+    )
+    masks = [train[0].mask for _ in range(4)]
+    assert any(not torch.equal(masks[0], m) for m in masks[1:])
+
+
+def test_test_files_bring_their_own_mask(data_root):
+    configured = RandomPatchMask(0.6, 4)
+    ds = SliceDataset(data_root / "multicoil_test", "multicoil", KspaceTransform(configured, 32))
+    raw = SliceDataset(data_root / "multicoil_test", "multicoil")
+    for i in range(len(ds)):
+        s, (kspace, file_mask, _, attrs, _, _) = ds[i], raw[i]
+        expected = file_mask.copy()
+        expected[: attrs["padding_left"]] = False
+        expected[attrs["padding_right"] :] = False
+        assert s.mask.shape == (1, 32, kspace.shape[-1])  # readout cropped, columns kept
+        assert torch.equal(s.mask[0, 0], torch.from_numpy(expected))
+        assert (s.mask == s.mask[:, :1]).all()  # whole columns
+        assert (s.masked_kspace[~s.mask.expand_as(s.masked_kspace)] == 0).all()
+        assert s.target.numel() == 0 and s.max_value == 0
+        assert s.num_low_frequencies == attrs["num_low_frequency"]
+
+
+def test_flip_is_kspace_correct(data_root):
+    """A flipped sample's k-space is the k-space of the flipped image, target included."""
+    ds = SliceDataset(data_root / "multicoil_val", "multicoil", KspaceTransform(NoMask(), 32))
+    flipped = SliceDataset(
+        data_root / "multicoil_val",
+        "multicoil",
+        KspaceTransform(
+            NoMask(), 32, augmentation=Augmentation(flip_prob=1.0), deterministic=False
+        ),
+    )
+    a, b = ds[0], flipped[0]
+    torch.testing.assert_close(
+        b.target, a.target.flip(-1, -2), rtol=1e-4, atol=1e-4 * float(a.target.max())
+    )
+    torch.testing.assert_close(
+        pipeline_image(b), a.target.flip(-1, -2), rtol=1e-4, atol=1e-4 * float(a.target.max())
+    )
+
+
+def test_random_crop_moves_the_field_of_view(data_root):
+    aug = Augmentation(random_crop=True)
+    ds = SliceDataset(
+        data_root / "multicoil_train",
+        "multicoil",
+        KspaceTransform(NoMask(), 24, augmentation=aug, deterministic=False),
+    )
+    torch.manual_seed(0)
+    targets = [ds[0].target for _ in range(6)]
+    assert any(not torch.equal(targets[0], t) for t in targets[1:])
+    for s in (ds[0], ds[1]):
+        torch.testing.assert_close(
+            pipeline_image(s), s.target, rtol=1e-4, atol=1e-5 * float(s.target.max())
+        )
+
+
+def test_all_zero_slice_is_an_error():
+    kspace = np.zeros((2, 16, 16), np.complex64)
+    attrs = {"recon_size": (8, 8, 1), "padding_left": 0, "padding_right": 16}
+    with pytest.raises(DataError, match="f.h5: slice 3: k-space is all zero"):
+        KspaceTransform(NoMask())(kspace, None, None, attrs, "f.h5", 3)
