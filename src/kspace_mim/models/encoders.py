@@ -1,0 +1,100 @@
+"""timm Swin / ViT encoders with SimMIM's learned mask token, for any channel count and grid.
+
+We wrap timm's models (never fork them): the patch embedding takes ``in_chans``
+real channels, the mask token replaces the embedded patches where nothing was
+acquired, and every stage's feature map is returned (NCHW) for the decoders.
+Both accept any input size that is a multiple of :attr:`stride` (``dynamic_img_size``).
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import trunc_normal_
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+
+class SwinEncoder(nn.Module):
+    """Hierarchical timm Swin; stage i has ``embed_dim * 2**i`` channels at stride ``patch * 2**i``."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        img_size: tuple[int, int],
+        patch_size: int,
+        embed_dim: int,
+        depths: tuple[int, ...],
+        num_heads: tuple[int, ...],
+        window_size: int,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        if len(depths) != len(num_heads):
+            raise ValueError(f"depths {depths} and num_heads {num_heads} need the same length")
+        self.swin = SwinTransformer(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
+            global_pool="", embed_dim=embed_dim, depths=depths, num_heads=num_heads,
+            window_size=window_size, drop_path_rate=drop_path_rate, strict_img_size=False,
+        )
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
+        trunc_normal_(self.mask_token, std=0.02)
+        self.patch_size = patch_size
+        self.channels = [embed_dim * 2**i for i in range(len(depths))]
+        self.strides = [patch_size * 2**i for i in range(len(depths))]
+
+    @property
+    def stride(self) -> int:
+        """The encoder's real downsampling (SimMIM's ``encoder_stride``)."""
+        return self.strides[-1]
+
+    def forward(self, x: Tensor, token_mask: Tensor | None = None) -> list[Tensor]:
+        """x: (B, in_chans, H, W); token_mask: bool (B, H/p, W/p), True = mask token."""
+        x = self.swin.patch_embed(x)  # NHWC
+        if token_mask is not None:
+            x = torch.where(token_mask[..., None], self.mask_token.to(x.dtype), x)
+        features = []
+        for layer in self.swin.layers:
+            x = layer(x)
+            features.append(x)
+        features[-1] = self.swin.norm(features[-1])
+        return [f.permute(0, 3, 1, 2) for f in features]
+
+
+class ViTEncoder(nn.Module):
+    """Plain timm ViT (no class token): one feature map at stride ``patch_size``."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        img_size: tuple[int, int],
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        self.vit = VisionTransformer(
+            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
+            global_pool="", embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+            class_token=False, dynamic_img_size=True, drop_path_rate=drop_path_rate,
+        )
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
+        trunc_normal_(self.mask_token, std=0.02)
+        self.patch_size = patch_size
+        self.channels = [embed_dim]
+        self.strides = [patch_size]
+
+    @property
+    def stride(self) -> int:
+        return self.patch_size
+
+    def forward(self, x: Tensor, token_mask: Tensor | None = None) -> list[Tensor]:
+        x = self.vit.patch_embed(x)  # NHWC (dynamic_img_size)
+        b, h, w, c = x.shape
+        if token_mask is not None:
+            x = torch.where(token_mask[..., None], self.mask_token.to(x.dtype), x)
+        x = self.vit.norm_pre(self.vit._pos_embed(x))  # adds (resampled) position embeddings
+        x = self.vit.norm(self.vit.blocks(x))
+        return [x.reshape(b, h, w, c).permute(0, 3, 1, 2)]

@@ -1,0 +1,1 @@
+"""LightningModules: one shared reconstruction base, one thin subclass per model family."""

@@ -1,0 +1,232 @@
+"""What every reconstruction model shares: data consistency, image formation, losses,
+per-volume fastMRI metrics (DDP-safe), pictures, optimiser and schedule.
+
+A family implements :meth:`ReconstructionModule.reconstruct` (and may override
+:meth:`loss`); nothing else. Port of the *algorithm* of fastMRI's ``MriModule``
+(its Lightning 1.x hooks are gone in 2.x).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import lightning as L
+import numpy as np
+import torch
+from fastmri.losses import SSIMLoss
+from lightning.pytorch.utilities import grad_norm
+from torch import Tensor
+
+from kspace_mim.data.transforms import KspaceSample, kspace_to_image, to_original_units
+from kspace_mim.figures import comparison_figure, save_figure
+from kspace_mim.metrics import VolumeMetrics, kspace_picture, kspace_ssim
+from kspace_mim.physics import data_consistency
+
+DEFAULT_LOSS = {"kspace_l1": 0.0, "image_l1": 1.0, "image_ssim": 0.0}
+DEFAULT_OPTIM = {"lr": 1e-3, "weight_decay": 0.01, "warmup_fraction": 0.05}
+
+
+class ReconOutput(NamedTuple):
+    """image: (B, h, w) original units, cropped to the recon size.
+    kspace: complex (B, C, H, W) model units after data consistency (None: image-only model).
+    prediction: complex (B, C, H, W) model units before data consistency (None likewise)."""
+
+    image: Tensor
+    kspace: Tensor | None = None
+    prediction: Tensor | None = None
+
+
+def crop_of(batch: KspaceSample) -> tuple[int, int]:
+    """The batch's recon crop; slices of one batch share it (grid and headers agree)."""
+    sizes = batch.crop_size.reshape(-1, 2)
+    if not (sizes == sizes[0]).all():
+        raise ValueError(f"a batch mixes recon sizes {sizes.unique(dim=0).tolist()}; use batch_size 1")
+    return int(sizes[0, 0]), int(sizes[0, 1])
+
+
+class ReconstructionModule(L.LightningModule):
+    """Base of every model. Subclasses set ``self.trainable`` and implement ``reconstruct``.
+
+    Args:
+        num_coils: coils of the data (after compression); img_size: model grid (H, W).
+        loss: weights ``kspace_l1`` (SimMIM's, on unacquired samples), ``image_l1`` and
+            ``image_ssim`` (on the image after data consistency, data range = volume max).
+        optim: ``lr``, ``weight_decay``, ``warmup_fraction`` (AdamW, linear warm-up, cosine).
+    """
+
+    trainable = True
+    predicts_kspace = True
+
+    def __init__(self, num_coils: int, img_size: tuple[int, int], loss: dict | None = None,
+                 optim: dict | None = None):
+        super().__init__()
+        self.num_coils = num_coils
+        self.img_size = tuple(img_size)
+        self.loss_weights = {**DEFAULT_LOSS, **(loss or {})}
+        unknown = set(self.loss_weights) - set(DEFAULT_LOSS)
+        if unknown:
+            raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {sorted(DEFAULT_LOSS)}")
+        self.optim = {**DEFAULT_OPTIM, **(optim or {})}
+        self.ssim_loss = SSIMLoss()
+        self.val_metrics = VolumeMetrics()
+        self.best: dict[str, float] = {}
+        self.last_metrics: dict[str, dict[str, Any]] = {}
+        self._figure_batch: tuple | None = None
+
+    # --- what a family provides -------------------------------------------------------
+    def reconstruct(self, batch: KspaceSample) -> ReconOutput:
+        raise NotImplementedError
+
+    # --- shared physics ---------------------------------------------------------------
+    def kspace_output(self, batch: KspaceSample, prediction: Tensor) -> ReconOutput:
+        """Predicted k-space (model units) -> data consistency -> image in original units.
+
+        FFTs and data consistency run in float32 with autocast off: bf16 FFTs do not
+        exist and fp16 cuFFT wants powers of two.
+        """
+        with torch.autocast(self.device.type, enabled=False):
+            prediction = prediction.to(torch.complex64)
+            kspace = data_consistency(prediction, batch.masked_kspace, batch.mask)
+            original = to_original_units(kspace, batch.scale, batch.offset)
+            image = kspace_to_image(original, crop_of(batch))
+        return ReconOutput(image, kspace, prediction)
+
+    def zero_filled_image(self, batch: KspaceSample) -> Tensor:
+        original = to_original_units(batch.masked_kspace, batch.scale, batch.offset)
+        return kspace_to_image(original, crop_of(batch))
+
+    # --- losses -----------------------------------------------------------------------
+    def loss(self, batch: KspaceSample, out: ReconOutput) -> dict[str, Tensor]:
+        w = self.loss_weights
+        terms: dict[str, Tensor] = {}
+        if w["kspace_l1"] and out.prediction is not None:
+            # SimMIM's masked L1: mean over unacquired samples and real/imag channels.
+            missing = (~batch.mask).unsqueeze(-1).to(torch.float32)  # (B, 1, H, W, 1)
+            diff = torch.view_as_real(out.prediction - batch.kspace).abs()
+            denom = missing.sum() * diff.shape[1] * 2 + 1e-5
+            terms["kspace_l1"] = (diff * missing).sum() / denom
+        if w["image_l1"] or w["image_ssim"]:
+            max_value = batch.max_value.reshape(-1, 1, 1).clamp_min(1e-12)
+            image, target = out.image / max_value, batch.target / max_value
+            if w["image_l1"]:
+                terms["image_l1"] = torch.nn.functional.l1_loss(image, target)
+            if w["image_ssim"]:
+                ones = torch.ones(image.shape[0], device=image.device)
+                terms["image_ssim"] = self.ssim_loss(image[:, None], target[:, None], ones)
+        if not terms:
+            raise ValueError(f"every loss weight is zero for this model: {w}")
+        terms["loss"] = sum(w[k] * v for k, v in terms.items())
+        return terms
+
+    # --- training ---------------------------------------------------------------------
+    def training_step(self, batch: KspaceSample, batch_idx: int) -> Tensor:
+        terms = self.loss(batch, self.reconstruct(batch))
+        bs = batch.masked_kspace.shape[0]
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=bs)
+        return terms["loss"]
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        norms = grad_norm(self, norm_type=2)
+        if "grad_2.0_norm_total" in norms:
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.optim["lr"],
+                                weight_decay=self.optim["weight_decay"])
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = int(self.optim["warmup_fraction"] * total)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(total - warmup, 1)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --- evaluation -------------------------------------------------------------------
+    def _eval_step(self, batch: KspaceSample, batch_idx: int) -> None:
+        if batch.target.numel() == 0:
+            return  # challenge files: no target to score against
+        out = self.reconstruct(batch)
+        image = out.image.float().cpu().numpy()
+        target = batch.target.float().cpu().numpy()
+        for i, (fname, slice_num) in enumerate(zip(batch.fname, batch.slice_num, strict=True)):
+            k_ssim = None
+            if out.kspace is not None:
+                k_ssim = kspace_ssim(out.kspace[i], batch.kspace[i])
+            max_value = float(batch.max_value[i]) or float(target[i].max())
+            self.val_metrics.update(fname, int(slice_num), target[i], image[i], max_value, k_ssim)
+        if batch_idx == 0 and self._figure_batch is None:
+            self._figure_batch = (batch, out)
+
+    def validation_step(self, batch: KspaceSample, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx)
+
+    def test_step(self, batch: KspaceSample, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx)
+
+    def _gather(self) -> dict[str, Any]:
+        """Merge every rank's per-slice statistics; every rank gets the same result."""
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            states = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(states, self.val_metrics.state())
+            for state in states:
+                self.val_metrics.merge(state)
+        result = self.val_metrics.compute()
+        self.val_metrics.reset()
+        return result
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        result = self._gather()
+        if result["num_volumes"] == 0:
+            return
+        self.last_metrics[stage] = result
+        scalars = {k: v for k, v in result.items() if k != "volumes"}
+        # Identical on every rank already: no sync_dist (ranks logging different keys hang).
+        for name, value in scalars.items():
+            self.log(f"{stage}/{name}", float(value), prog_bar=name == "ssim", sync_dist=False)
+        if stage == "val" and not self.trainer.sanity_checking:
+            self.best["ssim"] = max(self.best.get("ssim", -math.inf), result["ssim"])
+            self.log("val/ssim_best", self.best["ssim"])
+        self._save_figure(stage)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def _save_figure(self, stage: str) -> None:
+        if self._figure_batch is None:
+            return
+        batch, out = self._figure_batch
+        self._figure_batch = None
+        if not self.trainer.is_global_zero or self.trainer.sanity_checking:
+            return
+        i = 0
+        target = batch.target[i].float().cpu().numpy()
+        recon = out.image[i].float().cpu().numpy()
+        zero_filled = self.zero_filled_image(batch)[i].float().cpu().numpy()
+        k_zf = k_rec = None
+        if out.kspace is not None:
+            k_zf, k_rec = kspace_picture(batch.masked_kspace[i]), kspace_picture(out.kspace[i])
+        metrics = {"ssim": self.last_metrics[stage]["ssim"], "psnr": self.last_metrics[stage]["psnr"]}
+        fig = comparison_figure(target, zero_filled, recon, k_zf, k_rec,
+                                f"{stage} epoch {self.current_epoch} {batch.fname[i]}:{int(batch.slice_num[i])}",
+                                metrics)
+        root = Path(self.trainer.default_root_dir)
+        path = save_figure(fig, root / "figures" / f"{stage}_epoch{self.current_epoch:03d}.png")
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):  # W&B
+                logger.log_image(key=f"{stage}/panels", images=[str(path)], step=self.global_step)
+            elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
+                import matplotlib.pyplot as plt
+
+                pixels = plt.imread(path)[..., :3]
+                logger.experiment.add_image(f"{stage}/panels", np.transpose(pixels, (2, 0, 1)),
+                                            self.global_step)

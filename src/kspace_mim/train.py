@@ -1,0 +1,118 @@
+"""Train (or just evaluate) one configuration: ``python -m kspace_mim.train [overrides]``.
+
+Composes conf/train.yaml, builds the DataModule, the model and the Trainer from
+their groups, fits, validates the best checkpoint, tests when a test set with
+targets is given, writes ``metrics.json`` and prints a table. Returns the
+``optimized_metric`` for Hydra sweepers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import (
+    LearningRateMonitor,
+    ModelCheckpoint,
+    RichProgressBar,
+    TQDMProgressBar,
+)
+from omegaconf import DictConfig, OmegaConf
+
+from kspace_mim.config import CONFIG_DIR, register_resolvers
+from kspace_mim.modules.base import ReconstructionModule
+from kspace_mim.utils import print_config_tree, print_metrics_table
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    return hydra.utils.instantiate(
+        cfg.data,
+        mask=hydra.utils.instantiate(cfg.mask),
+        augmentation=hydra.utils.instantiate(cfg.augmentation),
+    )
+
+
+def build_model(cfg: DictConfig, datamodule) -> ReconstructionModule:
+    """The encoder group's module, sized from the data (coils after compression, grid)."""
+    datamodule.setup("fit")
+    sample = datamodule.datasets["val"][0]
+    num_coils, img_size = sample.masked_kspace.shape[0], tuple(sample.masked_kspace.shape[-2:])
+    model = hydra.utils.instantiate(cfg.encoder)(
+        num_coils=num_coils,
+        img_size=img_size,
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+    )
+    if cfg.model.init_from:
+        load_pretrained(model, cfg.model.init_from)
+    return model
+
+
+def load_pretrained(model: torch.nn.Module, path: str) -> None:
+    """Initialise from another run's checkpoint (pre-training -> fine-tuning), tensors only."""
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if mismatched:
+        raise ValueError(f"{path}: shapes differ from this config for {mismatched[:5]}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train and evaluate ``cfg`` in ``run_dir``; returns the metrics written to metrics.json."""
+    run_dir = Path(run_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}", monitor=cfg.optimized_metric,
+        mode="max", save_last=True, every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+    )
+    progress = RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(refresh_rate=20)
+    callbacks = [checkpoint, progress]
+    logger = hydra.utils.instantiate(cfg.logger, save_dir=str(run_dir))
+    if model.trainable:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir)
+    )
+    if trainer.is_global_zero:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    if model.trainable:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        best = checkpoint.best_model_path or None
+        trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    else:
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    results = {"val": model.last_metrics["val"]}
+    if datamodule.paths["test"]:
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        if "test" in model.last_metrics:
+            results["test"] = model.last_metrics["test"]
+
+    metrics = {**results["val"], **({"test": results["test"]} if "test" in results else {})}
+    if trainer.is_global_zero:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print_metrics_table(results, title=f"{cfg.encoder._target_.rsplit('.', 1)[-1]} — {run_dir}")
+    return metrics
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    print_config_tree(cfg)
+    metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+    return float(metrics[cfg.optimized_metric.split("/", 1)[1]])
+
+
+if __name__ == "__main__":
+    register_resolvers()
+    main()
