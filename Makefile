@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 
 # The default synthetic data set (multicoil, train/val/test folders), written once.
 $(DATA)/multicoil_train: | $(STAMP)
-	$(BIN)/python -m kspace_mim.data.synthesize --out $(DATA) --challenge multicoil --default-set
+	$(BIN)/python -m kspace_mim.data.synthesize --out $(DATA) --challenge multicoil
 
 data: $(DATA)/multicoil_train
 

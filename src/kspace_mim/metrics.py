@@ -65,8 +65,15 @@ class VolumeMetrics:
     def __init__(self):
         self.slices: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
 
-    def update(self, fname: str, slice_num: int, target: np.ndarray, pred: np.ndarray,
-               max_value: float, kspace_ssim: float | None = None) -> None:
+    def update(
+        self,
+        fname: str,
+        slice_num: int,
+        target: np.ndarray,
+        pred: np.ndarray,
+        max_value: float,
+        kspace_ssim: float | None = None,
+    ) -> None:
         """One slice: target, pred (h, w) in original units; max_value: the volume's maximum."""
         err = target.astype(np.float64) - pred
         stats = {
@@ -107,8 +114,13 @@ class VolumeMetrics:
             if "kspace_ssim" in s[0]:
                 vol["kspace_ssim"] = sum(x["kspace_ssim"] for x in s) / len(s)
             volumes[fname] = vol
-        keys = list(METRICS) + (["kspace_ssim"] if any("kspace_ssim" in v for v in volumes.values()) else [])
-        means = {k: float(np.mean([v[k] for v in volumes.values()])) if volumes else math.nan for k in keys}
+        keys = list(METRICS) + (
+            ["kspace_ssim"] if any("kspace_ssim" in v for v in volumes.values()) else []
+        )
+        means = {
+            k: float(np.mean([v[k] for v in volumes.values()])) if volumes else math.nan
+            for k in keys
+        }
         return {
             **means,
             "num_volumes": len(volumes),

@@ -69,12 +69,17 @@ def load_pretrained(model: torch.nn.Module, path: str) -> None:
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train and evaluate ``cfg`` in ``run_dir``; returns the metrics written to metrics.json."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}", monitor=cfg.optimized_metric,
-        mode="max", save_last=True, every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+        dirpath=run_dir / "checkpoints",
+        filename="best-{epoch:03d}",
+        monitor=cfg.optimized_metric,
+        mode="max",
+        save_last=True,
+        every_n_train_steps=cfg.checkpoint.every_n_train_steps,
     )
     progress = RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(refresh_rate=20)
     callbacks = [checkpoint, progress]
@@ -89,6 +94,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
     if model.trainable:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        # The final state, whatever the validation / checkpoint cadence was.
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
         best = checkpoint.best_model_path or None
         trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     else:

@@ -10,14 +10,29 @@ from rich.table import Table
 from rich.tree import Tree
 
 
-def print_config_tree(cfg: DictConfig, keys: tuple[str, ...] = ("data", "mask", "augmentation",
-                      "encoder", "loss", "optim", "trainer", "logger")) -> None:
+def print_config_tree(
+    cfg: DictConfig,
+    keys: tuple[str, ...] = (
+        "data",
+        "mask",
+        "augmentation",
+        "encoder",
+        "loss",
+        "optim",
+        "trainer",
+        "logger",
+    ),
+) -> None:
     """The resolved config, one branch per group, as a rich tree."""
     tree = Tree("config", guide_style="dim")
     for key in keys + tuple(k for k in cfg if k not in keys and k != "hydra"):
         if key in cfg:
             value = cfg[key]
-            text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+            text = (
+                OmegaConf.to_yaml(value, resolve=True)
+                if isinstance(value, DictConfig)
+                else str(value)
+            )
             tree.add(f"[bold]{key}[/bold]").add(text.rstrip())
     Console().print(tree)
 
@@ -29,6 +44,13 @@ def print_metrics_table(results: Mapping[str, Mapping], title: str = "results") 
         table.add_column(col, justify="right")
     for split, m in results.items():
         kssim = f"{m['kspace_ssim']:.4f}" if "kspace_ssim" in m else "-"
-        table.add_row(split, f"{m['ssim']:.4f}", f"{m['psnr']:.2f}", f"{m['nmse']:.4f}", kssim,
-                      str(m["num_volumes"]), str(m["num_slices"]))
+        table.add_row(
+            split,
+            f"{m['ssim']:.4f}",
+            f"{m['psnr']:.2f}",
+            f"{m['nmse']:.4f}",
+            kssim,
+            str(m["num_volumes"]),
+            str(m["num_slices"]),
+        )
     Console().print(table)

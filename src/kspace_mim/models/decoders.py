@@ -13,11 +13,14 @@ from torch import Tensor, nn
 
 
 class LinearDecoder(nn.Module):
-    def __init__(self, in_chans: int, out_chans: int, stage_channels: list[int], strides: list[int]):
+    def __init__(
+        self, in_chans: int, out_chans: int, stage_channels: list[int], strides: list[int]
+    ):
         super().__init__()
         stride = strides[-1]
         self.proj = nn.Sequential(
-            nn.Conv2d(stage_channels[-1], stride**2 * out_chans, kernel_size=1), nn.PixelShuffle(stride)
+            nn.Conv2d(stage_channels[-1], stride**2 * out_chans, kernel_size=1),
+            nn.PixelShuffle(stride),
         )
 
     def forward(self, x: Tensor, features: list[Tensor]) -> Tensor:
@@ -26,8 +29,12 @@ class LinearDecoder(nn.Module):
 
 def _conv_block(in_chans: int, out_chans: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_chans, out_chans, 3, padding=1), nn.GroupNorm(1, out_chans), nn.GELU(),
-        nn.Conv2d(out_chans, out_chans, 3, padding=1), nn.GroupNorm(1, out_chans), nn.GELU(),
+        nn.Conv2d(in_chans, out_chans, 3, padding=1),
+        nn.GroupNorm(1, out_chans),
+        nn.GELU(),
+        nn.Conv2d(out_chans, out_chans, 3, padding=1),
+        nn.GroupNorm(1, out_chans),
+        nn.GELU(),
     )
 
 
@@ -36,7 +43,9 @@ class _Up(nn.Module):
 
     def __init__(self, in_chans: int, skip_chans: int, out_chans: int, factor: int):
         super().__init__()
-        self.up = nn.Sequential(nn.Conv2d(in_chans, out_chans * factor**2, 1), nn.PixelShuffle(factor))
+        self.up = nn.Sequential(
+            nn.Conv2d(in_chans, out_chans * factor**2, 1), nn.PixelShuffle(factor)
+        )
         self.conv = _conv_block(out_chans + skip_chans, out_chans)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:

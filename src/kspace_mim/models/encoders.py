@@ -33,9 +33,17 @@ class SwinEncoder(nn.Module):
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {depths} and num_heads {num_heads} need the same length")
         self.swin = SwinTransformer(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
-            global_pool="", embed_dim=embed_dim, depths=depths, num_heads=num_heads,
-            window_size=window_size, drop_path_rate=drop_path_rate, strict_img_size=False,
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            num_classes=0,
+            global_pool="",
+            embed_dim=embed_dim,
+            depths=depths,
+            num_heads=num_heads,
+            window_size=window_size,
+            drop_path_rate=drop_path_rate,
+            strict_img_size=False,
         )
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
         trunc_normal_(self.mask_token, std=0.02)
@@ -76,9 +84,17 @@ class ViTEncoder(nn.Module):
     ):
         super().__init__()
         self.vit = VisionTransformer(
-            img_size=img_size, patch_size=patch_size, in_chans=in_chans, num_classes=0,
-            global_pool="", embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-            class_token=False, dynamic_img_size=True, drop_path_rate=drop_path_rate,
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            num_classes=0,
+            global_pool="",
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            class_token=False,
+            dynamic_img_size=True,
+            drop_path_rate=drop_path_rate,
         )
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
         trunc_normal_(self.mask_token, std=0.02)

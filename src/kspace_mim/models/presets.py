@@ -34,7 +34,11 @@ def resolve(family: str, size: str, **overrides: Any) -> dict[str, Any]:
     if family not in PRESETS:
         raise ValueError(f"unknown encoder family {family!r}; one of {sorted(PRESETS)}")
     if size not in PRESETS[family]:
-        raise ValueError(f"encoder.size={size!r} unknown for {family}; one of {sorted(PRESETS[family])}")
+        raise ValueError(
+            f"encoder.size={size!r} unknown for {family}; one of {sorted(PRESETS[family])}"
+        )
     out = dict(PRESETS[family][size])
-    out.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None})
+    out.update(
+        {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+    )
     return out

@@ -61,7 +61,8 @@ class SimMIM(nn.Module):
         if encoder_stride is not None and encoder_stride != stride:
             how = (
                 f"patch_size {patch_size} x 2^{len(depths) - 1} downsampling stages"
-                if family == "swin" else f"its patch size {patch_size}"
+                if family == "swin"
+                else f"its patch size {patch_size}"
             )
             raise ConfigError(
                 f"encoder.encoder_stride={encoder_stride} does not match {family}: it downsamples by "
@@ -78,9 +79,13 @@ class SimMIM(nn.Module):
         self.multiple = stride * (params.get("window_size", 1) if family == "swin" else 1)
         padded = tuple(-(-s // self.multiple) * self.multiple for s in img_size)
         if family == "swin":
-            self.encoder = SwinEncoder(in_chans, padded, patch_size, drop_path_rate=drop_path_rate, **params)
+            self.encoder = SwinEncoder(
+                in_chans, padded, patch_size, drop_path_rate=drop_path_rate, **params
+            )
         elif family == "vit":
-            self.encoder = ViTEncoder(in_chans, padded, patch_size, drop_path_rate=drop_path_rate, **params)
+            self.encoder = ViTEncoder(
+                in_chans, padded, patch_size, drop_path_rate=drop_path_rate, **params
+            )
         else:
             raise ConfigError(f"unknown SimMIM encoder {family!r}: swin or vit")
         self.decoder = DECODERS[decoder](

@@ -42,7 +42,9 @@ def crop_of(batch: KspaceSample) -> tuple[int, int]:
     """The batch's recon crop; slices of one batch share it (grid and headers agree)."""
     sizes = batch.crop_size.reshape(-1, 2)
     if not (sizes == sizes[0]).all():
-        raise ValueError(f"a batch mixes recon sizes {sizes.unique(dim=0).tolist()}; use batch_size 1")
+        raise ValueError(
+            f"a batch mixes recon sizes {sizes.unique(dim=0).tolist()}; use batch_size 1"
+        )
     return int(sizes[0, 0]), int(sizes[0, 1])
 
 
@@ -59,8 +61,13 @@ class ReconstructionModule(L.LightningModule):
     trainable = True
     predicts_kspace = True
 
-    def __init__(self, num_coils: int, img_size: tuple[int, int], loss: dict | None = None,
-                 optim: dict | None = None):
+    def __init__(
+        self,
+        num_coils: int,
+        img_size: tuple[int, int],
+        loss: dict | None = None,
+        optim: dict | None = None,
+    ):
         super().__init__()
         self.num_coils = num_coils
         self.img_size = tuple(img_size)
@@ -134,8 +141,9 @@ class ReconstructionModule(L.LightningModule):
             self.log("train/grad_norm", norms["grad_2.0_norm_total"])
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.optim["lr"],
-                                weight_decay=self.optim["weight_decay"])
+        opt = torch.optim.AdamW(
+            self.parameters(), lr=self.optim["lr"], weight_decay=self.optim["weight_decay"]
+        )
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = int(self.optim["warmup_fraction"] * total)
 
@@ -215,10 +223,19 @@ class ReconstructionModule(L.LightningModule):
         k_zf = k_rec = None
         if out.kspace is not None:
             k_zf, k_rec = kspace_picture(batch.masked_kspace[i]), kspace_picture(out.kspace[i])
-        metrics = {"ssim": self.last_metrics[stage]["ssim"], "psnr": self.last_metrics[stage]["psnr"]}
-        fig = comparison_figure(target, zero_filled, recon, k_zf, k_rec,
-                                f"{stage} epoch {self.current_epoch} {batch.fname[i]}:{int(batch.slice_num[i])}",
-                                metrics)
+        metrics = {
+            "ssim": self.last_metrics[stage]["ssim"],
+            "psnr": self.last_metrics[stage]["psnr"],
+        }
+        fig = comparison_figure(
+            target,
+            zero_filled,
+            recon,
+            k_zf,
+            k_rec,
+            f"{stage} epoch {self.current_epoch} {batch.fname[i]}:{int(batch.slice_num[i])}",
+            metrics,
+        )
         root = Path(self.trainer.default_root_dir)
         path = save_figure(fig, root / "figures" / f"{stage}_epoch{self.current_epoch:03d}.png")
         for logger in self.loggers:
@@ -228,5 +245,6 @@ class ReconstructionModule(L.LightningModule):
                 import matplotlib.pyplot as plt
 
                 pixels = plt.imread(path)[..., :3]
-                logger.experiment.add_image(f"{stage}/panels", np.transpose(pixels, (2, 0, 1)),
-                                            self.global_step)
+                logger.experiment.add_image(
+                    f"{stage}/panels", np.transpose(pixels, (2, 0, 1)), self.global_step
+                )

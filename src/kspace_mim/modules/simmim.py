@@ -23,18 +23,40 @@ class SimMIMModule(ReconstructionModule):
         Other arguments: see :class:`kspace_mim.models.simmim.SimMIM`.
     """
 
-    def __init__(self, num_coils: int, img_size: tuple[int, int], family: str = "swin",
-                 domain: str = "image", patch_size: int = 2, encoder_stride: int | None = None,
-                 decoder: str = "skip", size: str = "small", mask_channel: bool = True,
-                 drop_path_rate: float = 0.0, compile: bool = False, loss: dict | None = None,
-                 optim: dict | None = None, **arch):
+    def __init__(
+        self,
+        num_coils: int,
+        img_size: tuple[int, int],
+        family: str = "swin",
+        domain: str = "image",
+        patch_size: int = 2,
+        encoder_stride: int | None = None,
+        decoder: str = "skip",
+        size: str = "small",
+        mask_channel: bool = True,
+        drop_path_rate: float = 0.0,
+        compile: bool = False,
+        loss: dict | None = None,
+        optim: dict | None = None,
+        **arch,
+    ):
         super().__init__(num_coils, img_size, loss, optim)
         self.save_hyperparameters()
         if domain not in DOMAINS:
             raise ConfigError(f"encoder.domain={domain!r}: one of {DOMAINS}")
         self.domain = domain
-        self.model = SimMIM(family, num_coils, tuple(img_size), patch_size, encoder_stride,
-                            decoder, size, mask_channel, drop_path_rate, **arch)
+        self.model = SimMIM(
+            family,
+            num_coils,
+            tuple(img_size),
+            patch_size,
+            encoder_stride,
+            decoder,
+            size,
+            mask_channel,
+            drop_path_rate,
+            **arch,
+        )
         self.network = torch.compile(self.model) if compile else self.model
 
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:

@@ -17,9 +17,17 @@ class UnetModule(ReconstructionModule):
 
     predicts_kspace = False
 
-    def __init__(self, num_coils: int, img_size: tuple[int, int], size: str = "small",
-                 chans: int | None = None, num_pool_layers: int | None = None,
-                 drop_prob: float = 0.0, loss: dict | None = None, optim: dict | None = None):
+    def __init__(
+        self,
+        num_coils: int,
+        img_size: tuple[int, int],
+        size: str = "small",
+        chans: int | None = None,
+        num_pool_layers: int | None = None,
+        drop_prob: float = 0.0,
+        loss: dict | None = None,
+        optim: dict | None = None,
+    ):
         super().__init__(num_coils, img_size, loss, optim)
         self.save_hyperparameters()
         arch = resolve("unet", size, chans=chans, num_pool_layers=num_pool_layers)
@@ -43,7 +51,9 @@ class UnetModule(ReconstructionModule):
             terms["image_l1"] = torch.nn.functional.l1_loss((out.image - mean) / std, target)
         if self.loss_weights["image_ssim"]:
             max_value = batch.max_value.clamp_min(1e-12)
-            terms["image_ssim"] = self.ssim_loss(out.image[:, None], batch.target[:, None], max_value)
+            terms["image_ssim"] = self.ssim_loss(
+                out.image[:, None], batch.target[:, None], max_value
+            )
         if not terms:
             raise ValueError("the U-Net needs loss.image_l1 or loss.image_ssim > 0")
         terms["loss"] = sum(self.loss_weights[k] * v for k, v in terms.items())

@@ -9,8 +9,13 @@ from kspace_mim.modules.base import ReconOutput, ReconstructionModule
 class ZeroFilledModule(ReconstructionModule):
     trainable = False
 
-    def __init__(self, num_coils: int, img_size: tuple[int, int], loss: dict | None = None,
-                 optim: dict | None = None):
+    def __init__(
+        self,
+        num_coils: int,
+        img_size: tuple[int, int],
+        loss: dict | None = None,
+        optim: dict | None = None,
+    ):
         super().__init__(num_coils, img_size, loss, optim)
         self.save_hyperparameters()
 
