@@ -65,8 +65,8 @@ class SimMIM(nn.Module):
                 else f"its patch size {patch_size}"
             )
             raise ConfigError(
-                f"encoder.encoder_stride={encoder_stride} does not match {family}: it downsamples by "
-                f"{stride} ({how}). Set encoder.encoder_stride={stride} (or null), or change "
+                f"encoder.encoder_stride={encoder_stride} does not match {family}: it "
+                f"downsamples by {stride} ({how}). Set encoder.encoder_stride={stride} (or null), or change "
                 f"encoder.patch_size / encoder.depths."
             )
         if decoder not in DECODERS:
