@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 
 class SwinEncoder(nn.Module):
-    """Hierarchical timm Swin: stage i has ``embed_dim * 2**i`` channels, stride ``patch * 2**i``."""
+    """Hierarchical timm Swin: stage i has ``embed_dim * 2**i`` channels at ``patch * 2**i``."""
 
     def __init__(
         self,

@@ -66,8 +66,8 @@ class SimMIM(nn.Module):
             )
             raise ConfigError(
                 f"encoder.encoder_stride={encoder_stride} does not match {family}: it "
-                f"downsamples by {stride} ({how}). Set encoder.encoder_stride={stride} (or null), or change "
-                f"encoder.patch_size / encoder.depths."
+                f"downsamples by {stride} ({how}). Set encoder.encoder_stride={stride} (or null), "
+                f"or change encoder.patch_size / encoder.depths."
             )
         if decoder not in DECODERS:
             raise ConfigError(f"encoder.decoder={decoder!r}: one of {sorted(DECODERS)}")

@@ -1,4 +1,4 @@
-"""SimMIM on undersampled k-space or zero-filled coil images: forward only, the base does the rest."""
+"""SimMIM on undersampled k-space or zero-filled coil images; the base does the rest."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Zero-filling: the inverse FFT of the acquired samples; no parameters, the floor of every table."""
+"""Zero-filling: the inverse FFT of the acquired samples; the floor of every table."""
 
 from __future__ import annotations
 
