@@ -13,7 +13,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 
 def comparison_figure(
-    target: np.ndarray,
+    target: np.ndarray | None,
     zero_filled: np.ndarray,
     reconstruction: np.ndarray,
     kspace_zero_filled: np.ndarray | None = None,
@@ -26,13 +26,20 @@ def comparison_figure(
     with_k = kspace_zero_filled is not None and kspace_reconstruction is not None
     rows = 2 if with_k else 1
     fig, axes = plt.subplots(rows, 4, figsize=(13, 3.4 * rows), squeeze=False)
-    vmax = float(target.max()) or 1.0
+    # One grey scale for every image: the target's, or the reconstruction's without one.
+    vmax = float((target if target is not None else reconstruction).max()) or 1.0
     panels = [("target", target), ("zero-filled", zero_filled), ("reconstruction", reconstruction)]
     for ax, (name, image) in zip(axes[0], panels, strict=False):
+        if image is None:
+            ax.axis("off")
+            continue
         ax.imshow(image, cmap="gray", vmin=0, vmax=vmax)
         ax.set_title(name)
-    axes[0, 3].imshow(np.abs(reconstruction - target), cmap="magma", vmin=0, vmax=vmax / 5)
-    axes[0, 3].set_title("|error| x5")
+    if target is not None:
+        axes[0, 3].imshow(np.abs(reconstruction - target), cmap="magma", vmin=0, vmax=vmax / 5)
+        axes[0, 3].set_title("|error| x5")
+    else:
+        axes[0, 3].axis("off")
     if with_k:
         axes[1, 0].imshow(kspace_zero_filled, cmap="viridis", vmin=0, vmax=1)
         axes[1, 0].set_title("k-space acquired (log)")

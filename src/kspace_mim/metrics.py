@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 from fastmri.evaluate import nmse, psnr, ssim
+
+from kspace_mim.physics import center_crop
 
 METRICS = ("nmse", "psnr", "ssim")
 
@@ -127,3 +131,72 @@ class VolumeMetrics:
             "num_slices": sum(len(s) for s in self.slices.values()),
             "volumes": volumes,
         }
+
+
+class MissingPredictionError(FileNotFoundError):
+    """A target volume has no prediction file of the same name."""
+
+
+def evaluate_folders(
+    target_dir: str | Path,
+    predictions_dir: str | Path,
+    challenge: str,
+    acquisition: str | None = None,
+    acceleration: int | None = None,
+) -> dict:
+    """fastMRI's leaderboard evaluation (``fastmri.evaluate``) of a predictions folder.
+
+    Each target volume and its prediction are centre-cropped to a square of the target's
+    width, as fastMRI does; metrics per volume (data range = target volume max), their
+    means, and the means per acquisition. Every target volume needs a prediction.
+    """
+    from kspace_mim.data.mri_data import list_h5, recons_key
+
+    key = recons_key(challenge)
+    predictions_dir = Path(predictions_dir)
+    volumes: dict[str, dict[str, float]] = {}
+    acquisitions: dict[str, str] = {}
+    targets = list_h5(target_dir)
+    missing = [t.name for t in targets if not (predictions_dir / t.name).is_file()]
+    if missing:
+        raise MissingPredictionError(
+            f"{len(missing)} target volume(s) have no prediction in {predictions_dir}: "
+            + ", ".join(missing)
+        )
+    for path in targets:
+        with h5py.File(path, "r") as hf:
+            if key not in hf:
+                raise KeyError(f"{path}: no '{key}' (is this a {challenge} target folder?)")
+            attrs = dict(hf.attrs)
+            if acquisition and attrs.get("acquisition") != acquisition:
+                continue
+            if acceleration and attrs.get("acceleration") != acceleration:
+                continue
+            target = hf[key][()]
+        with h5py.File(predictions_dir / path.name, "r") as hf:
+            if "reconstruction" not in hf:
+                raise KeyError(f"{predictions_dir / path.name}: no 'reconstruction' dataset")
+            pred = hf["reconstruction"][()]
+        width = target.shape[-1]
+        target = center_crop(torch.from_numpy(target), (width, width)).numpy()
+        if min(pred.shape[-2:]) < width:
+            raise ValueError(
+                f"{path.name}: prediction {pred.shape} smaller than target {target.shape}"
+            )
+        pred = center_crop(torch.from_numpy(pred), (width, width)).numpy()
+        volumes[path.name] = volume_metrics(target, pred)
+        acquisitions[path.name] = str(attrs.get("acquisition", "unknown"))
+    if not volumes:
+        raise ValueError("no target volume matched the filters")
+    result: dict[str, Any] = {k: float(np.mean([v[k] for v in volumes.values()])) for k in METRICS}
+    result["num_volumes"] = len(volumes)
+    result["volumes"] = volumes
+    result["acquisitions"] = {
+        acq: {
+            k: float(np.mean([volumes[f][k] for f in volumes if acquisitions[f] == acq]))
+            for k in METRICS
+        }
+        | {"num_volumes": sum(a == acq for a in acquisitions.values())}
+        for acq in sorted(set(acquisitions.values()))
+    }
+    return result

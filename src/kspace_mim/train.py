@@ -49,6 +49,12 @@ def build_model(cfg: DictConfig, datamodule) -> ReconstructionModule:
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
     )
+    model.data_config = {
+        "challenge": cfg.data.challenge,
+        "normalize": bool(cfg.augmentation.normalize),
+        "crop_size": cfg.data.crop_size,
+        "virtual_coils": cfg.data.virtual_coils,
+    }
     if cfg.model.init_from:
         load_pretrained(model, cfg.model.init_from)
     return model

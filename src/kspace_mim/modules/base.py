@@ -81,6 +81,18 @@ class ReconstructionModule(L.LightningModule):
         self.best: dict[str, float] = {}
         self.last_metrics: dict[str, dict[str, Any]] = {}
         self._figure_batch: tuple | None = None
+        # The data settings the model was trained with (challenge, normalize, ...).
+        self.data_config: dict[str, Any] = {}
+
+    # --- checkpoints ------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What `reconstruct` needs to rebuild the model and its inputs from the file alone.
+        cls = type(self)
+        checkpoint["kspace_mim_class"] = f"{cls.__module__}.{cls.__qualname__}"
+        checkpoint["kspace_mim_data"] = dict(self.data_config)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.data_config = dict(checkpoint.get("kspace_mim_data", {}))
 
     # --- what a family provides -------------------------------------------------------
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
