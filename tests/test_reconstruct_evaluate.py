@@ -103,6 +103,7 @@ def test_missing_prediction_is_named(data_root, tmp_path):
         evaluate_folders(data_root / "multicoil_val", tmp_path, "multicoil")
 
 
+@pytest.mark.slow
 def test_bad_volumes_reported_good_ones_written(copy_folder, tmp_path):
     folder = copy_folder("multicoil_val")
     good = sorted(folder.glob("*.h5"))
