@@ -2,7 +2,9 @@
 
 Composes conf/train.yaml, builds the DataModule, the model and the Trainer from
 their groups, fits, validates the best checkpoint, tests when a test set with
-targets is given, writes ``metrics.json`` and prints a table. Returns the
+targets is given, writes ``metrics.json`` and prints a table. Every job records
+``status.json`` (running / finished / failed with its reason) in its run directory,
+so a failed sweep job is visible where the report and the user look. Returns the
 ``optimized_metric`` for Hydra sweepers.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +20,14 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.callbacks import (
     LearningRateMonitor,
     ModelCheckpoint,
     RichProgressBar,
     TQDMProgressBar,
 )
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from kspace_mim.config import CONFIG_DIR, register_resolvers
@@ -55,6 +60,7 @@ def build_model(cfg: DictConfig, datamodule) -> ReconstructionModule:
         "crop_size": cfg.data.crop_size,
         "virtual_coils": cfg.data.virtual_coils,
     }
+    model.on_nonfinite = cfg.train.on_nonfinite
     if cfg.model.init_from:
         load_pretrained(model, cfg.model.init_from)
     return model
@@ -72,6 +78,17 @@ def load_pretrained(model: torch.nn.Module, path: str) -> None:
         raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
 
 
+def build_logger(cfg: DictConfig, run_dir: Path):
+    kwargs: dict[str, Any] = {"save_dir": str(run_dir)}
+    if cfg.logger._target_.endswith("WandbLogger"):
+        kwargs["name"] = run_dir.name
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            # One W&B group per sweep, so the dashboard compares its jobs.
+            kwargs["group"] = Path(HydraConfig.get().sweep.dir).name
+        kwargs["config"] = OmegaConf.to_container(cfg, resolve=True)
+    return hydra.utils.instantiate(cfg.logger, **kwargs)
+
+
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train and evaluate ``cfg`` in ``run_dir``; returns the metrics written to metrics.json."""
     run_dir = Path(run_dir)
@@ -85,20 +102,25 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         monitor=cfg.optimized_metric,
         mode="max",
         save_last=True,
-        every_n_train_steps=cfg.checkpoint.every_n_train_steps,
     )
-    progress = RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(refresh_rate=20)
-    callbacks = [checkpoint, progress]
-    logger = hydra.utils.instantiate(cfg.logger, save_dir=str(run_dir))
-    if model.trainable:
+    callbacks = [checkpoint]
+    if cfg.checkpoint.every_n_train_steps:
+        # last.ckpt every N steps: a killed run loses at most N steps.
+        callbacks.append(ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+            every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+        ))
+    callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(refresh_rate=20))
+    if model.trainable and not cfg.eval_only:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir)
+        cfg.trainer, callbacks=callbacks, logger=build_logger(cfg, run_dir),
+        default_root_dir=str(run_dir),
     )
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
-    if model.trainable:
+    if model.trainable and not cfg.eval_only:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         # The final state, whatever the validation / checkpoint cadence was.
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
@@ -115,14 +137,39 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     metrics = {**results["val"], **({"test": results["test"]} if "test" in results else {})}
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        print_metrics_table(results, title=f"{cfg.encoder._target_.rsplit('.', 1)[-1]} — {run_dir}")
+        print_metrics_table(results, title=f"{type(model).__name__} — {run_dir}")
+    return metrics
+
+
+def write_status(run_dir: Path, status: str, **extra: Any) -> None:
+    """``status.json`` of a job (rank 0 only): what the sweep report reads."""
+    if rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "status.json").write_text(json.dumps({"status": status, **extra}, indent=2))
+
+
+def run_job(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """:func:`run` with its outcome recorded: a failure leaves its reason and traceback."""
+    run_dir = Path(run_dir)
+    write_status(run_dir, "running")
+    try:
+        metrics = run(cfg, run_dir)
+    except BaseException as err:
+        reason = f"{type(err).__name__}: {err}".strip()
+        write_status(run_dir, "failed", reason=reason)
+        if rank_zero_only.rank == 0:
+            (run_dir / "error.log").write_text(traceback.format_exc())
+            print(f"job failed in {run_dir}: {reason}", file=sys.stderr)
+        raise
+    write_status(run_dir, "finished", **{k: metrics[k] for k in ("ssim", "psnr", "nmse")})
     return metrics
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    print_config_tree(cfg)
-    metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+    if rank_zero_only.rank == 0:
+        print_config_tree(cfg)
+    metrics = run_job(cfg, HydraConfig.get().runtime.output_dir)
     return float(metrics[cfg.optimized_metric.split("/", 1)[1]])
 
 

@@ -8,6 +8,7 @@ A family implements :meth:`ReconstructionModule.reconstruct` (and may override
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,6 +24,8 @@ from kspace_mim.data.transforms import KspaceSample, kspace_to_image, to_origina
 from kspace_mim.figures import comparison_figure, save_figure
 from kspace_mim.metrics import VolumeMetrics, kspace_picture, kspace_ssim
 from kspace_mim.physics import data_consistency
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LOSS = {"kspace_l1": 0.0, "image_l1": 1.0, "image_ssim": 0.0}
 DEFAULT_OPTIM = {"lr": 1e-3, "weight_decay": 0.01, "warmup_fraction": 0.05}
@@ -60,6 +63,7 @@ class ReconstructionModule(L.LightningModule):
 
     trainable = True
     predicts_kspace = True
+    on_nonfinite = "stop"  # train.on_nonfinite: stop | skip
 
     def __init__(
         self,
@@ -140,9 +144,20 @@ class ReconstructionModule(L.LightningModule):
         return terms
 
     # --- training ---------------------------------------------------------------------
-    def training_step(self, batch: KspaceSample, batch_idx: int) -> Tensor:
+    def training_step(self, batch: KspaceSample, batch_idx: int) -> Tensor | None:
         terms = self.loss(batch, self.reconstruct(batch))
         bs = batch.masked_kspace.shape[0]
+        if not torch.isfinite(terms["loss"]):
+            slices = zip(batch.fname, batch.slice_num, strict=True)
+            where = ", ".join(f"{f} slice {int(s)}" for f, s in slices)
+            loss = terms["loss"].item()
+            message = f"non-finite loss {loss} at step {self.global_step} on {where}"
+            if self.on_nonfinite == "skip":
+                # Returning None skips the optimizer step (single process; under DDP every
+                # rank must skip together, so prefer `stop` there).
+                log.warning("%s: step skipped (train.on_nonfinite=skip)", message)
+                return None
+            raise FloatingPointError(f"{message}; train.on_nonfinite=skip skips such steps")
         for name, value in terms.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=bs)
         return terms["loss"]

@@ -1,0 +1,165 @@
+"""The LightningDataModule: fastMRI folders -> train / val / test loaders on the model grid."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from kspace_mim.data.augment import Augmentation
+from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
+from kspace_mim.data.samplers import VolumeBatchSampler
+from kspace_mim.data.transforms import KspaceTransform
+
+log = logging.getLogger(__name__)
+
+
+def split_volumes(volumes: list[Volume], val_fraction: float, seed: int) -> tuple[list, list]:
+    """Split by volume (never by slice): a seeded shuffle, ``val_fraction`` of volumes to val."""
+    if len(volumes) < 2:
+        raise ValueError(
+            f"cannot split {len(volumes)} volume(s) into train and val; give data.val_path"
+        )
+    order = torch.randperm(len(volumes), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = min(max(1, round(val_fraction * len(volumes))), len(volumes) - 1)
+    val = sorted(order[:n_val])
+    return [v for i, v in enumerate(volumes) if i not in val], [volumes[i] for i in val]
+
+
+class FastMRIDataModule(L.LightningDataModule):
+    """fastMRI volumes from folders; the mask and grid of the config.
+
+    Args:
+        train_path, val_path, test_path: folders of ``.h5`` volumes. With no
+            ``val_path`` the train folder is split by volume (``val_fraction``,
+            the paper's 80/20). ``test_path`` may hold challenge files (own masks).
+        challenge: "singlecoil" or "multicoil".
+        mask: a mask from :mod:`kspace_mim.data.masks`, random in training and
+            seeded by file name in validation / test.
+        crop_size: model grid side; None uses each volume's recon size.
+        virtual_coils: SVD coil compression to this many coils (None: keep; then
+            every volume must have the same coil count).
+        augmentation: training augmentation (validation / test never augment,
+            except ``normalize``, which is part of the model input).
+        skip_bad_files: skip unusable files with a warning instead of failing.
+    """
+
+    def __init__(
+        self,
+        train_path: str | None = None,
+        val_path: str | None = None,
+        test_path: str | None = None,
+        challenge: str = "multicoil",
+        mask=None,
+        crop_size: int | None = None,
+        virtual_coils: int | None = None,
+        augmentation: Augmentation | None = None,
+        batch_size: int = 1,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        skip_bad_files: bool = False,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        self.paths = {"train": train_path, "val": val_path, "test": test_path}
+        self.challenge = challenge
+        self.mask = mask
+        self.crop_size = crop_size
+        self.virtual_coils = virtual_coils
+        self.augmentation = augmentation or Augmentation()
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.skip_bad_files = skip_bad_files
+        self.pin_memory = pin_memory
+        self.datasets: dict[str, SliceDataset] = {}
+
+    def _scan(self, stage: str) -> list[Volume]:
+        path = self.paths[stage]
+        return scan_volumes(list_h5(Path(os.path.expanduser(path))), self.challenge, self.skip_bad_files)
+
+    def _dataset(self, volumes: list[Volume], train: bool) -> SliceDataset:
+        eval_augmentation = Augmentation(normalize=self.augmentation.normalize)
+        transform = KspaceTransform(
+            mask_func=self.mask,
+            crop_size=self.crop_size,
+            virtual_coils=self.virtual_coils,
+            augmentation=self.augmentation if train else eval_augmentation,
+            deterministic=not train,
+        )
+        return SliceDataset(volumes, self.challenge, transform)
+
+    def _check_coils(self, volumes: list[Volume], stage: str) -> None:
+        coils = Counter(v.num_coils for v in volumes)
+        if len(coils) > 1 and not self.virtual_coils:
+            counts = ", ".join(f"{n} coils: {k} volume(s)" for n, k in sorted(coils.items()))
+            raise ValueError(
+                f"{stage} volumes have different coil counts ({counts}); set data.virtual_coils "
+                f"(e.g. {min(coils)}) to compress every volume to that many coils"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Scan the folders (every bad file reported at once) and build the datasets."""
+        if stage in (None, "fit", "validate") and "train" not in self.datasets:
+            if self.paths["train"] is None and self.paths["val"] is None:
+                raise ValueError("data.train_path (or data.val_path) must be set to train")
+            train = self._scan("train") if self.paths["train"] else []
+            if self.paths["val"]:
+                val = self._scan("val")
+            else:
+                train, val = split_volumes(train, self.val_fraction, self.split_seed)
+                log.info("split %s by volume: %d train, %d val", self.paths["train"], len(train), len(val))
+            self._check_coils(train + val, "train/val")
+            if train:
+                self.datasets["train"] = self._dataset(train, train=True)
+            self.datasets["val"] = self._dataset(val, train=False)
+        if stage in (None, "test") and self.paths["test"] and "test" not in self.datasets:
+            test = self._scan("test")
+            self._check_coils(test, "test")
+            self.datasets["test"] = self._dataset(test, train=False)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.world_size, trainer.global_rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def _loader(self, dataset: SliceDataset, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets["train"]
+        world, rank = self._world()
+        if world > 1:
+            sampler = DistributedSampler(dataset, world, rank, shuffle=True, drop_last=True)
+            return self._loader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+        return self._loader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=len(dataset) > self.batch_size)
+
+    def _eval_loader(self, stage: str) -> DataLoader:
+        dataset = self.datasets[stage]
+        world, rank = self._world()
+        sampler = VolumeBatchSampler(dataset.slices_by_volume(), self.val_batch_size, world, rank)
+        return self._loader(dataset, batch_sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,230 @@
+"""Synthetic fastMRI volumes in the exact layout of the release (the embedded default data).
+
+Each volume is a stack of anatomy-like phantoms (nested ellipses with sharp
+edges, smooth texture, slice-to-slice variation), a smooth phase, realistic
+birdcage-like coil sensitivities, complex Gaussian noise, 2x readout
+oversampling and zero padding columns outside the encoding limits, as real
+fastMRI knee files have. Targets are computed exactly as fastMRI defines them
+(RSS or magnitude of the inverse FFT, cropped to the recon size). Test files
+hold k-space already masked (true zeros), their ``mask`` and the attrs
+``acceleration`` / ``num_low_frequency``, and no target.
+
+    python -m kspace_mim.data.synthesize --out DIR [--challenge multicoil] [--split train]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from fastmri.data.subsample import EquispacedMaskFractionFunc
+from tqdm import tqdm
+
+from kspace_mim.data.masks import CartesianMask, seed_from_fname
+from kspace_mim.physics import apply_mask, center_crop, fft2c, ifft2c, rss
+
+SPLITS = ("train", "val", "test")
+# File numbers as in the release (file1000000.h5 ...), one block per split.
+FIRST_FILE = {"train": 1000000, "val": 1001000, "test": 1002000}
+# The synthetic default set written by `make train` (train is split 80/20 by volume
+# only when no val folder is given; the default set has one).
+DEFAULT_VOLUMES = {"train": 12, "val": 4, "test": 2}
+
+HEADER = """<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD" xmlns:xs="http://www.w3.org/2001/XMLSchema">
+  <acquisitionSystemInformation><receiverChannels>{coils}</receiverChannels></acquisitionSystemInformation>
+  <encoding>
+    <encodedSpace>
+      <matrixSize><x>{enc_x}</x><y>{enc_y}</y><z>1</z></matrixSize>
+      <fieldOfView_mm><x>280</x><y>{fov_y}</y><z>4.5</z></fieldOfView_mm>
+    </encodedSpace>
+    <reconSpace>
+      <matrixSize><x>{rec_x}</x><y>{rec_y}</y><z>1</z></matrixSize>
+      <fieldOfView_mm><x>140</x><y>140</y><z>3</z></fieldOfView_mm>
+    </reconSpace>
+    <trajectory>cartesian</trajectory>
+    <encodingLimits>
+      <kspace_encoding_step_1><minimum>0</minimum><maximum>{lim_max}</maximum><center>{lim_center}</center></kspace_encoding_step_1>
+      <kspace_encoding_step_2><minimum>0</minimum><maximum>0</maximum><center>0</center></kspace_encoding_step_2>
+      <slice><minimum>0</minimum><maximum>{max_slice}</maximum><center>0</center></slice>
+    </encodingLimits>
+  </encoding>
+</ismrmrdHeader>
+"""
+
+
+def _smooth_noise(gen: torch.Generator, shape: tuple[int, int], cutoff: float) -> torch.Tensor:
+    """Real noise low-passed in k-space (Gaussian window), unit std: anatomy-like texture."""
+    noise = torch.randn(shape, generator=gen, dtype=torch.complex64)
+    ky = torch.linspace(-1, 1, shape[0])[:, None]
+    kx = torch.linspace(-1, 1, shape[1])[None, :]
+    field = ifft2c(fft2c(noise) * torch.exp(-(ky**2 + kx**2) / (2 * cutoff**2))).real
+    return field / field.std().clamp_min(1e-12)
+
+
+def phantom(gen: torch.Generator, rows: int, cols: int, size: int, z: float) -> torch.Tensor:
+    """One anatomy-like magnitude slice on the (rows, cols) FOV; the object fits the
+    central size x size box. z in [-1, 1] is the slice position (objects shrink at the ends)."""
+    r = (torch.arange(rows) - rows // 2)[:, None] / (size / 2)
+    c = (torch.arange(cols) - cols // 2)[None, :] / (size / 2)
+    shrink = math.sqrt(max(1 - (0.85 * z) ** 2, 0.05))
+    img = torch.zeros(rows, cols)
+
+    def ellipse(cy, cx, ay, ax, angle, value):
+        cos, sin = math.cos(angle), math.sin(angle)
+        y, x = r - cy, c - cx
+        inside = ((cos * x + sin * y) / ax) ** 2 + ((-sin * x + cos * y) / ay) ** 2 <= 1
+        img[inside] = value
+
+    u = lambda lo, hi: lo + (hi - lo) * float(torch.rand((), generator=gen))  # noqa: E731
+    ellipse(0, 0, 0.88 * shrink, 0.72 * shrink, u(-0.2, 0.2), u(0.35, 0.5))  # soft tissue
+    for _ in range(2):  # two bones with cortex and marrow
+        cy, cx = u(-0.35, 0.35), u(-0.3, 0.3)
+        ay, ax, ang = u(0.18, 0.3) * shrink, u(0.12, 0.22) * shrink, u(0, math.pi)
+        ellipse(cy, cx, ay, ax, ang, 0.08)
+        ellipse(cy, cx, 0.8 * ay, 0.8 * ax, ang, u(0.8, 1.0))
+    for _ in range(int(torch.randint(3, 7, (), generator=gen))):  # small structures
+        ellipse(u(-0.6, 0.6) * shrink, u(-0.5, 0.5) * shrink, u(0.03, 0.12), u(0.03, 0.12),
+                u(0, math.pi), u(0.1, 0.9))
+    texture = 1 + 0.12 * _smooth_noise(gen, (rows, cols), 0.15)
+    return (img * texture).clamp_min(0)
+
+
+def coil_sensitivities(
+    gen: torch.Generator, coils: int, rows: int, cols: int, size: int
+) -> torch.Tensor:
+    """Birdcage-like receive sensitivities (C, rows, cols): coils on a ring around the
+    object, magnitude falling with distance, phase varying smoothly in space."""
+    r = (torch.arange(rows) - rows // 2)[:, None] / (size / 2)
+    c = (torch.arange(cols) - cols // 2)[None, :] / (size / 2)
+    start = float(torch.rand((), generator=gen)) * 2 * math.pi
+    maps = []
+    for k in range(coils):
+        theta = start + 2 * math.pi * k / coils
+        cy, cx = 1.3 * math.sin(theta), 1.3 * math.cos(theta)
+        dist2 = (r - cy) ** 2 + (c - cx) ** 2
+        magnitude = 1 / (1 + dist2 / 0.9)
+        phase = theta + 0.6 * ((r - cy) * math.cos(theta) - (c - cx) * math.sin(theta))
+        maps.append(magnitude * torch.exp(1j * phase))
+    return torch.stack(maps).to(torch.complex64)
+
+
+def synthesize_volume(
+    path: Path, challenge: str, split: str, slices: int, coils: int, size: int, seed: int
+) -> None:
+    """Write one fastMRI volume to ``path``."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = 2 * size  # 2x readout oversampling, as the knee data (640 -> 320)
+    cols = 2 * round(size * 1.15 / 2) + 4 * int(torch.randint(0, 2, (), generator=gen))
+    pad = 2 if cols > 8 else 0  # unacquired columns at each edge (encoding limits)
+    coils = 1 if challenge == "singlecoil" else coils
+    maps = coil_sensitivities(gen, coils, rows, cols, size)
+    phase_coef = torch.randn(4, generator=gen) * torch.tensor([1.0, 0.6, 0.6, 0.3])
+    r = (torch.arange(rows) - rows // 2)[:, None] / size
+    c = (torch.arange(cols) - cols // 2)[None, :] / size
+    phase = phase_coef[0] + phase_coef[1] * r + phase_coef[2] * c + phase_coef[3] * r * c
+    # Real fastMRI k-space is tiny (1e-6 .. 1e-3): keep that scale so scaling code is tested.
+    intensity = 2e-4 * (0.5 + float(torch.rand((), generator=gen)))
+    kspace = torch.zeros(slices, coils, rows, cols, dtype=torch.complex64)
+    for s in range(slices):
+        z = 2 * (s + 0.5) / slices - 1
+        image = phantom(gen, rows, cols, size, z) * torch.exp(1j * phase) * intensity
+        k = fft2c(maps * image)
+        k = k + 0.01 * intensity * torch.randn(k.shape, generator=gen, dtype=torch.complex64)
+        k[..., :pad] = 0
+        k[..., cols - pad :] = 0
+        kspace[s] = k
+    target = rss(ifft2c(kspace)) if coils > 1 else ifft2c(kspace)[:, 0].abs()
+    target = center_crop(target, (size, size))
+    if challenge == "singlecoil":
+        kspace = kspace[:, 0]
+
+    header = HEADER.format(
+        coils=coils, enc_x=rows, enc_y=cols, fov_y=round(140 * cols / size), rec_x=size,
+        rec_y=size, lim_max=cols - 2 * pad - 1, lim_center=cols // 2 - pad, max_slice=slices - 1,
+    )
+    attrs = {
+        "acquisition": ("CORPD_FBK", "CORPDFS_FBK")[seed % 2],
+        "patient_id": hashlib.sha256(f"{path.name}{seed}".encode()).hexdigest()[:16],
+    }
+    with h5py.File(path, "w") as hf:
+        hf.create_dataset("ismrmrd_header", data=header.encode())
+        if split == "test":
+            acceleration = (4, 8)[seed % 2]
+            center = {4: 0.08, 8: 0.04}[acceleration]
+            mask_func = CartesianMask(EquispacedMaskFractionFunc([center], [acceleration]))
+            mask, num_low, _ = mask_func((rows, cols), seed_from_fname(path.name))
+            mask[:, :pad] = False
+            mask[:, cols - pad :] = False
+            hf.create_dataset("kspace", data=apply_mask(kspace, mask).numpy())
+            hf.create_dataset("mask", data=mask[0].numpy())
+            attrs.update(acceleration=acceleration, num_low_frequency=num_low)
+        else:
+            hf.create_dataset("kspace", data=kspace.numpy())
+            key = "reconstruction_esc" if challenge == "singlecoil" else "reconstruction_rss"
+            hf.create_dataset(key, data=target.numpy().astype(np.float32))
+            attrs.update(max=float(target.max()), norm=float(torch.linalg.vector_norm(target)))
+        hf.attrs.update(attrs)
+
+
+def synthesize(
+    out: str | Path,
+    challenge: str = "multicoil",
+    split: str = "train",
+    volumes: int = 4,
+    slices: int = 8,
+    coils: int = 8,
+    size: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Path]:
+    """Write ``volumes`` fastMRI files into the folder ``out``; returns their paths."""
+    if challenge not in ("singlecoil", "multicoil"):
+        raise ValueError(f"challenge must be singlecoil or multicoil, got {challenge!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if size < 16 or size % 2:
+        raise ValueError(f"size must be an even number >= 16, got {size}")
+    if volumes < 1 or slices < 1 or coils < 1:
+        raise ValueError("volumes, slices and coils must be >= 1")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"file{FIRST_FILE[split] + i}.h5" for i in range(volumes)]
+    bar = tqdm(paths, desc=f"{challenge}_{split}", unit="volume", disable=not progress)
+    for i, path in enumerate(bar):
+        synthesize_volume(path, challenge, split, slices, coils, size, seed * 100003 + FIRST_FILE[split] + i)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m kspace_mim.data.synthesize", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--out", required=True, type=Path,
+                        help="folder for the .h5 files; without --split, the parent of "
+                             "<challenge>_train, <challenge>_val and <challenge>_test")
+    parser.add_argument("--challenge", default="multicoil", choices=("singlecoil", "multicoil"))
+    parser.add_argument("--split", choices=SPLITS, help="write one split into --out itself")
+    parser.add_argument("--volumes", type=int, help="volumes per split (default 12/4/2 for the set)")
+    parser.add_argument("--slices", type=int, default=8)
+    parser.add_argument("--coils", type=int, default=8)
+    parser.add_argument("--size", type=int, default=128, help="recon size (image is size x size)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    common = dict(challenge=args.challenge, slices=args.slices, coils=args.coils,
+                  size=args.size, seed=args.seed)
+    if args.split:
+        synthesize(args.out, split=args.split, volumes=args.volumes or 4, **common)
+        return
+    for split in SPLITS:
+        synthesize(args.out / f"{args.challenge}_{split}", split=split,
+                   volumes=args.volumes or DEFAULT_VOLUMES[split], **common)
+
+
+if __name__ == "__main__":
+    main()
