@@ -24,8 +24,10 @@ METRIC_COLUMNS = ["ssim", "psnr", "nmse", "kspace_ssim"]
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
     """The job directories of a sweep (those Hydra wrote its overrides into)."""
-    return sorted((p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")),
-                  key=lambda p: (len(p.name), p.name))
+    return sorted(
+        (p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")),
+        key=lambda p: (len(p.name), p.name),
+    )
 
 
 def collect(sweep_dir: str | Path) -> pd.DataFrame:
@@ -83,13 +85,20 @@ def plot_parameters(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 
 def print_table(frame: pd.DataFrame) -> None:
+    """The swept parameters, status and metrics of every job (the files have every column)."""
+    columns = ["job", *swept_parameters(frame), "status", "reason", *METRIC_COLUMNS]
+    frame = frame[[c for c in columns if c in frame]]
     table = Table(title="sweep report (sorted by SSIM)")
     for col in frame.columns:
         table.add_column(col, overflow="fold")
     for _, row in frame.iterrows():
-        table.add_row(*("" if pd.isna(v) else f"{v:.4f}" if isinstance(v, float) else str(v)
-                        for v in row))
-    Console().print(table)
+        table.add_row(
+            *("" if pd.isna(v) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row)
+        )
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # logs and CI: do not fold the table to 80 columns
+    console.print(table)
 
 
 def report(sweep_dir: str | Path) -> pd.DataFrame:
@@ -113,8 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     failed = (frame["status"] != "finished").sum()
-    print(f"{len(frame)} job(s), {failed} not finished; wrote report.csv, report.md and plots "
-          f"to {args.sweep_dir}")
+    print(
+        f"{len(frame)} job(s), {failed} not finished; wrote report.csv, report.md and plots "
+        f"to {args.sweep_dir}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,8 +11,12 @@ so a failed sweep job is visible where the report and the user look. Returns the
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +32,15 @@ from lightning.pytorch.callbacks import (
     TQDMProgressBar,
 )
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from kspace_mim.config import CONFIG_DIR, register_resolvers
 from kspace_mim.modules.base import ReconstructionModule
 from kspace_mim.utils import print_config_tree, print_metrics_table
+
+# Validation metrics are already identical on every rank (gathered per slice, then
+# computed): syncing them would be wrong work, so Lightning's advice does not apply.
+warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed")
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
@@ -106,15 +114,21 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     callbacks = [checkpoint]
     if cfg.checkpoint.every_n_train_steps:
         # last.ckpt every N steps: a killed run loses at most N steps.
-        callbacks.append(ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
-            every_n_train_steps=cfg.checkpoint.every_n_train_steps,
-        ))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                save_last=True,
+                save_top_k=0,
+                every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+            )
+        )
     callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(refresh_rate=20))
     if model.trainable and not cfg.eval_only:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=callbacks, logger=build_logger(cfg, run_dir),
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=build_logger(cfg, run_dir),
         default_root_dir=str(run_dir),
     )
     if trainer.is_global_zero:
@@ -148,12 +162,34 @@ def write_status(run_dir: Path, status: str, **extra: Any) -> None:
         (run_dir / "status.json").write_text(json.dumps({"status": status, **extra}, indent=2))
 
 
+# Set by Lightning's DDP launcher in the launching process; left behind they make the next
+# job of a sweep believe its ranks were started externally, and it waits for them forever.
+LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def isolated_job() -> Iterator[None]:
+    """Run one job so that the next in the same process starts from a clean DDP state."""
+    saved = {k: os.environ.get(k) for k in LAUNCHER_ENV}
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run_job(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """:func:`run` with its outcome recorded: a failure leaves its reason and traceback."""
     run_dir = Path(run_dir)
     write_status(run_dir, "running")
     try:
-        metrics = run(cfg, run_dir)
+        with isolated_job():
+            metrics = run(cfg, run_dir)
     except BaseException as err:
         reason = f"{type(err).__name__}: {err}".strip()
         write_status(run_dir, "failed", reason=reason)
@@ -165,8 +201,25 @@ def run_job(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     return metrics
 
 
+def relaunch_this_job_only() -> None:
+    """Make Lightning's subprocess DDP launcher start *this* sweep job on the other ranks.
+
+    The launcher re-runs ``sys.argv`` plus ``hydra.run.dir=<hydra.run.dir>``; inside a
+    multirun that restarts the whole sweep in a new directory on every rank (Lightning
+    issues 11300 / 18175). We hand it the job's own overrides, single-run mode, and the
+    job's directory as the run directory, so every rank runs the same job in one place.
+    """
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    relaunch_this_job_only()
     if rank_zero_only.rank == 0:
         print_config_tree(cfg)
     metrics = run_job(cfg, HydraConfig.get().runtime.output_dir)

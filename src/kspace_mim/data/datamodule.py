@@ -85,7 +85,9 @@ class FastMRIDataModule(L.LightningDataModule):
 
     def _scan(self, stage: str) -> list[Volume]:
         path = self.paths[stage]
-        return scan_volumes(list_h5(Path(os.path.expanduser(path))), self.challenge, self.skip_bad_files)
+        return scan_volumes(
+            list_h5(Path(os.path.expanduser(path))), self.challenge, self.skip_bad_files
+        )
 
     def _dataset(self, volumes: list[Volume], train: bool) -> SliceDataset:
         eval_augmentation = Augmentation(normalize=self.augmentation.normalize)
@@ -117,7 +119,12 @@ class FastMRIDataModule(L.LightningDataModule):
                 val = self._scan("val")
             else:
                 train, val = split_volumes(train, self.val_fraction, self.split_seed)
-                log.info("split %s by volume: %d train, %d val", self.paths["train"], len(train), len(val))
+                log.info(
+                    "split %s by volume: %d train, %d val",
+                    self.paths["train"],
+                    len(train),
+                    len(val),
+                )
             self._check_coils(train + val, "train/val")
             if train:
                 self.datasets["train"] = self._dataset(train, train=True)
@@ -149,8 +156,15 @@ class FastMRIDataModule(L.LightningDataModule):
         world, rank = self._world()
         if world > 1:
             sampler = DistributedSampler(dataset, world, rank, shuffle=True, drop_last=True)
-            return self._loader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True)
-        return self._loader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=len(dataset) > self.batch_size)
+            return self._loader(
+                dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True
+            )
+        return self._loader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(dataset) > self.batch_size,
+        )
 
     def _eval_loader(self, stage: str) -> DataLoader:
         dataset = self.datasets[stage]

@@ -42,7 +42,9 @@ class VolumeBatchSampler(torch.utils.data.Sampler[list[int]]):
             raise ValueError(f"rank {rank} outside a world of {num_replicas}")
         mine = assign_volumes([len(g) for g in groups], num_replicas)[rank]
         self.batches = [
-            list(groups[v][i : i + batch_size]) for v in mine for i in range(0, len(groups[v]), batch_size)
+            list(groups[v][i : i + batch_size])
+            for v in mine
+            for i in range(0, len(groups[v]), batch_size)
         ]
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -89,8 +89,14 @@ def phantom(gen: torch.Generator, rows: int, cols: int, size: int, z: float) -> 
         ellipse(cy, cx, ay, ax, ang, 0.08)
         ellipse(cy, cx, 0.8 * ay, 0.8 * ax, ang, u(0.8, 1.0))
     for _ in range(int(torch.randint(3, 7, (), generator=gen))):  # small structures
-        ellipse(u(-0.6, 0.6) * shrink, u(-0.5, 0.5) * shrink, u(0.03, 0.12), u(0.03, 0.12),
-                u(0, math.pi), u(0.1, 0.9))
+        ellipse(
+            u(-0.6, 0.6) * shrink,
+            u(-0.5, 0.5) * shrink,
+            u(0.03, 0.12),
+            u(0.03, 0.12),
+            u(0, math.pi),
+            u(0.1, 0.9),
+        )
     texture = 1 + 0.12 * _smooth_noise(gen, (rows, cols), 0.15)
     return (img * texture).clamp_min(0)
 
@@ -145,8 +151,15 @@ def synthesize_volume(
         kspace = kspace[:, 0]
 
     header = HEADER.format(
-        coils=coils, enc_x=rows, enc_y=cols, fov_y=round(140 * cols / size), rec_x=size,
-        rec_y=size, lim_max=cols - 2 * pad - 1, lim_center=cols // 2 - pad, max_slice=slices - 1,
+        coils=coils,
+        enc_x=rows,
+        enc_y=cols,
+        fov_y=round(140 * cols / size),
+        rec_x=size,
+        rec_y=size,
+        lim_max=cols - 2 * pad - 1,
+        lim_center=cols // 2 - pad,
+        max_slice=slices - 1,
     )
     attrs = {
         "acquisition": ("CORPD_FBK", "CORPDFS_FBK")[seed % 2],
@@ -197,7 +210,9 @@ def synthesize(
     paths = [out / f"file{FIRST_FILE[split] + i}.h5" for i in range(volumes)]
     bar = tqdm(paths, desc=f"{challenge}_{split}", unit="volume", disable=not progress)
     for i, path in enumerate(bar):
-        synthesize_volume(path, challenge, split, slices, coils, size, seed * 100003 + FIRST_FILE[split] + i)
+        synthesize_volume(
+            path, challenge, split, slices, coils, size, seed * 100003 + FIRST_FILE[split] + i
+        )
     return paths
 
 
@@ -205,25 +220,40 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m kspace_mim.data.synthesize", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--out", required=True, type=Path,
-                        help="folder for the .h5 files; without --split, the parent of "
-                             "<challenge>_train, <challenge>_val and <challenge>_test")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="folder for the .h5 files; without --split, the parent of "
+        "<challenge>_train, <challenge>_val and <challenge>_test",
+    )
     parser.add_argument("--challenge", default="multicoil", choices=("singlecoil", "multicoil"))
     parser.add_argument("--split", choices=SPLITS, help="write one split into --out itself")
-    parser.add_argument("--volumes", type=int, help="volumes per split (default 12/4/2 for the set)")
+    parser.add_argument(
+        "--volumes", type=int, help="volumes per split (default 12/4/2 for the set)"
+    )
     parser.add_argument("--slices", type=int, default=8)
     parser.add_argument("--coils", type=int, default=8)
     parser.add_argument("--size", type=int, default=128, help="recon size (image is size x size)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    common = dict(challenge=args.challenge, slices=args.slices, coils=args.coils,
-                  size=args.size, seed=args.seed)
+    common = dict(
+        challenge=args.challenge,
+        slices=args.slices,
+        coils=args.coils,
+        size=args.size,
+        seed=args.seed,
+    )
     if args.split:
         synthesize(args.out, split=args.split, volumes=args.volumes or 4, **common)
         return
     for split in SPLITS:
-        synthesize(args.out / f"{args.challenge}_{split}", split=split,
-                   volumes=args.volumes or DEFAULT_VOLUMES[split], **common)
+        synthesize(
+            args.out / f"{args.challenge}_{split}",
+            split=split,
+            volumes=args.volumes or DEFAULT_VOLUMES[split],
+            **common,
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ from kspace_mim.data.mri_data import DataError
 from kspace_mim.physics import (
     apply_mask,
     center_crop,
-    compress_coils,
     coil_compression_matrix,
+    compress_coils,
     crop_image_domain,
     fft2c,
     ifft2c,
