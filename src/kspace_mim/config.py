@@ -17,17 +17,32 @@ def project_root() -> str:
     return os.environ.get("KSPACE_MIM_ROOT", str(CONFIG_DIR.parent))
 
 
+def make_dir(path: str) -> str:
+    """``${kspace_mim_mkdir:PATH}``: PATH, created (Optuna opens its database in the sweep
+    directory before Hydra has made it)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def register_resolvers() -> None:
     """Register the OmegaConf resolvers the configs use (idempotent)."""
     if not OmegaConf.has_resolver("kspace_mim_root"):
         OmegaConf.register_new_resolver("kspace_mim_root", project_root)
+    if not OmegaConf.has_resolver("kspace_mim_mkdir"):
+        OmegaConf.register_new_resolver("kspace_mim_mkdir", make_dir)
 
 
-def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+def compose(
+    overrides: Sequence[str] = (), config_name: str = "train", return_hydra_config: bool = False
+) -> DictConfig:
     """Compose ``conf/<config_name>.yaml`` with command-line style overrides (tests, notebooks)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return hydra_compose(
+            config_name=config_name,
+            overrides=list(overrides),
+            return_hydra_config=return_hydra_config,
+        )

@@ -93,8 +93,10 @@ def build_logger(cfg: DictConfig, run_dir: Path):
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             # One W&B group per sweep, so the dashboard compares its jobs.
             kwargs["group"] = Path(HydraConfig.get().sweep.dir).name
-        kwargs["config"] = OmegaConf.to_container(cfg, resolve=True)
-    return hydra.utils.instantiate(cfg.logger, **kwargs)
+    logger = hydra.utils.instantiate(cfg.logger, **kwargs)
+    # The whole resolved config on the dashboard (rank 0 only, as every log_hyperparams).
+    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return logger
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -138,7 +140,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         # The final state, whatever the validation / checkpoint cadence was.
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-        best = checkpoint.best_model_path or None
+        best = checkpoint.best_model_path
+        # A resumed run restores the callback's record, which may name a file rotated away.
+        best = best if best and Path(best).is_file() else None
         trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     else:
         trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -193,12 +197,22 @@ def run_job(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     except BaseException as err:
         reason = f"{type(err).__name__}: {err}".strip()
         write_status(run_dir, "failed", reason=reason)
+        finish_wandb(exit_code=1)
         if rank_zero_only.rank == 0:
             (run_dir / "error.log").write_text(traceback.format_exc())
             print(f"job failed in {run_dir}: {reason}", file=sys.stderr)
         raise
     write_status(run_dir, "finished", **{k: metrics[k] for k in ("ssim", "psnr", "nmse")})
+    finish_wandb(exit_code=0)
     return metrics
+
+
+def finish_wandb(exit_code: int) -> None:
+    """Close a W&B run (its summary and files are written then); the next sweep job opens
+    its own. A no-op without W&B."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 def relaunch_this_job_only() -> None:
