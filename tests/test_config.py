@@ -64,3 +64,18 @@ def test_wrong_encoder_stride_from_config():
     cfg = compose(["encoder=swin", "encoder.size=tiny", "encoder.encoder_stride=32"])
     with pytest.raises(ConfigError, match="Set encoder.encoder_stride=4"):
         hydra.utils.instantiate(cfg.encoder)(num_coils=2, img_size=(32, 32))
+
+
+def test_wandb_goes_offline_without_key_or_network(monkeypatch, tmp_path):
+    from kspace_mim.config import wandb_offline
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_offline()  # no key
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: no network
+    assert wandb_offline()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_offline()
+    assert compose(["logger=wandb"]).logger.offline is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,10 +25,37 @@ def make_dir(path: str) -> str:
     return path
 
 
+def wandb_offline() -> bool:
+    """``${kspace_mim_wandb_offline:}``: log to W&B offline unless it can really go online.
+
+    Online needs WANDB_MODE not "offline"/"disabled", an API key (WANDB_API_KEY or a
+    ~/.netrc entry) and the W&B host reachable within 3 s: online without network,
+    ``wandb.init`` waits 90 s and fails. Offline runs sync later with ``wandb sync``.
+    """
+    import socket
+
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return True
+    netrc = Path.home() / ".netrc"
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (
+        netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    )
+    if not has_key:
+        return True
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=3).close()
+    except OSError:
+        return True
+    return False
+
+
 def register_resolvers() -> None:
     """Register the OmegaConf resolvers the configs use (idempotent)."""
     if not OmegaConf.has_resolver("kspace_mim_root"):
         OmegaConf.register_new_resolver("kspace_mim_root", project_root)
+    if not OmegaConf.has_resolver("kspace_mim_wandb_offline"):
+        OmegaConf.register_new_resolver("kspace_mim_wandb_offline", wandb_offline)
     if not OmegaConf.has_resolver("kspace_mim_mkdir"):
         OmegaConf.register_new_resolver("kspace_mim_mkdir", make_dir)
 
