@@ -178,3 +178,28 @@ def test_checkpoint_on_other_grids_widths_and_coils(data_root, tmp_path):
     assert {"ssim", "psnr", "nmse", "volumes", "acquisitions"} <= metrics.keys()
     assert "SSIM" in result.stdout
     assert torch.isfinite(torch.tensor(metrics["psnr"]))
+
+
+def test_evaluate_names_bad_predictions_and_scores_the_rest(data_root, tmp_path):
+    cfg = recon_cfg("model=zero_filled", f"input={data_root}/multicoil_train", f"output={tmp_path}")
+    assert reconstruct(cfg) == 0
+    preds = sorted(tmp_path.glob("*.h5"))
+    preds[0].write_text("truncated")
+    with h5py.File(preds[1], "a") as hf:
+        hf["reconstruction"][0, 0, 0] = np.nan
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kspace_mim.evaluate",
+            f"target={data_root}/multicoil_train",
+            f"predictions={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{preds[0].name}: prediction is not a readable HDF5 file" in result.stderr
+    assert f"{preds[1].name}: prediction contains NaN or Inf" in result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["num_volumes"] == 3 and set(metrics["failed"]) == {preds[0].name, preds[1].name}

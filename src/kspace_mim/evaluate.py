@@ -42,13 +42,18 @@ def main(cfg: DictConfig) -> None:
         result = evaluate_folders(
             cfg.target, cfg.predictions, cfg.challenge, cfg.acquisition, cfg.acceleration
         )
-    except (FileNotFoundError, KeyError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print_table(result)
     output = Path(cfg.output) if cfg.output else Path(cfg.predictions) / "metrics.json"
     output.write_text(json.dumps(result, indent=2))
     print(f"wrote {output}")
+    if result["failed"]:
+        print(f"{len(result['failed'])} volume(s) could not be scored:", file=sys.stderr)
+        for name, reason in result["failed"].items():
+            print(f"  {name}: {reason}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,8 @@ def evaluate_folders(
 
     Each target volume and its prediction are centre-cropped to a square of the target's
     width, as fastMRI does; metrics per volume (data range = target volume max), their
-    means, and the means per acquisition. Every target volume needs a prediction.
+    means, and the means per acquisition. Every target volume needs a prediction; a
+    volume that cannot be scored (unreadable, wrong shape, NaN) is named in ``failed``.
     """
     from kspace_mim.data.mri_data import list_h5, recons_key
 
@@ -163,31 +164,20 @@ def evaluate_folders(
             f"{len(missing)} target volume(s) have no prediction in {predictions_dir}: "
             + ", ".join(missing)
         )
+    failed: dict[str, str] = {}
     for path in targets:
-        with h5py.File(path, "r") as hf:
-            if key not in hf:
-                raise KeyError(f"{path}: no '{key}' (is this a {challenge} target folder?)")
-            attrs = dict(hf.attrs)
-            if acquisition and attrs.get("acquisition") != acquisition:
-                continue
-            if acceleration and attrs.get("acceleration") != acceleration:
-                continue
-            target = hf[key][()]
-        with h5py.File(predictions_dir / path.name, "r") as hf:
-            if "reconstruction" not in hf:
-                raise KeyError(f"{predictions_dir / path.name}: no 'reconstruction' dataset")
-            pred = hf["reconstruction"][()]
-        width = target.shape[-1]
-        target = center_crop(torch.from_numpy(target), (width, width)).numpy()
-        if min(pred.shape[-2:]) < width:
-            raise ValueError(
-                f"{path.name}: prediction {pred.shape} smaller than target {target.shape}"
+        try:
+            scored = _score_volume(
+                path, predictions_dir / path.name, key, acquisition, acceleration
             )
-        pred = center_crop(torch.from_numpy(pred), (width, width)).numpy()
-        volumes[path.name] = volume_metrics(target, pred)
-        acquisitions[path.name] = str(attrs.get("acquisition", "unknown"))
+        except (OSError, ValueError) as err:
+            failed[path.name] = str(err)  # named in the result, the others still scored
+            continue
+        if scored is not None:
+            volumes[path.name], acquisitions[path.name] = scored
     if not volumes:
-        raise ValueError("no target volume matched the filters")
+        detail = "; ".join(f"{k}: {v}" for k, v in failed.items())
+        raise ValueError("no target volume could be scored" + (f" ({detail})" if detail else ""))
     result: dict[str, Any] = {k: float(np.mean([v[k] for v in volumes.values()])) for k in METRICS}
     result["num_volumes"] = len(volumes)
     result["volumes"] = volumes
@@ -199,4 +189,40 @@ def evaluate_folders(
         | {"num_volumes": sum(a == acq for a in acquisitions.values())}
         for acq in sorted(set(acquisitions.values()))
     }
+    result["failed"] = failed
     return result
+
+
+def _score_volume(
+    target_path: Path, pred_path: Path, key: str, acquisition: str | None, acceleration: int | None
+) -> tuple[dict[str, float], str] | None:
+    """fastMRI's metrics of one volume and its acquisition; None when filtered out."""
+    try:
+        target_file = h5py.File(target_path, "r")
+    except OSError as err:
+        raise OSError(f"target is not a readable HDF5 file ({err})") from None
+    with target_file as hf:
+        if key not in hf:
+            raise ValueError(f"target has no '{key}' (a {key.split('_')[-1]} target folder?)")
+        attrs = dict(hf.attrs)
+        if acquisition and attrs.get("acquisition") != acquisition:
+            return None
+        if acceleration and attrs.get("acceleration") != acceleration:
+            return None
+        target = hf[key][()]
+    try:
+        pred_file = h5py.File(pred_path, "r")
+    except OSError as err:
+        raise OSError(f"prediction is not a readable HDF5 file ({err})") from None
+    with pred_file as hf:
+        if "reconstruction" not in hf:
+            raise ValueError("prediction has no 'reconstruction' dataset")
+        pred = hf["reconstruction"][()]
+    width = target.shape[-1]
+    if pred.ndim != 3 or pred.shape[0] != target.shape[0] or min(pred.shape[-2:]) < width:
+        raise ValueError(f"prediction shape {pred.shape} does not fit target {target.shape}")
+    if not np.isfinite(pred).all():
+        raise ValueError("prediction contains NaN or Inf")
+    target = center_crop(torch.from_numpy(target), (width, width)).numpy()
+    pred = center_crop(torch.from_numpy(pred), (width, width)).numpy()
+    return volume_metrics(target, pred), str(attrs.get("acquisition", "unknown"))

@@ -34,6 +34,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from kspace_mim.callbacks import INTERRUPTS, CheckpointOnInterrupt
 from kspace_mim.config import CONFIG_DIR, register_resolvers
 from kspace_mim.modules.base import ReconstructionModule
 from kspace_mim.utils import print_config_tree, print_metrics_table
@@ -113,7 +114,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         mode="max",
         save_last=True,
     )
-    callbacks = [checkpoint]
+    callbacks = [checkpoint, CheckpointOnInterrupt(run_dir / "checkpoints")]
     if cfg.checkpoint.every_n_train_steps:
         # last.ckpt every N steps: a killed run loses at most N steps.
         callbacks.append(
@@ -137,13 +138,15 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     if model.trainable and not cfg.eval_only:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         # The final state, whatever the validation / checkpoint cadence was.
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
         best = checkpoint.best_model_path
         # A resumed run restores the callback's record, which may name a file rotated away.
         best = best if best and Path(best).is_file() else None
-        trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        trainer.validate(
+            model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True
+        )
     else:
         trainer.validate(model, datamodule=datamodule, verbose=False)
     results = {"val": model.last_metrics["val"]}
@@ -195,12 +198,24 @@ def run_job(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         with isolated_job():
             metrics = run(cfg, run_dir)
     except BaseException as err:
-        reason = f"{type(err).__name__}: {err}".strip()
-        write_status(run_dir, "failed", reason=reason)
+        reason = f"{type(err).__name__}: {err}".strip().rstrip(":")
+        if isinstance(err, INTERRUPTS):
+            last = run_dir / "checkpoints" / "last.ckpt"
+            write_status(run_dir, "interrupted", reason=f"{reason}; resume with ckpt_path={last}")
+        else:
+            write_status(run_dir, "failed", reason=reason)
         finish_wandb(exit_code=1)
         if rank_zero_only.rank == 0:
             (run_dir / "error.log").write_text(traceback.format_exc())
-            print(f"job failed in {run_dir}: {reason}", file=sys.stderr)
+            print(
+                f"job {'stopped' if isinstance(err, INTERRUPTS) else 'failed'} in {run_dir}: "
+                f"{reason}",
+                file=sys.stderr,
+            )
+        if isinstance(err, INTERRUPTS):
+            # Lightning's SIGTERMException is a SystemExit with code None (exit status 0):
+            # exit as a process killed by the signal does, so schedulers see the stop.
+            raise SystemExit(130 if isinstance(err, KeyboardInterrupt) else 143) from err
         raise
     write_status(run_dir, "finished", **{k: metrics[k] for k in ("ssim", "psnr", "nmse")})
     finish_wandb(exit_code=0)
