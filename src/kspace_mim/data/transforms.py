@@ -54,14 +54,6 @@ class KspaceSample(NamedTuple):
     num_low_frequencies: int
 
 
-def _dc_offset(offset: Tensor, shape: tuple[int, int]) -> Tensor:
-    """k-space of a constant coil image ``offset`` (C,): only the k=0 sample, times sqrt(H W)."""
-    h, w = shape
-    dc = torch.zeros(offset.shape[0], h, w, dtype=offset.dtype)
-    dc[:, h // 2, w // 2] = offset * math.sqrt(h * w)
-    return dc
-
-
 def to_original_units(kspace: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
     """Undo the per-slice normalisation. kspace: complex (B, C, H, W); scale (B,); offset (B, C)."""
     out = kspace * scale.reshape(-1, 1, 1, 1)
@@ -151,19 +143,28 @@ class KspaceTransform:
             matrix = coil_compression_matrix(masked, self.virtual_coils)
             masked, k = compress_coils(masked, matrix), compress_coils(k, matrix)
 
-        zero_filled = ifft2c(masked)
+        # Per-slice normalisation from the acquired samples alone, without an FFT
+        # (Parseval): a coil image's mean is its k=0 sample / sqrt(HW), and the images'
+        # energy is the k-space energy.
+        h, w = k.shape[-2:]
+        energy = masked.abs().square().sum()
         if self.augmentation.normalize:
-            offset = zero_filled.mean(dim=(-2, -1))
-            scale = (zero_filled - offset[:, None, None]).abs().square().mean().sqrt()
+            offset = masked[:, h // 2, w // 2] / math.sqrt(h * w)
+            centred = energy - masked[:, h // 2, w // 2].abs().square().sum()
+            scale = (centred.clamp_min(0) / masked.numel()).sqrt()
         else:
             offset = torch.zeros(k.shape[0], dtype=k.dtype)
-            scale = rss(zero_filled).max()
+            scale = (energy / (h * w)).sqrt()  # RMS of the zero-filled RSS image
         if not torch.isfinite(scale) or scale <= 0:
             raise DataError(f"{where}: acquired k-space is zero, cannot normalise")
-        dc = _dc_offset(offset, tuple(k.shape[-2:]))
-        # Subtracting the offset image only changes k=0; masked keeps true zeros elsewhere.
-        masked = apply_mask((masked - dc) / scale, sampled)
-        full = (k - dc) / scale if mask is None else torch.zeros_like(k)
+        full = k / scale if mask is None else torch.zeros_like(k)
+        masked = masked / scale
+        if self.augmentation.normalize:
+            # Subtracting the mean image changes only k=0 (acquired, so no leak elsewhere).
+            dc = offset * math.sqrt(h * w) / scale
+            masked[:, h // 2, w // 2] -= dc * sampled[0, h // 2, w // 2]
+            if mask is None:
+                full[:, h // 2, w // 2] -= dc
 
         max_value = attrs.get("max", float(target.max()) if target is not None else 0.0)
         return KspaceSample(

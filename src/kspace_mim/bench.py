@@ -1,0 +1,319 @@
+"""Benchmarks, measured side by side in one run: ``python -m kspace_mim.bench data|train|results``.
+
+- ``data``: slices/s of our data pipeline (read + mask + model input + target) against
+  fastMRI's reference (``SliceDataset`` + ``VarNetDataTransform``) and a bare h5 read of
+  the same slices, same files, same mask, same worker count.
+- ``train``: per encoder, forward+backward slices/s, peak memory, parameters, and on a
+  GPU the achieved TFLOP/s; our U-Net training step against a bare ``fastmri.models.Unet``
+  forward+backward on the same batch (the Lightning-module overhead).
+- ``results``: trains and evaluates every model at 4x and 8x on the synthetic set with
+  one budget and writes the README's results table (``docs/results.md``).
+
+Warm-up first, then repeats; medians are reported, with the machine described.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from kspace_mim.data.masks import CartesianMask
+from kspace_mim.data.mri_data import SliceDataset, list_h5, recons_key
+from kspace_mim.data.synthesize import synthesize
+from kspace_mim.data.transforms import KspaceTransform
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def timed(fn: Callable[[], int], repeats: int) -> float:
+    """Median items/s of ``fn`` (which returns how many items it processed), after a warm-up."""
+    fn()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        n = fn()
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+# --- data ------------------------------------------------------------------------------
+class RawSlices(Dataset):
+    """The limit: the same slices read with h5py (files kept open per worker), nothing else."""
+
+    def __init__(self, root: Path, challenge: str):
+        self.key = recons_key(challenge)
+        self.items = []
+        for path in list_h5(root):
+            with h5py.File(path) as hf:
+                self.items += [(path, s) for s in range(hf["kspace"].shape[0])]
+        self.files: dict[Path, h5py.File] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        path, s = self.items[i]
+        hf = self.files.get(path) or self.files.setdefault(path, h5py.File(path, "r"))
+        return hf["kspace"][s], hf[self.key][s]
+
+
+def _drain(dataset: Dataset, workers: int) -> Callable[[], int]:
+    def run() -> int:
+        loader = DataLoader(
+            dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=lambda x: x
+        )
+        return sum(1 for _ in loader)
+
+    return run
+
+
+def bench_data(root: Path | None, workers: int, repeats: int, size: int, coils: int) -> dict:
+    from fastmri.data import SliceDataset as FastMRISliceDataset
+    from fastmri.data.subsample import EquispacedMaskFractionFunc
+    from fastmri.data.transforms import VarNetDataTransform
+
+    tmp = None
+    if root is None:  # knee-like volumes: 2x readout oversampling, ~1.15x phase encodes
+        tmp = tempfile.TemporaryDirectory()
+        root = Path(tmp.name)
+        synthesize(
+            root, "multicoil", "val", volumes=2, slices=6, coils=coils, size=size, progress=False
+        )
+    mask_func = EquispacedMaskFractionFunc([0.08], [4])
+    ours = SliceDataset(root, "multicoil", KspaceTransform(CartesianMask(mask_func)))
+    theirs = FastMRISliceDataset(root, "multicoil", VarNetDataTransform(mask_func))
+    raw = RawSlices(root, "multicoil")
+    result = {
+        "kspace_mim_slices_per_s": timed(_drain(ours, workers), repeats),
+        "fastmri_slices_per_s": timed(_drain(theirs, workers), repeats),
+        "raw_h5_slices_per_s": timed(_drain(raw, workers), repeats),
+    }
+    result["speedup_vs_fastmri"] = (
+        result["kspace_mim_slices_per_s"] / result["fastmri_slices_per_s"]
+    )
+    result["fraction_of_raw_read"] = (
+        result["kspace_mim_slices_per_s"] / result["raw_h5_slices_per_s"]
+    )
+    result["setup"] = {
+        "slices": len(ours),
+        "kspace_shape": list(ours.volumes[0].shape),
+        "workers": workers,
+        "repeats": repeats,
+        "mask": "equispaced4x",
+    }
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+# --- train -----------------------------------------------------------------------------
+ENCODERS = {
+    "swin": ["encoder=swin"],
+    "vit": ["encoder=vit"],
+    "unet": ["encoder=unet"],
+}
+
+
+def _train_step_rate(
+    name: str, size: str, grid: int, coils: int, batch: int, repeats: int, device: str
+) -> dict:
+    """One encoder's training step (forward, loss, backward, optimizer) on a random batch."""
+    import hydra
+
+    from kspace_mim.config import compose
+    from kspace_mim.data.transforms import KspaceSample
+
+    cfg = compose([*ENCODERS[name], f"encoder.size={size}"])
+    model = hydra.utils.instantiate(cfg.encoder)(
+        num_coils=coils, img_size=(grid, grid), loss=dict(cfg.loss), optim=dict(cfg.optim)
+    ).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    kspace = torch.randn(batch, coils, grid, grid, dtype=torch.complex64, generator=g)
+    mask = torch.zeros(batch, 1, grid, grid, dtype=torch.bool)
+    mask[..., ::4] = True
+    sample = KspaceSample(
+        masked_kspace=torch.where(mask, kspace, 0),
+        mask=mask,
+        kspace=kspace,
+        target=torch.rand(batch, grid, grid, generator=g),
+        scale=torch.ones(batch),
+        offset=torch.zeros(batch, coils, dtype=torch.complex64),
+        max_value=torch.ones(batch),
+        crop_size=torch.tensor([[grid, grid]] * batch),
+        fname=["bench.h5"] * batch,
+        slice_num=torch.arange(batch),
+        num_low_frequencies=torch.zeros(batch),
+    )
+    sample = KspaceSample(*(x.to(device) if torch.is_tensor(x) else x for x in sample))
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+
+    def step() -> int:
+        with autocast:
+            loss = model.loss(sample, model.reconstruct(sample))["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return batch
+
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rate = timed(step, repeats)
+    out = {
+        "slices_per_s": rate,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "grid": grid,
+        "coils": coils,
+        "batch": batch,
+        "size": size,
+    }
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops() / batch
+    out["gflop_per_slice"] = flops / 1e9
+    if device == "cuda":
+        out["gpu_max_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        out["achieved_tflops"] = rate * flops / 1e12
+    import resource
+
+    out["cpu_peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if name == "unet":
+        from fastmri.models import Unet
+
+        bare = Unet(1, 1, chans=model.unet.chans, num_pool_layers=model.unet.num_pool_layers)
+        bare = bare.to(device)
+        bare_opt = torch.optim.AdamW(bare.parameters(), lr=1e-4)
+        x = torch.randn(batch, 1, grid, grid, generator=g).to(device)
+
+        def bare_step() -> int:
+            with autocast:
+                loss = torch.nn.functional.l1_loss(bare(x), x)
+            loss.backward()
+            bare_opt.step()
+            bare_opt.zero_grad(set_to_none=True)
+            return batch
+
+        out["bare_fastmri_unet_slices_per_s"] = timed(bare_step, repeats)
+        out["module_overhead_ratio"] = out["bare_fastmri_unet_slices_per_s"] / rate
+    return out
+
+
+def bench_train(size: str, grid: int, coils: int, batch: int, repeats: int) -> dict:
+    """Each encoder in its own process, so peak memory is its own."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = {}
+    for name in ENCODERS:
+        cmd = [
+            sys.executable,
+            "-m",
+            "kspace_mim.bench",
+            "_train_one",
+            name,
+            "--size",
+            size,
+            "--grid",
+            str(grid),
+            "--coils",
+            str(coils),
+            "--batch",
+            str(batch),
+            "--repeats",
+            str(repeats),
+            "--device",
+            device,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return results
+
+
+# --- command line ------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m kspace_mim.bench", description=__doc__)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p_data = sub.add_parser("data", help="data pipeline throughput vs fastMRI and a bare read")
+    p_data.add_argument(
+        "--data", type=Path, help="a multicoil folder (default: synthetic, knee-sized)"
+    )
+    p_data.add_argument("--workers", type=int, default=0)
+    p_data.add_argument("--repeats", type=int, default=3)
+    p_data.add_argument("--size", type=int, default=320, help="synthetic recon size")
+    p_data.add_argument("--coils", type=int, default=15, help="synthetic coils")
+    p_train = sub.add_parser("train", help="training-step throughput and memory per encoder")
+    for p in (p_train, sub.add_parser("_train_one")):
+        p.add_argument("--size", default="tiny")
+        p.add_argument("--grid", type=int, default=128)
+        p.add_argument("--coils", type=int, default=8)
+        p.add_argument("--batch", type=int, default=4)
+        p.add_argument("--repeats", type=int, default=5)
+    sub.choices["_train_one"].add_argument("name", choices=sorted(ENCODERS))
+    sub.choices["_train_one"].add_argument("--device", default="cpu")
+    p_results = sub.add_parser("results", help="the README's results table (trains every model)")
+    p_results.add_argument("--steps", type=int, default=600)
+    p_results.add_argument("--data", type=Path, default=None)
+    for p in (p_data, p_train, p_results):
+        p.add_argument("--out", type=Path, help="write the JSON here too")
+    args = parser.parse_args(argv)
+
+    if args.what == "_train_one":
+        print(
+            json.dumps(
+                _train_step_rate(
+                    args.name,
+                    args.size,
+                    args.grid,
+                    args.coils,
+                    args.batch,
+                    args.repeats,
+                    args.device,
+                )
+            )
+        )
+        return
+    if args.what == "data":
+        result = {"data": bench_data(args.data, args.workers, args.repeats, args.size, args.coils)}
+    elif args.what == "train":
+        result = {"train": bench_train(args.size, args.grid, args.coils, args.batch, args.repeats)}
+    else:
+        from kspace_mim.results import make_results
+
+        result = {"results": make_results(args.steps, args.data)}
+    result["machine"] = machine()
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
