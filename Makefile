@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATA ?= data/synthetic
 PYTEST_ARGS ?=
 
-.PHONY: install test train data lint clean
+.PHONY: install test train data results bench lint clean
 
 install: $(STAMP)
 
@@ -27,6 +27,14 @@ data: $(DATA)/multicoil_train
 
 train: install data
 	$(BIN)/python -m kspace_mim.train $(ARGS)
+
+# The README's results table (trains every model on CPU; well under an hour on 2 cores).
+results: install data
+	$(BIN)/python -m kspace_mim.bench results --data $(DATA)
+
+bench: install
+	$(BIN)/python -m kspace_mim.bench data --out bench_data.json
+	$(BIN)/python -m kspace_mim.bench train --out bench_train.json
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

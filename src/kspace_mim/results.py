@@ -40,9 +40,15 @@ def default_data(root: Path) -> Path:
 
 
 def make_results(
-    steps: int = 300, data: Path | None = None, out_dir: Path | None = None, batch_size: int = 4
+    steps: int = 300,
+    data: Path | None = None,
+    out_dir: Path | None = None,
+    batch_size: int = 4,
+    root: Path | None = None,
 ) -> list[dict[str, Any]]:
-    root = Path(project_root())
+    """Train and validate every model; write docs/results.md and the README table in
+    ``root`` (the repository by default)."""
+    root = Path(root or project_root())
     data = Path(data) if data else default_data(root / "data")
     out_dir = Path(out_dir) if out_dir else root / "outputs" / "results"
     common = [
@@ -62,16 +68,13 @@ def make_results(
             budget = f"{steps} x {batch_size}" if name != "zero-filled" else "-"
             if pretrain:
                 ckpt = pretrained / "checkpoints" / "last.ckpt"
-                if not ckpt.is_file():  # SimMIM pre-training: random patch masks, k-space L1
+                if not ckpt.is_file():  # SimMIM pre-training: random patch masks
                     run(compose([*common, *overrides, "mask=random0.6"]), pretrained)
                 run_overrides.append(f"model.init_from={ckpt}")
                 budget = f"{steps} x {batch_size} + {steps} x {batch_size} pre-training"
             start = time.perf_counter()
-            metrics = run(
-                compose(run_overrides),
-                out_dir / f"{accel}x" / name.split(",")[0].replace(" ", "_")
-                + ("_pt" if pretrain else ""),
-            )
+            run_name = name.split(",")[0].replace(" ", "_") + ("_pretrained" if pretrain else "")
+            metrics = run(compose(run_overrides), out_dir / f"{accel}x" / run_name)
             rows.append(
                 {
                     "model": name,

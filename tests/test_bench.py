@@ -1,0 +1,50 @@
+"""The benchmark commands run and emit their JSON (speed goals live in the numbers, not here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kspace_mim import bench
+from kspace_mim.results import MARK_END, MARK_START, make_results
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_data_emits_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    bench.main(["data", "--size", "32", "--coils", "2", "--repeats", "1", "--out", str(out)])
+    data = json.loads(out.read_text())["data"]
+    for key in ("kspace_mim_slices_per_s", "fastmri_slices_per_s", "raw_h5_slices_per_s"):
+        assert data[key] > 0
+    assert data["setup"]["slices"] == 12
+    assert json.loads(capsys.readouterr().out)["machine"]["cpu_cores"] >= 1
+
+
+def test_bench_train_emits_json(tmp_path):
+    out = tmp_path / "train.json"
+    bench.main(["train", "--grid", "32", "--coils", "2", "--batch", "2", "--repeats", "1",
+                "--out", str(out)])
+    result = json.loads(out.read_text())
+    for name in ("swin", "vit", "unet"):
+        row = result["train"][name]
+        assert row["slices_per_s"] > 0 and row["parameters"] > 0 and row["cpu_peak_rss_gb"] > 0
+        assert row["gflop_per_slice"] > 0
+    assert result["train"]["unet"]["module_overhead_ratio"] > 0
+
+
+def test_results_table_is_generated(data_root, tmp_path):
+    data = tmp_path / "synthetic"
+    (data).mkdir()
+    (data / "multicoil_train").symlink_to(data_root / "multicoil_train")
+    (data / "multicoil_val").symlink_to(data_root / "multicoil_val")
+    (tmp_path / "README.md").write_text(f"# x\n{MARK_START}\nold\n{MARK_END}\nend\n")
+    rows = make_results(steps=2, data=data, out_dir=tmp_path / "runs", batch_size=2,
+                        root=tmp_path)
+    assert len(rows) == 10  # 5 models x 2 accelerations
+    readme = (tmp_path / "README.md").read_text()
+    assert "old" not in readme and readme.endswith(f"{MARK_END}\nend\n")
+    for row in rows:
+        assert f"| {row['model']} | {row['acceleration']}x | {row['ssim']:.4f} |" in readme
+    assert "the U-Net at equal budget" in (tmp_path / "docs" / "results.md").read_text()
