@@ -24,8 +24,21 @@ def test_bench_data_emits_json(tmp_path, capsys):
 
 def test_bench_train_emits_json(tmp_path):
     out = tmp_path / "train.json"
-    bench.main(["train", "--grid", "32", "--coils", "2", "--batch", "2", "--repeats", "1",
-                "--out", str(out)])
+    bench.main(
+        [
+            "train",
+            "--grid",
+            "32",
+            "--coils",
+            "2",
+            "--batch",
+            "2",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     result = json.loads(out.read_text())
     for name in ("swin", "vit", "unet"):
         row = result["train"][name]
@@ -40,8 +53,7 @@ def test_results_table_is_generated(data_root, tmp_path):
     (data / "multicoil_train").symlink_to(data_root / "multicoil_train")
     (data / "multicoil_val").symlink_to(data_root / "multicoil_val")
     (tmp_path / "README.md").write_text(f"# x\n{MARK_START}\nold\n{MARK_END}\nend\n")
-    rows = make_results(steps=2, data=data, out_dir=tmp_path / "runs", batch_size=2,
-                        root=tmp_path)
+    rows = make_results(steps=2, data=data, out_dir=tmp_path / "runs", batch_size=2, root=tmp_path)
     assert len(rows) == 10  # 5 models x 2 accelerations
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme and readme.endswith(f"{MARK_END}\nend\n")

@@ -22,7 +22,7 @@ MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 MODELS: dict[str, tuple[list[str], bool]] = {
     "zero-filled": (["encoder=zero_filled"], False),
     "U-Net (fastMRI)": (["encoder=unet", "encoder.size=tiny"], False),
-    "SimMIM-ViT": (["encoder=vit", "encoder.size=tiny", "encoder.patch_size=4"], False),
+    "SimMIM-ViT": (["encoder=vit", "encoder.size=tiny", "encoder.patch_size=8"], False),
     "SimMIM-Swin, fine-tuned only": (["encoder=swin", "encoder.size=tiny"], False),
     "SimMIM-Swin, pre-trained + fine-tuned": (["encoder=swin", "encoder.size=tiny"], True),
 }

@@ -125,7 +125,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 every_n_train_steps=cfg.checkpoint.every_n_train_steps,
             )
         )
-    callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(refresh_rate=20))
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(20))
     if model.trainable and not cfg.eval_only:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer: L.Trainer = hydra.utils.instantiate(
