@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DATA ?= data/synthetic
+DATA_ROOT ?= data
+SYNTH_ARGS ?=
+ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install test train data results bench lint clean
@@ -16,21 +18,21 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import kspace_mim, fastmri, timm, lightning, hydra" 
+	$(BIN)/python -c "import kspace_mim, fastmri, timm, lightning, hydra"
 	touch $(STAMP)
 
-# The default synthetic data set (multicoil, train/val/test folders), written once.
-$(DATA)/multicoil_train: | $(STAMP)
-	$(BIN)/python -m kspace_mim.data.synthesize --out $(DATA) --challenge multicoil
+# The default synthetic data set (multicoil train/val/test folders), written once.
+$(DATA_ROOT)/synthetic/multicoil_train: | $(STAMP)
+	$(BIN)/python -m kspace_mim.data.synthesize --out $(DATA_ROOT)/synthetic --challenge multicoil $(SYNTH_ARGS)
 
-data: $(DATA)/multicoil_train
+data: $(DATA_ROOT)/synthetic/multicoil_train
 
 train: install data
-	$(BIN)/python -m kspace_mim.train $(ARGS)
+	KSPACE_MIM_DATA=$(abspath $(DATA_ROOT)) $(BIN)/python -m kspace_mim.train $(ARGS)
 
 # The README's results table (trains every model on CPU; well under an hour on 2 cores).
 results: install data
-	$(BIN)/python -m kspace_mim.bench results --data $(DATA)
+	$(BIN)/python -m kspace_mim.bench results --data $(DATA_ROOT)/synthetic
 
 bench: install
 	$(BIN)/python -m kspace_mim.bench data --out bench_data.json
