@@ -8,6 +8,7 @@ is typed by hand.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,19 @@ def make_results(
                 }
             )
     write_table(rows, steps, batch_size, root)
+    save_overview(out_dir, root)
     return rows
+
+
+def save_overview(out_dir: Path, root: Path) -> Path | None:
+    """The README's picture: validation panels of the default SimMIM-Swin at 4x."""
+    figures = sorted((out_dir / "4x" / "SimMIM-Swin").glob("figures/val_epoch*.png"))
+    if not figures:
+        return None
+    target = root / "docs" / "overview.png"
+    target.parent.mkdir(exist_ok=True)
+    shutil.copyfile(figures[-1], target)
+    return target
 
 
 def table_markdown(rows: list[dict[str, Any]], steps: int, batch_size: int) -> str:
