@@ -15,7 +15,30 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 
-class SwinEncoder(nn.Module):
+class MaskedEncoder(nn.Module):
+    """What both encoders share: SimMIM's learned mask token and the stage geometry."""
+
+    def __init__(self, embed_dim: int, patch_size: int, channels: list[int], strides: list[int]):
+        super().__init__()
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
+        trunc_normal_(self.mask_token, std=0.02)
+        self.patch_size = patch_size
+        self.channels = channels  # per returned stage
+        self.strides = strides
+
+    @property
+    def stride(self) -> int:
+        """The encoder's real downsampling (SimMIM's ``encoder_stride``)."""
+        return self.strides[-1]
+
+    def insert_mask_tokens(self, x: Tensor, token_mask: Tensor | None) -> Tensor:
+        """x: embedded patches NHWC; token_mask: bool (B, H, W), True = mask token."""
+        if token_mask is None:
+            return x
+        return torch.where(token_mask[..., None], self.mask_token.to(x.dtype), x)
+
+
+class SwinEncoder(MaskedEncoder):
     """Hierarchical timm Swin: stage i has ``embed_dim * 2**i`` channels at ``patch * 2**i``."""
 
     def __init__(
@@ -29,9 +52,15 @@ class SwinEncoder(nn.Module):
         window_size: int,
         drop_path_rate: float = 0.0,
     ):
-        super().__init__()
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {depths} and num_heads {num_heads} need the same length")
+        stages = range(len(depths))
+        super().__init__(
+            embed_dim,
+            patch_size,
+            [embed_dim * 2**i for i in stages],
+            [patch_size * 2**i for i in stages],
+        )
         self.swin = SwinTransformer(
             img_size=img_size,
             patch_size=patch_size,
@@ -45,22 +74,10 @@ class SwinEncoder(nn.Module):
             drop_path_rate=drop_path_rate,
             strict_img_size=False,
         )
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
-        trunc_normal_(self.mask_token, std=0.02)
-        self.patch_size = patch_size
-        self.channels = [embed_dim * 2**i for i in range(len(depths))]
-        self.strides = [patch_size * 2**i for i in range(len(depths))]
-
-    @property
-    def stride(self) -> int:
-        """The encoder's real downsampling (SimMIM's ``encoder_stride``)."""
-        return self.strides[-1]
 
     def forward(self, x: Tensor, token_mask: Tensor | None = None) -> list[Tensor]:
         """x: (B, in_chans, H, W); token_mask: bool (B, H/p, W/p), True = mask token."""
-        x = self.swin.patch_embed(x)  # NHWC
-        if token_mask is not None:
-            x = torch.where(token_mask[..., None], self.mask_token.to(x.dtype), x)
+        x = self.insert_mask_tokens(self.swin.patch_embed(x), token_mask)  # NHWC
         features = []
         for layer in self.swin.layers:
             x = layer(x)
@@ -69,7 +86,7 @@ class SwinEncoder(nn.Module):
         return [f.permute(0, 3, 1, 2) for f in features]
 
 
-class ViTEncoder(nn.Module):
+class ViTEncoder(MaskedEncoder):
     """Plain timm ViT (no class token): one feature map at stride ``patch_size``."""
 
     def __init__(
@@ -82,7 +99,7 @@ class ViTEncoder(nn.Module):
         num_heads: int,
         drop_path_rate: float = 0.0,
     ):
-        super().__init__()
+        super().__init__(embed_dim, patch_size, [embed_dim], [patch_size])
         self.vit = VisionTransformer(
             img_size=img_size,
             patch_size=patch_size,
@@ -96,21 +113,10 @@ class ViTEncoder(nn.Module):
             dynamic_img_size=True,
             drop_path_rate=drop_path_rate,
         )
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
-        trunc_normal_(self.mask_token, std=0.02)
-        self.patch_size = patch_size
-        self.channels = [embed_dim]
-        self.strides = [patch_size]
-
-    @property
-    def stride(self) -> int:
-        return self.patch_size
 
     def forward(self, x: Tensor, token_mask: Tensor | None = None) -> list[Tensor]:
-        x = self.vit.patch_embed(x)  # NHWC (dynamic_img_size)
+        x = self.insert_mask_tokens(self.vit.patch_embed(x), token_mask)  # NHWC (dynamic size)
         b, h, w, c = x.shape
-        if token_mask is not None:
-            x = torch.where(token_mask[..., None], self.mask_token.to(x.dtype), x)
         x = self.vit.norm_pre(self.vit._pos_embed(x))  # adds (resampled) position embeddings
         x = self.vit.norm(self.vit.blocks(x))
         return [x.reshape(b, h, w, c).permute(0, 3, 1, 2)]
