@@ -36,30 +36,31 @@ def volume_metrics(target: np.ndarray, pred: np.ndarray, maxval: float | None = 
     }
 
 
+def _log_magnitude(kspace: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """log(1 + 1e4 |k| / norm) of the coil-RSS magnitude: the paper's k-space picture, unscaled."""
+    magnitude = kspace.abs().square().sum(0).sqrt()
+    return torch.log1p(magnitude / norm.clamp_min(1e-30) * 1e4)
+
+
 def kspace_picture(kspace: torch.Tensor) -> np.ndarray:
     """The paper's k-space picture: log magnitude (coil RSS), scaled to [0, 1] like a PNG.
 
     kspace: complex (C, H, W) in any units (the log picture is scale-free after min-max).
     """
-    magnitude = kspace.abs().square().sum(0).sqrt()
-    picture = torch.log1p(magnitude / magnitude.max().clamp_min(1e-30) * 1e4)
+    picture = _log_magnitude(kspace, kspace.abs().square().sum(0).sqrt().max())
     return (picture / picture.max().clamp_min(1e-30)).float().cpu().numpy()
 
 
 def kspace_ssim(pred_kspace: torch.Tensor, true_kspace: torch.Tensor) -> float:
     """SSIM of the log k-space pictures (the paper's metric). complex (C, H, W) each.
 
-    The pictures are both scaled by the true picture's normalisation, so a
-    prediction that is too bright or too dark is penalised.
+    Both pictures use the true picture's normalisation, so a prediction that is too
+    bright or too dark is penalised.
     """
-    true_mag = true_kspace.abs().square().sum(0).sqrt()
-    norm = true_mag.max().clamp_min(1e-30)
-    pictures = []
-    for k in (true_kspace, pred_kspace):
-        mag = k.abs().square().sum(0).sqrt()
-        pictures.append(torch.log1p(mag / norm * 1e4))
-    top = pictures[0].max().clamp_min(1e-30)
-    t, p = (x.div(top).float().cpu().numpy()[None] for x in pictures)
+    norm = true_kspace.abs().square().sum(0).sqrt().max()
+    true, pred = _log_magnitude(true_kspace, norm), _log_magnitude(pred_kspace, norm)
+    top = true.max().clamp_min(1e-30)
+    t, p = (x.div(top).float().cpu().numpy()[None] for x in (true, pred))
     return ssim(t, p, maxval=1.0).item()
 
 

@@ -62,7 +62,6 @@ class ReconstructionModule(L.LightningModule):
     """
 
     trainable = True
-    predicts_kspace = True
     on_nonfinite = "stop"  # train.on_nonfinite: stop | skip
 
     def __init__(

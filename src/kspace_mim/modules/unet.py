@@ -15,8 +15,6 @@ class UnetModule(ReconstructionModule):
     size, instance-normalised (mean/std, clamped to +-6), U-Net, de-normalised; L1 loss on
     the normalised images (``loss.image_ssim`` adds SSIM on the image)."""
 
-    predicts_kspace = False
-
     def __init__(
         self,
         num_coils: int,
