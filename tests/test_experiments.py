@@ -241,6 +241,10 @@ def test_optuna_search_maximises_validation_ssim(env, tmp_path):
         "trainer.max_steps=2",
         f"hydra.sweep.dir={sweep}",
     )
+    import optuna
+
+    study = optuna.load_study(study_name="kspace_mim", storage=f"sqlite:///{sweep}/optuna.db")
+    assert len(study.trials) == 2  # the study itself lives in the sweep directory
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     values = [json.loads((sweep / j / "metrics.json").read_text())["ssim"] for j in ("0", "1")]
     assert best["best_value"] == pytest.approx(max(values))
