@@ -195,3 +195,45 @@ def test_sigterm_writes_a_checkpoint_and_resumes(tmp_path):
     log = pd.read_csv(resumed / "csv" / "version_0" / "metrics.csv")
     steps = log.loc[log["train/loss"].notna(), "step"]
     assert steps.min() == step and steps.max() == step + 1
+
+
+@pytest.mark.slow
+def test_concurrent_sweeps_never_share_a_directory(tmp_path):
+    data = tmp_path / "data" / "synthetic"
+    for split in ("train", "val"):
+        synthesize(
+            data / f"multicoil_{split}",
+            "multicoil",
+            split,
+            volumes=2,
+            slices=1,
+            coils=2,
+            size=16,
+            progress=False,
+        )
+    env = {
+        **os.environ,
+        "KSPACE_MIM_DATA": str(tmp_path / "data"),
+        "KSPACE_MIM_OUTPUT": str(tmp_path / "out"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "kspace_mim.train",
+        "-m",
+        "encoder=zero_filled",
+        "data.crop_size=16",
+        "data.num_workers=0",
+        "seed=0,1",
+    ]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    sweeps = sorted((tmp_path / "out" / "multirun").iterdir())
+    assert len(sweeps) == 2
+    for sweep in sweeps:
+        assert sorted(d.name for d in sweep.iterdir() if d.is_dir()) == ["0", "1"]
+        for job in ("0", "1"):
+            assert json.loads((sweep / job / "status.json").read_text())["status"] == "finished"
