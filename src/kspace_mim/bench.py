@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.choices["_train_one"].add_argument("name", choices=sorted(ENCODERS))
     sub.choices["_train_one"].add_argument("--device", default="cpu")
     p_results = sub.add_parser("results", help="the README's results table (trains every model)")
-    p_results.add_argument("--steps", type=int, default=150)
+    p_results.add_argument("--steps", type=int, default=600)
     p_results.add_argument("--data", type=Path, default=None)
     for p in (p_data, p_train, p_results):
         p.add_argument("--out", type=Path, help="write the JSON here too")

@@ -41,7 +41,7 @@ def default_data(root: Path) -> Path:
 
 
 def make_results(
-    steps: int = 150,
+    steps: int = 600,
     data: Path | None = None,
     out_dir: Path | None = None,
     batch_size: int = 4,
