@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from kspace_mim.config import compose
-from kspace_mim.data.synthesize import synthesize
+from kspace_mim.data.synthesize import synthesize_set
 from kspace_mim.report import report
 
 pytestmark = pytest.mark.slow
@@ -27,17 +27,15 @@ pytestmark = pytest.mark.slow
 def env(tmp_path_factory):
     """The default data layout (synthetic/multicoil_{train,val}) in a temporary root."""
     root = tmp_path_factory.mktemp("root")
-    for split in ("train", "val"):
-        synthesize(
-            root / "data" / "synthetic" / f"multicoil_{split}",
-            "multicoil",
-            split,
-            volumes=2,
-            slices=2,
-            coils=4,
-            size=32,
-            progress=False,
-        )
+    synthesize_set(
+        root / "data" / "synthetic",
+        splits=("train", "val"),
+        volumes=2,
+        slices=2,
+        coils=4,
+        size=32,
+        progress=False,
+    )
     return {
         **os.environ,
         "KSPACE_MIM_DATA": str(root / "data"),

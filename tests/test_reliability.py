@@ -19,7 +19,7 @@ from torch.utils.data import default_collate
 from kspace_mim.config import compose
 from kspace_mim.data.masks import RandomPatchMask
 from kspace_mim.data.mri_data import BadFilesError, SliceDataset
-from kspace_mim.data.synthesize import synthesize
+from kspace_mim.data.synthesize import synthesize, synthesize_set
 from kspace_mim.data.transforms import KspaceTransform
 from kspace_mim.modules import load_module
 from kspace_mim.modules.simmim import SimMIMModule
@@ -199,18 +199,15 @@ def test_sigterm_writes_a_checkpoint_and_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_concurrent_sweeps_never_share_a_directory(tmp_path):
-    data = tmp_path / "data" / "synthetic"
-    for split in ("train", "val"):
-        synthesize(
-            data / f"multicoil_{split}",
-            "multicoil",
-            split,
-            volumes=2,
-            slices=1,
-            coils=2,
-            size=16,
-            progress=False,
-        )
+    synthesize_set(
+        tmp_path / "data" / "synthetic",
+        splits=("train", "val"),
+        volumes=2,
+        slices=1,
+        coils=2,
+        size=16,
+        progress=False,
+    )
     env = {
         **os.environ,
         "KSPACE_MIM_DATA": str(tmp_path / "data"),

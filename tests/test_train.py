@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from kspace_mim.config import compose
-from kspace_mim.data.synthesize import synthesize
+from kspace_mim.data.synthesize import synthesize, synthesize_set
 from kspace_mim.train import build_datamodule, run
 
 pytestmark = pytest.mark.slow
@@ -144,17 +144,15 @@ def test_pretrain_then_finetune(overfit_dir, tmp_path):
 def test_design_card_command_runs(tmp_path):
     """`python -m kspace_mim.train encoder=swin mask=random0.6` on the default data layout."""
     data = tmp_path / "data"
-    for split in ("train", "val"):
-        synthesize(
-            data / "synthetic" / f"multicoil_{split}",
-            "multicoil",
-            split,
-            volumes=2,
-            slices=2,
-            coils=4,
-            size=32,
-            progress=False,
-        )
+    synthesize_set(
+        data / "synthetic",
+        splits=("train", "val"),
+        volumes=2,
+        slices=2,
+        coils=4,
+        size=32,
+        progress=False,
+    )
     env = {**os.environ, "KSPACE_MIM_DATA": str(data), "KSPACE_MIM_OUTPUT": str(tmp_path / "out")}
     cmd = [
         sys.executable,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kspace_mim.config import compose, project_root
-from kspace_mim.data.synthesize import DEFAULT_VOLUMES, synthesize
+from kspace_mim.data.synthesize import synthesize_set
 from kspace_mim.train import run
 
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -32,11 +32,8 @@ MODELS: dict[str, tuple[list[str], bool]] = {
 def default_data(root: Path) -> Path:
     """The synthetic default set (written if missing, as `make train` does)."""
     folder = root / "synthetic"
-    for split in ("train", "val"):
-        if not (folder / f"multicoil_{split}").is_dir():
-            synthesize(
-                folder / f"multicoil_{split}", "multicoil", split, volumes=DEFAULT_VOLUMES[split]
-            )
+    if not all((folder / f"multicoil_{split}").is_dir() for split in ("train", "val")):
+        synthesize_set(folder, splits=("train", "val"))
     return folder
 
 

@@ -216,6 +216,27 @@ def synthesize(
     return paths
 
 
+def synthesize_set(
+    out: str | Path,
+    challenge: str = "multicoil",
+    splits: tuple[str, ...] = SPLITS,
+    volumes: int | None = None,
+    **kwargs,
+) -> Path:
+    """The release layout under ``out``: one ``<challenge>_<split>`` folder per split, with
+    ``volumes`` each (default 12 / 4 / 2); other arguments as :func:`synthesize`."""
+    out = Path(out)
+    for split in splits:
+        synthesize(
+            out / f"{challenge}_{split}",
+            challenge,
+            split,
+            volumes=volumes or DEFAULT_VOLUMES[split],
+            **kwargs,
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m kspace_mim.data.synthesize", description=__doc__.split("\n\n")[0]
@@ -247,13 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.split:
         synthesize(args.out, split=args.split, volumes=args.volumes or 4, **common)
         return
-    for split in SPLITS:
-        synthesize(
-            args.out / f"{args.challenge}_{split}",
-            split=split,
-            volumes=args.volumes or DEFAULT_VOLUMES[split],
-            **common,
-        )
+    synthesize_set(args.out, volumes=args.volumes, **common)
 
 
 if __name__ == "__main__":
