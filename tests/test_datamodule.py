@@ -21,6 +21,11 @@ def make_datamodule(overrides):
     )
 
 
+def model_batches(dm, loader):
+    """What a step sees: each loader batch finished by the DataModule's device hook."""
+    return [dm.on_after_batch_transfer(b, 0) for b in loader]
+
+
 def test_from_config_with_val_folder(data_root):
     dm = make_datamodule(
         [
@@ -38,16 +43,16 @@ def test_from_config_with_val_folder(data_root):
     assert isinstance(dm, FastMRIDataModule)
     dm.setup("fit")
     dm.setup("test")
-    batch = next(iter(dm.train_dataloader()))
+    batch = model_batches(dm, [next(iter(dm.train_dataloader()))])[0]
     assert isinstance(batch, KspaceSample)
     assert batch.masked_kspace.shape == (2, 4, 32, 32)
     assert batch.mask.shape == (2, 1, 32, 32) and batch.target.shape == (2, 32, 32)
     assert len(dm.train_dataloader()) == 15 // 2  # drop_last in training
-    val_batches = list(dm.val_dataloader())
+    val_batches = model_batches(dm, dm.val_dataloader())
     assert sum(len(b.fname) for b in val_batches) == 6
-    for b in val_batches + list(dm.test_dataloader()):
+    for b in val_batches + model_batches(dm, dm.test_dataloader()):
         assert len(set(b.fname)) == 1  # a batch never mixes volumes
-    test_batch = next(iter(dm.test_dataloader()))
+    test_batch = model_batches(dm, dm.test_dataloader())[0]
     assert test_batch.target.numel() == 0
 
 
@@ -84,7 +89,8 @@ def test_mixed_coils_need_virtual_coils(data_root):
         make_datamodule(overrides).setup("fit")
     dm = make_datamodule(overrides + ["data.virtual_coils=4", "data.batch_size=2"])
     dm.setup("fit")
-    assert next(iter(dm.train_dataloader())).masked_kspace.shape[1] == 4
+    for batch in model_batches(dm, dm.train_dataloader()):
+        assert batch.masked_kspace.shape[1] == 4  # 4- and 6-coil volumes, one batch shape
 
 
 def test_singlecoil_from_config(data_root):
@@ -98,7 +104,7 @@ def test_singlecoil_from_config(data_root):
         ]
     )
     dm.setup("fit")
-    batch = next(iter(dm.val_dataloader()))
+    batch = model_batches(dm, dm.val_dataloader())[0]
     assert batch.masked_kspace.shape[1] == 1
 
 
@@ -133,7 +139,7 @@ def test_ddp_ranks_of_the_datamodule_cover_val_once(data_root):
         dm.setup("fit")
         seen += [
             (f, int(s))
-            for b in dm.val_dataloader()
+            for b in model_batches(dm, dm.val_dataloader())
             for f, s in zip(b.fname, b.slice_num, strict=True)
         ]
         assert isinstance(dm.train_dataloader().sampler, torch.utils.data.DistributedSampler)

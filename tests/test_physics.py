@@ -76,10 +76,15 @@ def test_readout_crop_keeps_column_masks_exact(kspace):
     assert (masked_then_cropped[..., ~mask[0]].abs() < 1e-6).all()
 
 
-def test_image_domain_crop_is_an_image_crop(kspace):
-    moved = physics.crop_image_domain(kspace, (12, 10))
-    expected = physics.center_crop(physics.ifft2c(kspace), (12, 10))
-    torch.testing.assert_close(physics.ifft2c(moved), expected, rtol=1e-5, atol=1e-5)
+@pytest.mark.parametrize("shape", [(12, 10), (30, 10), (12, 24), (24, 18)])
+def test_image_domain_crop_is_fastmris_2d_round_trip(kspace, shape):
+    """Per-axis 1-D transforms equal fastMRI's ifft2c -> crop / pad -> fft2c."""
+    moved = physics.crop_image_domain(kspace, shape)
+    image = fastmri.ifft2c(torch.view_as_real(kspace))
+    image = torch.view_as_real(physics.center_crop(torch.view_as_complex(image), shape))
+    expected = torch.view_as_complex(fastmri.fft2c(image))
+    assert moved.shape == (*kspace.shape[:-2], *shape)
+    torch.testing.assert_close(moved, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("virtual", [5, 7])
@@ -89,6 +94,18 @@ def test_coil_compression_is_unitary_when_not_truncating(kspace, virtual):
     assert compressed.shape == (virtual, 24, 18)
     image, image_c = physics.ifft2c(kspace[0]), physics.ifft2c(compressed)
     torch.testing.assert_close(physics.rss(image_c), physics.rss(image), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("virtual", [3, 7])
+def test_coil_compression_batched_equals_per_slice(kspace, virtual):
+    matrices = physics.coil_compression_matrix(kspace, virtual)
+    assert matrices.shape == (2, virtual, 5)
+    batched = physics.compress_coils(kspace, matrices)
+    for b in range(2):
+        alone = physics.compress_coils(
+            kspace[b], physics.coil_compression_matrix(kspace[b], virtual)
+        )
+        torch.testing.assert_close(batched[b], alone, rtol=1e-4, atol=1e-5)
 
 
 def test_coil_compression_keeps_most_energy():

@@ -14,13 +14,12 @@ import fsspec.implementations.local as fsspec_local
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import default_collate
 
 from kspace_mim.config import compose
 from kspace_mim.data.masks import RandomPatchMask
 from kspace_mim.data.mri_data import BadFilesError, SliceDataset
 from kspace_mim.data.synthesize import synthesize, synthesize_set
-from kspace_mim.data.transforms import KspaceTransform
+from kspace_mim.data.transforms import KspaceTransform, collate_slices
 from kspace_mim.modules import load_module
 from kspace_mim.modules.simmim import SimMIMModule
 from kspace_mim.train import run
@@ -28,10 +27,9 @@ from kspace_mim.train import run
 
 @pytest.fixture
 def batch(data_root):
-    ds = SliceDataset(
-        data_root / "multicoil_val", "multicoil", KspaceTransform(RandomPatchMask(0.6, 4), 32)
-    )
-    return default_collate([ds[0], ds[1]])
+    transform = KspaceTransform(RandomPatchMask(0.6, 4), 32)
+    ds = SliceDataset(data_root / "multicoil_val", "multicoil", transform)
+    return transform.model_input(collate_slices([ds[0], ds[1]]))
 
 
 @pytest.fixture

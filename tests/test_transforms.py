@@ -10,8 +10,18 @@ from fastmri.data.subsample import EquispacedMaskFractionFunc
 from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.masks import CartesianMask, NoMask, RandomPatchMask
 from kspace_mim.data.mri_data import DataError, SliceDataset
-from kspace_mim.data.transforms import KspaceTransform, kspace_to_image, to_original_units
+from kspace_mim.data.transforms import (
+    KspaceTransform,
+    collate_slices,
+    kspace_to_image,
+    to_original_units,
+)
 from kspace_mim.physics import channels_to_complex, complex_to_channels
+
+
+def model_slice(ds: SliceDataset, i: int):
+    """Slice ``i`` as the model sees it: the loader half, then the device half."""
+    return ds.transform.model_slice(ds[i])
 
 
 def pipeline_image(sample):
@@ -39,7 +49,7 @@ def test_mask_none_returns_the_target(
     ds = SliceDataset(data_root / folder, challenge, transform)
     raw = SliceDataset(data_root / folder, challenge)
     for i in range(len(ds)):
-        sample = ds[i]
+        sample = model_slice(ds, i)
         file_target = torch.from_numpy(raw[i][2])
         image = pipeline_image(sample)
         assert image.shape == sample.target.shape
@@ -55,7 +65,7 @@ def test_mask_none_returns_the_target(
 def test_sample_fields_and_scale(data_root):
     mask = CartesianMask(EquispacedMaskFractionFunc([0.08], [4]))
     ds = SliceDataset(data_root / "multicoil_val", "multicoil", KspaceTransform(mask, 32))
-    s = ds[0]
+    s = model_slice(ds, 0)
     assert s.masked_kspace.shape == s.kspace.shape == (4, 32, 32)
     assert s.masked_kspace.dtype == torch.complex64 and s.mask.dtype == torch.bool
     assert s.mask.shape == (1, 32, 32)
@@ -76,13 +86,14 @@ def test_sample_fields_and_scale(data_root):
 def test_validation_masks_seeded_by_file_training_masks_random(data_root):
     mask = RandomPatchMask(0.6, 4)
     val = SliceDataset(data_root / "multicoil_val", "multicoil", KspaceTransform(mask, 32))
-    assert torch.equal(val[0].mask, val[0].mask)
-    assert torch.equal(val[0].mask, val[1].mask)  # one mask per volume, as fastMRI
-    assert not torch.equal(val[0].mask, val[3].mask)  # another file, another mask
+    assert torch.equal(model_slice(val, 0).mask, model_slice(val, 0).mask)
+    # one mask per volume, as fastMRI; another file, another mask
+    assert torch.equal(model_slice(val, 0).mask, model_slice(val, 1).mask)
+    assert not torch.equal(model_slice(val, 0).mask, model_slice(val, 3).mask)
     train = SliceDataset(
         data_root / "multicoil_val", "multicoil", KspaceTransform(mask, 32, deterministic=False)
     )
-    masks = [train[0].mask for _ in range(4)]
+    masks = [model_slice(train, 0).mask for _ in range(4)]
     assert any(not torch.equal(masks[0], m) for m in masks[1:])
 
 
@@ -91,7 +102,7 @@ def test_test_files_bring_their_own_mask(data_root):
     ds = SliceDataset(data_root / "multicoil_test", "multicoil", KspaceTransform(configured, 32))
     raw = SliceDataset(data_root / "multicoil_test", "multicoil")
     for i in range(len(ds)):
-        s, (kspace, file_mask, _, attrs, _, _) = ds[i], raw[i]
+        s, (kspace, file_mask, _, attrs, _, _) = model_slice(ds, i), raw[i]
         expected = file_mask.copy()
         expected[: attrs["padding_left"]] = False
         expected[attrs["padding_right"] :] = False
@@ -113,7 +124,7 @@ def test_flip_is_kspace_correct(data_root):
             NoMask(), 32, augmentation=Augmentation(flip_prob=1.0), deterministic=False
         ),
     )
-    a, b = ds[0], flipped[0]
+    a, b = model_slice(ds, 0), model_slice(flipped, 0)
     torch.testing.assert_close(
         b.target, a.target.flip(-1, -2), rtol=1e-4, atol=1e-4 * float(a.target.max())
     )
@@ -130,9 +141,9 @@ def test_random_crop_moves_the_field_of_view(data_root):
         KspaceTransform(NoMask(), 24, augmentation=aug, deterministic=False),
     )
     torch.manual_seed(0)
-    targets = [ds[0].target for _ in range(6)]
+    targets = [model_slice(ds, 0).target for _ in range(6)]
     assert any(not torch.equal(targets[0], t) for t in targets[1:])
-    for s in (ds[0], ds[1]):
+    for s in (model_slice(ds, 0), model_slice(ds, 1)):
         torch.testing.assert_close(
             pipeline_image(s), s.target, rtol=1e-4, atol=1e-5 * float(s.target.max())
         )
@@ -142,4 +153,53 @@ def test_all_zero_slice_is_an_error():
     kspace = np.zeros((2, 16, 16), np.complex64)
     attrs = {"recon_size": (8, 8, 1), "padding_left": 0, "padding_right": 16}
     with pytest.raises(DataError, match="f.h5: slice 3: k-space is all zero"):
-        KspaceTransform(NoMask())(kspace, None, None, attrs, "f.h5", 3)
+        transform = KspaceTransform(NoMask())
+        transform.model_slice(transform(kspace, None, None, attrs, "f.h5", 3))
+
+
+def test_loader_hands_over_the_stored_kspace(data_root):
+    """No FFT and no copy in the loader: the read k-space, with a mask on the model grid."""
+    mask = CartesianMask(EquispacedMaskFractionFunc([0.08], [4]))
+    ds = SliceDataset(data_root / "multicoil_val", "multicoil", KspaceTransform(mask, 32))
+    raw = SliceDataset(data_root / "multicoil_val", "multicoil")
+    item, stored = ds[1], raw[1][0]
+    assert np.array_equal(item.kspace.numpy(), stored)
+    assert item.kspace.shape == stored.shape != (4, 32, 32)
+    assert item.mask.shape == (1, 32, 32) and not item.undersampled
+
+
+def test_mixed_shapes_batch_equals_slice_by_slice(data_root):
+    """4- and 6-coil volumes of different widths in one batch: grouped, finished, joined."""
+    transform = KspaceTransform(RandomPatchMask(0.6, 4), 32, virtual_coils=4)
+    ds = SliceDataset(data_root / "mixed_coils", "multicoil", transform)
+    picks = [0, len(ds) - 1, 1]  # a 4-coil, the 6-coil, a 4-coil volume
+    items = [ds[i] for i in picks]
+    groups = collate_slices(items)
+    assert len(groups) == 2 and [len(g.fname) for g in groups] == [2, 1]
+    batch = transform.model_input(groups)
+    assert batch.masked_kspace.shape == (3, 4, 32, 32)
+    order = [0, 2, 1]  # groups keep their first appearance: both 4-coil slices first
+    for row, i in enumerate(order):
+        alone = transform.model_slice(items[i])
+        assert batch.fname[row] == alone.fname and int(batch.slice_num[row]) == alone.slice_num
+        for name in ("masked_kspace", "kspace", "target", "scale", "mask"):
+            torch.testing.assert_close(getattr(batch, name)[row], getattr(alone, name))
+
+
+def test_mixed_coils_without_compression_is_a_clear_error(data_root):
+    transform = KspaceTransform(NoMask(), 32)
+    ds = SliceDataset(data_root / "mixed_coils", "multicoil", transform)
+    with pytest.raises(DataError, match="a batch mixes model grids or coil counts"):
+        transform.model_input(collate_slices([ds[0], ds[len(ds) - 1]]))
+
+
+def test_zero_acquired_samples_name_the_slice(data_root):
+    class Nothing:
+        def __call__(self, shape, seed=None):
+            return torch.zeros(1, shape[1], dtype=torch.bool), 0, float("inf")
+
+    transform = KspaceTransform(Nothing(), 32)
+    ds = SliceDataset(data_root / "multicoil_val", "multicoil", transform)
+    name = ds.volumes[0].path.name
+    with pytest.raises(DataError, match=rf"{name}: slice 1: acquired k-space is zero"):
+        transform.model_input(collate_slices([ds[1]]))

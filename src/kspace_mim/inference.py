@@ -15,12 +15,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import default_collate
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from tqdm import tqdm
 
 from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.mri_data import DataError, SliceDataset, Volume, inspect_volumes, list_h5
-from kspace_mim.data.transforms import KspaceSample
+from kspace_mim.data.transforms import collate_slices
 from kspace_mim.figures import comparison_figure, save_figure
 from kspace_mim.metrics import kspace_picture
 from kspace_mim.modules.base import ReconstructionModule
@@ -42,10 +42,6 @@ class Report:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _batch_to(batch: KspaceSample, device: torch.device) -> KspaceSample:
-    return KspaceSample(*(x.to(device) if torch.is_tensor(x) else x for x in batch))
-
-
 @torch.no_grad()
 def reconstruct_volume(
     model: ReconstructionModule, dataset: SliceDataset, batch_size: int, device: torch.device
@@ -55,7 +51,8 @@ def reconstruct_volume(
     middle = len(dataset) // 2
     for start in range(0, len(dataset), batch_size):
         idx = range(start, min(start + batch_size, len(dataset)))
-        batch = _batch_to(default_collate([dataset[i] for i in idx]), device)
+        items = collate_slices([dataset[i] for i in idx])
+        batch = dataset.transform.model_input(move_data_to_device(items, device))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model.reconstruct(batch)
         images.append(out.image.float().cpu())

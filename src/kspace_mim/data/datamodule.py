@@ -1,4 +1,9 @@
-"""The LightningDataModule: fastMRI folders -> train / val / test loaders on the model grid."""
+"""The LightningDataModule: fastMRI folders -> train / val / test loaders on the model grid.
+
+Loaders hand over raw slices with their masks (:class:`SliceSample`, no FFT in the
+workers); :meth:`FastMRIDataModule.on_after_batch_transfer` finishes each batch on the
+device (grid crop, mask, coil compression, scale), so the accelerator does the FFTs.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,13 @@ from torch.utils.data import DataLoader, DistributedSampler
 from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
 from kspace_mim.data.samplers import VolumeBatchSampler
-from kspace_mim.data.transforms import KspaceTransform
+from kspace_mim.data.transforms import (
+    KspaceSample,
+    KspaceTransform,
+    SliceSample,
+    collate_slices,
+    model_input,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +159,7 @@ class FastMRIDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            collate_fn=collate_slices,
             **kwargs,
         )
 
@@ -171,6 +183,12 @@ class FastMRIDataModule(L.LightningDataModule):
         world, rank = self._world()
         sampler = VolumeBatchSampler(dataset.slices_by_volume(), self.val_batch_size, world, rank)
         return self._loader(dataset, batch_sampler=sampler)
+
+    def on_after_batch_transfer(
+        self, batch: list[SliceSample] | KspaceSample, dataloader_idx: int = 0
+    ) -> KspaceSample:
+        """Finish a loader batch where it now lives (the GPU in training): see transforms."""
+        return model_input(batch, self.virtual_coils, self.augmentation.normalize)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

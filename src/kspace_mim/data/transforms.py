@@ -3,16 +3,28 @@
 raw slice -> model grid (image-domain crop) -> undersampling mask -> coil compression
 -> per-slice scale. Everything the model sees is in "model units"; ``scale`` and
 ``offset`` bring it back exactly (:func:`to_original_units`) before any image or metric.
+
+The work is split where it is cheapest. The loader (CPU workers) only reads the slice,
+draws the mask on the model grid and crops the file's target: no FFT, so it keeps up
+with the bare h5 read (``python -m kspace_mim.bench data``). The FFT-heavy rest (grid
+crop, masking, coil compression, scaling) runs batched on the accelerator, after the
+batch is moved there (``FastMRIDataModule.on_after_batch_transfer``):
+
+    item = transform(*raw_slice)            # SliceSample, in the loader
+    batch = collate_slices([item, ...])     # grouped by shape (volumes differ in width)
+    sample = transform.model_input(batch)   # KspaceSample, on the device
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import default_collate
 
 from kspace_mim.data.augment import NO_AUGMENTATION, Augmentation
 from kspace_mim.data.masks import NoMask, file_mask, seed_from_fname
@@ -27,6 +39,30 @@ from kspace_mim.physics import (
     ifft2c,
     rss,
 )
+
+
+class SliceSample(NamedTuple):
+    """What the loader hands over for one slice (no FFT done yet); a batch adds a leading B.
+
+    kspace: complex (C, H, W) as stored in the file (only the acquired samples when the
+        file was acquired undersampled), or already on the grid after augmentation.
+    mask: bool (1, gh, gw), drawn on the model grid (the file's own mask for test files).
+    target: float (rh, rw), the file's target cropped to the recon size; (0, 0) when the
+        device forms it from the k-space (no target in the file, or augmented) or it is
+        unknown (undersampled files).
+    undersampled: bool (), whether the file was acquired undersampled (test / challenge).
+    Other fields as :class:`KspaceSample`.
+    """
+
+    kspace: Tensor
+    mask: Tensor
+    target: Tensor
+    max_value: Tensor
+    crop_size: Tensor
+    undersampled: Tensor
+    fname: str
+    slice_num: int
+    num_low_frequencies: int
 
 
 class KspaceSample(NamedTuple):
@@ -70,15 +106,144 @@ def kspace_to_image(kspace: Tensor, crop_size: tuple[int, int] | None = None) ->
     return image if crop_size is None else center_crop(image, crop_size)
 
 
+def collate_slices(items: Sequence[SliceSample]) -> list[SliceSample]:
+    """Collate loader items into one batch per shape, in order of first appearance.
+
+    fastMRI volumes differ in width (368, 372, ...) and coil count, so raw slices of a
+    shuffled batch cannot be stacked; each group is stacked on its own and
+    :meth:`KspaceTransform.model_input` joins them once they are on the model grid.
+    """
+    groups: dict[tuple, list[SliceSample]] = {}
+    for item in items:
+        key = (
+            tuple(item.kspace.shape),
+            tuple(item.mask.shape),
+            tuple(item.target.shape),
+            tuple(item.crop_size.tolist()),
+            bool(item.undersampled),
+        )
+        groups.setdefault(key, []).append(item)
+    return [default_collate(group) for group in groups.values()]
+
+
+def _slice_names(batch: SliceSample, which: Tensor) -> str:
+    return ", ".join(
+        f"{batch.fname[i]}: slice {int(batch.slice_num[i])}" for i in which.nonzero()[:, 0].tolist()
+    )
+
+
+def _group_to_model(batch: SliceSample, virtual_coils: int | None, normalize: bool) -> KspaceSample:
+    """One same-shape group of loader items -> model sample (batched, on any device)."""
+    h, w = batch.mask.shape[-2:]
+    # Test files only get their readout cropped (the mask's width is the file's).
+    k = crop_image_domain(batch.kspace, (h, w))
+    empty = ~(k != 0).flatten(1).any(1)
+    if empty.any():
+        raise DataError(f"{_slice_names(batch, empty)}: k-space is all zero")
+    undersampled = bool(batch.undersampled[0])
+    target = batch.target
+    if target.shape[-1] == 0 and not undersampled:  # fully sampled: the image of this grid
+        crop = (int(batch.crop_size[0, 0]), int(batch.crop_size[0, 1]))
+        target = kspace_to_image(k, crop)
+
+    mask = batch.mask
+    masked = apply_mask(k, mask)
+    if virtual_coils and k.shape[1] > 1:
+        matrix = coil_compression_matrix(masked, virtual_coils)
+        masked, k = compress_coils(masked, matrix), compress_coils(k, matrix)
+
+    # Per-slice normalisation from the acquired samples alone, without an FFT
+    # (Parseval): a coil image's mean is its k=0 sample / sqrt(HW), and the images'
+    # energy is the k-space energy.
+    energy = masked.abs().square().sum((1, 2, 3))
+    dc = masked[..., h // 2, w // 2]  # (B, C)
+    if normalize:
+        offset = dc / math.sqrt(h * w)
+        centred = energy - dc.abs().square().sum(1)
+        scale = (centred.clamp_min(0) / masked[0].numel()).sqrt()
+    else:
+        offset = torch.zeros_like(dc)
+        scale = (energy / (h * w)).sqrt()  # RMS of the zero-filled RSS image
+    bad = ~torch.isfinite(scale) | (scale <= 0)
+    if bad.any():
+        raise DataError(f"{_slice_names(batch, bad)}: acquired k-space is zero, cannot normalise")
+    per_slice = scale.reshape(-1, 1, 1, 1)
+    full = torch.zeros_like(k) if undersampled else k / per_slice
+    masked = masked / per_slice
+    if normalize:
+        # Subtracting the mean image changes only k=0 (acquired, so no leak elsewhere).
+        dc_model = offset * math.sqrt(h * w) / scale[:, None]
+        masked[..., h // 2, w // 2] -= dc_model * mask[:, 0, h // 2, w // 2, None]
+        if not undersampled:
+            full[..., h // 2, w // 2] -= dc_model
+    return KspaceSample(
+        masked_kspace=masked,
+        mask=mask,
+        kspace=full,
+        target=target,
+        scale=scale.float(),
+        offset=offset,
+        max_value=batch.max_value,
+        crop_size=batch.crop_size,
+        fname=list(batch.fname),
+        slice_num=batch.slice_num,
+        num_low_frequencies=batch.num_low_frequencies,
+    )
+
+
+def model_input(
+    batch: SliceSample | Sequence[SliceSample] | KspaceSample,
+    virtual_coils: int | None = None,
+    normalize: bool = False,
+) -> KspaceSample:
+    """Loader batch(es) from :func:`collate_slices` -> one model batch, on their device.
+
+    The FFT-heavy half of the pipeline (grid crop, mask, coil compression, scale), run
+    batched where the batch lives (the GPU in training). A :class:`KspaceSample` passes.
+    """
+    if isinstance(batch, KspaceSample):
+        return batch
+    groups = [batch] if isinstance(batch, SliceSample) else list(batch)
+    parts = [_group_to_model(g, virtual_coils, normalize) for g in groups]
+    if len(parts) == 1:
+        return parts[0]
+    shapes = {(tuple(p.masked_kspace.shape[1:]), tuple(p.target.shape[1:])) for p in parts}
+    if len(shapes) > 1:
+        raise DataError(
+            "a batch mixes model grids or coil counts (coils, rows, cols / target): "
+            f"{sorted(shapes)}; set data.crop_size and data.virtual_coils, or batch size 1"
+        )
+
+    def join(values: list) -> Any:
+        if isinstance(values[0], list):
+            return [v for value in values for v in value]
+        return torch.cat(values)
+
+    return KspaceSample(*(join([p[i] for p in parts]) for i in range(len(KspaceSample._fields))))
+
+
+def unbatch(batch: KspaceSample, i: int = 0) -> KspaceSample:
+    """Slice ``i`` of a model batch, with per-slice shapes (for inspection and plots)."""
+    fields = {name: value[i] for name, value in zip(KspaceSample._fields, batch, strict=True)}
+    for name in ("slice_num", "num_low_frequencies"):
+        fields[name] = int(fields[name])
+    return KspaceSample(**fields)
+
+
 class KspaceTransform:
-    """fastMRI-style transform ``(kspace, mask, target, attrs, fname, slice_num) -> KspaceSample``.
+    """fastMRI-style transform ``(kspace, mask, target, attrs, fname, slice_num) -> SliceSample``.
+
+    Called per slice in the loader, it does the cheap half (read result -> mask on the
+    grid, target crop); :meth:`model_input` does the rest on a batch, on the device.
+    :meth:`model_slice` runs both for one slice (inspection, notebooks).
 
     Args:
         mask_func: a mask from :mod:`kspace_mim.data.masks` (ignored for files
             that bring their own ``mask``: test / challenge files).
         crop_size: model grid (crop_size x crop_size); None: the header's recon size.
         virtual_coils: compress to this many coils (SVD); None keeps the file's coils.
-        augmentation: training-time augmentation (none by default).
+        augmentation: training-time augmentation (none by default). Flips and random
+            crops need the coil images, so those slices are moved to the grid in the loader.
         deterministic: seed masks from the file name (validation / test), as fastMRI does;
             otherwise masks come from torch's RNG (seeded per worker and rank).
     """
@@ -105,13 +270,12 @@ class KspaceTransform:
         attrs: dict[str, Any],
         fname: str,
         slice_num: int,
-    ) -> KspaceSample:
-        where = f"{fname}: slice {slice_num}"
-        k = torch.from_numpy(np.ascontiguousarray(kspace)).to(torch.complex64)
+    ) -> SliceSample:
+        k = torch.from_numpy(kspace)  # no copy: the read is the only pass over the slice
+        if k.dtype != torch.complex64:
+            k = k.to(torch.complex64)
         if k.ndim == 2:  # singlecoil
             k = k.unsqueeze(0)
-        if not torch.any(k != 0):
-            raise DataError(f"{where}: k-space is all zero")
         recon = tuple(attrs["recon_size"][:2])
         grid = (self.crop_size, self.crop_size) if self.crop_size else recon
         crop = (min(recon[0], grid[0]), min(recon[1], grid[1]))
@@ -119,64 +283,37 @@ class KspaceTransform:
         if mask is not None:
             # The file was acquired undersampled: only the readout (rows) may be cropped,
             # which never touches the sampled columns, so its own mask stays exact.
-            k = crop_image_domain(k, (grid[0], None))
             sampled = file_mask(mask, (attrs["padding_left"], attrs["padding_right"]))
-            sampled = sampled.expand(k.shape[-2], -1)
+            sampled = sampled.expand(grid[0], -1)
             num_low = int(attrs.get("num_low_frequency", 0))
         else:
-            images = self.augmentation(ifft2c(k), grid)
-            k = fft2c(images)
+            if self.augmentation.geometric:
+                k = fft2c(self.augmentation(ifft2c(k), grid))
             seed = seed_from_fname(fname) if self.deterministic else int(torch.randint(2**31, ()))
-            sampled, num_low, _ = self.mask_func(tuple(k.shape[-2:]), seed)
-            sampled = sampled.expand(k.shape[-2], -1) if sampled.shape[0] == 1 else sampled
-        sampled = sampled.unsqueeze(0)
+            sampled, num_low, _ = self.mask_func(grid, seed)
+            sampled = sampled.expand(grid[0], -1) if sampled.shape[0] == 1 else sampled
 
         if target is not None and not self.augmentation.geometric:
             target_t = center_crop(torch.from_numpy(np.asarray(target, np.float32)), crop)
-        elif mask is None:  # fully sampled: the target is the image of this grid
-            target_t = kspace_to_image(k.unsqueeze(0), crop)[0]
-        else:
+        else:  # formed on the device from the fully sampled k-space (or unknown)
             target_t = torch.zeros(0, 0)
-
-        masked = apply_mask(k, sampled)
-        if self.virtual_coils and k.shape[0] > 1:
-            matrix = coil_compression_matrix(masked, self.virtual_coils)
-            masked, k = compress_coils(masked, matrix), compress_coils(k, matrix)
-
-        # Per-slice normalisation from the acquired samples alone, without an FFT
-        # (Parseval): a coil image's mean is its k=0 sample / sqrt(HW), and the images'
-        # energy is the k-space energy.
-        h, w = k.shape[-2:]
-        energy = masked.abs().square().sum()
-        if self.augmentation.normalize:
-            offset = masked[:, h // 2, w // 2] / math.sqrt(h * w)
-            centred = energy - masked[:, h // 2, w // 2].abs().square().sum()
-            scale = (centred.clamp_min(0) / masked.numel()).sqrt()
-        else:
-            offset = torch.zeros(k.shape[0], dtype=k.dtype)
-            scale = (energy / (h * w)).sqrt()  # RMS of the zero-filled RSS image
-        if not torch.isfinite(scale) or scale <= 0:
-            raise DataError(f"{where}: acquired k-space is zero, cannot normalise")
-        full = k / scale if mask is None else torch.zeros_like(k)
-        masked = masked / scale
-        if self.augmentation.normalize:
-            # Subtracting the mean image changes only k=0 (acquired, so no leak elsewhere).
-            dc = offset * math.sqrt(h * w) / scale
-            masked[:, h // 2, w // 2] -= dc * sampled[0, h // 2, w // 2]
-            if mask is None:
-                full[:, h // 2, w // 2] -= dc
-
         max_value = attrs.get("max", float(target.max()) if target is not None else 0.0)
-        return KspaceSample(
-            masked_kspace=masked,
-            mask=sampled,
-            kspace=full,
+        return SliceSample(
+            kspace=k,
+            mask=sampled.unsqueeze(0),
             target=target_t,
-            scale=scale.float(),
-            offset=offset,
             max_value=torch.tensor(float(max_value)),
             crop_size=torch.tensor(crop),
+            undersampled=torch.tensor(mask is not None),
             fname=fname,
             slice_num=slice_num,
             num_low_frequencies=num_low,
         )
+
+    def model_input(self, batch: SliceSample | Sequence[SliceSample]) -> KspaceSample:
+        """The device half for this transform's coils and normalisation (:func:`model_input`)."""
+        return model_input(batch, self.virtual_coils, self.augmentation.normalize)
+
+    def model_slice(self, item: SliceSample) -> KspaceSample:
+        """Both halves for one loader item: the model sample with per-slice shapes."""
+        return unbatch(self.model_input(collate_slices([item])))
