@@ -16,9 +16,22 @@ def test_bench_data_emits_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     bench.main(["data", "--size", "32", "--coils", "2", "--repeats", "1", "--out", str(out)])
     data = json.loads(out.read_text())["data"]
-    for key in ("kspace_mim_slices_per_s", "fastmri_slices_per_s", "raw_h5_slices_per_s"):
+    for key in (
+        "kspace_mim_slices_per_s",
+        "fastmri_slices_per_s",
+        "raw_h5_slices_per_s",
+        "device_step_slices_per_s",
+        "end_to_end_slices_per_s",
+    ):
         assert data[key] > 0
-    assert data["setup"]["slices"] == 12
+    assert set(data["stages_ms_per_slice"]) == {
+        "loader_h5_read",
+        "loader_mask_and_target",
+        "device_grid_crop",
+        "device_all",
+    }
+    assert data["setup"]["slices"] == 24 and data["setup"]["model_grid"] == [32, 32]
+    assert data["setup"]["device_step_on"] in ("cpu", "cuda")
     assert json.loads(capsys.readouterr().out)["machine"]["cpu_cores"] >= 1
 
 

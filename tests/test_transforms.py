@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -203,3 +204,18 @@ def test_zero_acquired_samples_name_the_slice(data_root):
     name = ds.volumes[0].path.name
     with pytest.raises(DataError, match=rf"{name}: slice 1: acquired k-space is zero"):
         transform.model_input(collate_slices([ds[1]]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, complex(0, -np.inf)])
+def test_nonfinite_slice_names_file_and_slice(copy_folder, bad):
+    folder = copy_folder("multicoil_val")
+    path = sorted(folder.glob("*.h5"))[1]
+    with h5py.File(path, "a") as hf:
+        k = hf["kspace"][2]
+        k[0, 5, 5] = bad
+        hf["kspace"][2] = k
+    transform = KspaceTransform(NoMask(), 32)
+    ds = SliceDataset(folder, "multicoil", transform)
+    transform.model_input(collate_slices([ds[3], ds[4]]))  # the first slices are fine
+    with pytest.raises(DataError, match=rf"{path.name}: slice 2: k-space contains NaN or Inf"):
+        transform.model_input(collate_slices([ds[4], ds[5]]))

@@ -29,12 +29,13 @@ from typing import Any
 
 import h5py
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch.utils.data import DataLoader, Dataset
 
 from kspace_mim.data.masks import CartesianMask
 from kspace_mim.data.mri_data import SliceDataset, list_h5, recons_key
 from kspace_mim.data.synthesize import synthesize
-from kspace_mim.data.transforms import KspaceTransform
+from kspace_mim.data.transforms import KspaceTransform, collate_slices
 
 
 def machine() -> dict[str, Any]:
@@ -53,13 +54,21 @@ def machine() -> dict[str, Any]:
 
 def timed(fn: Callable[[], int], repeats: int) -> float:
     """Median items/s of ``fn`` (which returns how many items it processed), after a warm-up."""
-    fn()
-    rates = []
+    return timed_side_by_side({"fn": fn}, repeats)["fn"]
+
+
+def timed_side_by_side(fns: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
+    """Median items/s of each ``fn``, their repeats interleaved (round-robin), so a busy
+    moment of the machine hits every contender alike instead of one of them."""
+    for fn in fns.values():
+        fn()  # warm-up: page cache, worker start, lazy imports
+    rates: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        n = fn()
-        rates.append(n / (time.perf_counter() - start))
-    return statistics.median(rates)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            n = fn()
+            rates[name].append(n / (time.perf_counter() - start))
+    return {name: statistics.median(r) for name, r in rates.items()}
 
 
 # --- data ------------------------------------------------------------------------------
@@ -93,7 +102,63 @@ def _drain(dataset: Dataset, workers: int) -> Callable[[], int]:
     return run
 
 
-def bench_data(root: Path | None, workers: int, repeats: int, size: int, coils: int) -> dict:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _stage_ms(fn: Callable[[], object], repeats: int, per: int = 1) -> float:
+    """Median milliseconds of ``fn`` per item (``per`` items per call), after a warm-up."""
+    fn()
+    times = []
+    for _ in range(max(repeats, 3)):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3 / per)
+    return statistics.median(times)
+
+
+def _profile_stages(ours: SliceDataset, batch: list, device: torch.device, repeats: int) -> dict:
+    """Where a slice's time goes, stage by stage (ms per slice)."""
+    from kspace_mim.physics import crop_image_domain
+
+    kspace, mask, target, attrs, fname, slice_num = ours.read(0)
+    vol = ours.volumes[0]
+    hf = ours._open(vol.path)
+    on_device = move_data_to_device(batch, device)
+    grid = tuple(on_device[0].mask.shape[-2:])
+    n = len(batch[0].fname)
+
+    def device_step(fn: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            fn()
+            _sync(device)
+
+        return run
+
+    return {
+        "loader_h5_read": _stage_ms(lambda: hf["kspace"][0], repeats),
+        "loader_mask_and_target": _stage_ms(
+            lambda: ours.transform(kspace, mask, target, attrs, fname, slice_num), repeats
+        ),
+        "device_grid_crop": _stage_ms(
+            device_step(lambda: crop_image_domain(on_device[0].kspace, grid)), repeats, n
+        ),
+        "device_all": _stage_ms(
+            device_step(lambda: ours.transform.model_input(on_device)), repeats, n
+        ),
+    }
+
+
+def bench_data(
+    root: Path | None, workers: int, repeats: int, size: int, coils: int, batch: int = 4
+) -> dict:
+    """Loader throughput against fastMRI's reference and a bare read; the device step beside.
+
+    Our loader reads, checks and draws the mask; the grid crop, masking, coil
+    compression and scaling run batched on the device (``KspaceTransform.model_input``),
+    so they are measured there: on the GPU when there is one, else on this CPU.
+    """
     from fastmri.data import SliceDataset as FastMRISliceDataset
     from fastmri.data.subsample import EquispacedMaskFractionFunc
     from fastmri.data.transforms import VarNetDataTransform
@@ -103,27 +168,61 @@ def bench_data(root: Path | None, workers: int, repeats: int, size: int, coils: 
         tmp = tempfile.TemporaryDirectory()
         root = Path(tmp.name)
         synthesize(
-            root, "multicoil", "val", volumes=2, slices=6, coils=coils, size=size, progress=False
+            root, "multicoil", "val", volumes=2, slices=12, coils=coils, size=size, progress=False
         )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     mask_func = EquispacedMaskFractionFunc([0.08], [4])
     ours = SliceDataset(root, "multicoil", KspaceTransform(CartesianMask(mask_func)))
     theirs = FastMRISliceDataset(root, "multicoil", VarNetDataTransform(mask_func))
     raw = RawSlices(root, "multicoil")
-    result = {
-        "kspace_mim_slices_per_s": timed(_drain(ours, workers), repeats),
-        "fastmri_slices_per_s": timed(_drain(theirs, workers), repeats),
-        "raw_h5_slices_per_s": timed(_drain(raw, workers), repeats),
-    }
+    result = timed_side_by_side(
+        {
+            "kspace_mim_slices_per_s": _drain(ours, workers),
+            "fastmri_slices_per_s": _drain(theirs, workers),
+            "raw_h5_slices_per_s": _drain(raw, workers),
+        },
+        repeats,
+    )
     result["speedup_vs_fastmri"] = (
         result["kspace_mim_slices_per_s"] / result["fastmri_slices_per_s"]
     )
     result["fraction_of_raw_read"] = (
         result["kspace_mim_slices_per_s"] / result["raw_h5_slices_per_s"]
     )
+
+    groups = collate_slices([ours[i] for i in range(batch)])
+    on_device = move_data_to_device(groups, device)
+
+    def device_step() -> int:
+        ours.transform.model_input(on_device)
+        _sync(device)
+        return batch
+
+    def end_to_end() -> int:
+        loader = DataLoader(
+            ours,
+            batch_size=batch,
+            num_workers=workers,
+            collate_fn=collate_slices,
+            pin_memory=device.type == "cuda",
+        )
+        count = 0
+        for items in loader:
+            sample = ours.transform.model_input(move_data_to_device(items, device))
+            count += len(sample.fname)
+        _sync(device)
+        return count
+
+    result["device_step_slices_per_s"] = timed(device_step, repeats)
+    result["end_to_end_slices_per_s"] = timed(end_to_end, repeats)
+    result["stages_ms_per_slice"] = _profile_stages(ours, groups, device, repeats)
     result["setup"] = {
         "slices": len(ours),
         "kspace_shape": list(ours.volumes[0].shape),
+        "model_grid": list(on_device[0].mask.shape[-2:]),
         "workers": workers,
+        "device_step_on": str(device),
+        "device_batch": batch,
         "repeats": repeats,
         "mask": "equispaced4x",
     }
@@ -266,9 +365,10 @@ def main(argv: list[str] | None = None) -> None:
         "--data", type=Path, help="a multicoil folder (default: synthetic, knee-sized)"
     )
     p_data.add_argument("--workers", type=int, default=0)
-    p_data.add_argument("--repeats", type=int, default=3)
+    p_data.add_argument("--repeats", type=int, default=7)
     p_data.add_argument("--size", type=int, default=320, help="synthetic recon size")
     p_data.add_argument("--coils", type=int, default=15, help="synthetic coils")
+    p_data.add_argument("--batch", type=int, default=4, help="slices per device step")
     p_train = sub.add_parser("train", help="training-step throughput and memory per encoder")
     for p in (p_train, sub.add_parser("_train_one")):
         p.add_argument("--size", default="tiny")
@@ -301,7 +401,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         return
     if args.what == "data":
-        result = {"data": bench_data(args.data, args.workers, args.repeats, args.size, args.coils)}
+        result = {
+            "data": bench_data(
+                args.data, args.workers, args.repeats, args.size, args.coils, args.batch
+            )
+        }
     elif args.what == "train":
         result = {"train": bench_train(args.size, args.grid, args.coils, args.batch, args.repeats)}
     else:

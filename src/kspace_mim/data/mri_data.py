@@ -4,8 +4,10 @@
 the same file and slice (``kspace, mask, target, attrs, fname, slice_num``), but
 it validates every file once when the folder is scanned (naming each bad file
 and its reason), parses each header once, keeps one open ``h5py.File`` per
-volume per process (re-opened after a fork, never shared), reads only ``*.h5``
-files, and checks each slice for NaN / Inf as it is read.
+volume per process (re-opened after a fork, never shared) and reads only ``*.h5``
+files. Each slice is checked for NaN / Inf (and all-zero k-space) where the batch is
+finished, on the device (:func:`kspace_mim.data.transforms.model_input`): one pass
+there, none in the loader.
 """
 
 from __future__ import annotations
@@ -238,12 +240,6 @@ class SliceDataset(torch.utils.data.Dataset):
             target = hf[self.recons_key][slice_num] if vol.has_target else None
         except (OSError, KeyError) as err:
             raise DataError(f"{vol.path}: slice {slice_num}: read failed ({err})") from None
-        # A NaN or Inf anywhere makes the sum non-finite: one cheap pass (about half of
-        # np.isfinite's cost); the exact check runs only then (float32 overflow).
-        with np.errstate(over="ignore", invalid="ignore"):
-            total = np.add.reduce(kspace.view(kspace.real.dtype), axis=None)
-        if not np.isfinite(total) and not np.isfinite(kspace).all():
-            raise DataError(f"{vol.path}: slice {slice_num}: k-space contains NaN or Inf")
         mask = None if vol.mask is None else vol.mask.copy()
         return kspace, mask, target, dict(vol.metadata), vol.path.name, slice_num
 

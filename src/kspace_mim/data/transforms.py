@@ -132,12 +132,23 @@ def _slice_names(batch: SliceSample, which: Tensor) -> str:
     )
 
 
+def _take(batch: SliceSample, i: int) -> SliceSample:
+    """Slice ``i`` of a collated loader batch, still batched (a leading dim of 1)."""
+    return SliceSample(*(value[i : i + 1] for value in batch))
+
+
 def _group_to_model(batch: SliceSample, virtual_coils: int | None, normalize: bool) -> KspaceSample:
     """One same-shape group of loader items -> model sample (batched, on any device)."""
     h, w = batch.mask.shape[-2:]
     # Test files only get their readout cropped (the mask's width is the file's).
     k = crop_image_domain(batch.kspace, (h, w))
-    empty = ~(k != 0).flatten(1).any(1)
+    # One pass over the (smaller) grid finds NaN / Inf (min and max propagate them, and
+    # the FFTs of the crop spread them over the slice) and all-zero slices.
+    low, high = torch.aminmax(torch.view_as_real(k).flatten(1), dim=1)
+    nonfinite = ~(torch.isfinite(low) & torch.isfinite(high))
+    if nonfinite.any():
+        raise DataError(f"{_slice_names(batch, nonfinite)}: k-space contains NaN or Inf")
+    empty = (low == 0) & (high == 0)
     if empty.any():
         raise DataError(f"{_slice_names(batch, empty)}: k-space is all zero")
     undersampled = bool(batch.undersampled[0])
@@ -155,7 +166,7 @@ def _group_to_model(batch: SliceSample, virtual_coils: int | None, normalize: bo
     # Per-slice normalisation from the acquired samples alone, without an FFT
     # (Parseval): a coil image's mean is its k=0 sample / sqrt(HW), and the images'
     # energy is the k-space energy.
-    energy = masked.abs().square().sum((1, 2, 3))
+    energy = torch.linalg.vector_norm(torch.view_as_real(masked).flatten(1), dim=1).square()
     dc = masked[..., h // 2, w // 2]  # (B, C)
     if normalize:
         offset = dc / math.sqrt(h * w)
@@ -169,7 +180,7 @@ def _group_to_model(batch: SliceSample, virtual_coils: int | None, normalize: bo
         raise DataError(f"{_slice_names(batch, bad)}: acquired k-space is zero, cannot normalise")
     per_slice = scale.reshape(-1, 1, 1, 1)
     full = torch.zeros_like(k) if undersampled else k / per_slice
-    masked = masked / per_slice
+    masked = masked.div_(per_slice)  # in place: masked is this function's own tensor
     if normalize:
         # Subtracting the mean image changes only k=0 (acquired, so no leak elsewhere).
         dc_model = offset * math.sqrt(h * w) / scale[:, None]
@@ -204,6 +215,10 @@ def model_input(
     if isinstance(batch, KspaceSample):
         return batch
     groups = [batch] if isinstance(batch, SliceSample) else list(batch)
+    if groups and groups[0].kspace.device.type == "cpu":
+        # A CPU is faster slice by slice: a batch of knee-sized slices outgrows its caches
+        # (measured: 48 vs 58 ms a slice, 15x640x368). Accelerators take the whole batch.
+        groups = [_take(g, i) for g in groups for i in range(len(g.fname))]
     parts = [_group_to_model(g, virtual_coils, normalize) for g in groups]
     if len(parts) == 1:
         return parts[0]
