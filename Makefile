@@ -34,9 +34,14 @@ train: install data
 results: install data
 	$(BIN)/python -m kspace_mim.bench results --data $(DATA_ROOT)/synthetic
 
+# Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them
+# (a GPU machine adds its rows beside the CPU ones).
+BENCH_NAME ?= $(if $(shell command -v nvidia-smi 2>/dev/null),gpu,cpu)
 bench: install
-	$(BIN)/python -m kspace_mim.bench data --out bench_data.json
-	$(BIN)/python -m kspace_mim.bench train --out bench_train.json
+	mkdir -p docs/bench
+	$(BIN)/python -m kspace_mim.bench data --out docs/bench/data_$(BENCH_NAME).json
+	$(BIN)/python -m kspace_mim.bench train --out docs/bench/train_$(BENCH_NAME).json
+	$(BIN)/python -m kspace_mim.bench tables docs/bench/*.json
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

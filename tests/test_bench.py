@@ -16,6 +16,7 @@ def test_bench_data_emits_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     bench.main(["data", "--size", "32", "--coils", "2", "--repeats", "1", "--out", str(out)])
     data = json.loads(out.read_text())["data"]
+    assert json.loads(capsys.readouterr().out)["machine"]["cpu_cores"] >= 1
     for key in (
         "kspace_mim_slices_per_s",
         "fastmri_slices_per_s",
@@ -32,7 +33,15 @@ def test_bench_data_emits_json(tmp_path, capsys):
     }
     assert data["setup"]["slices"] == 24 and data["setup"]["model_grid"] == [32, 32]
     assert data["setup"]["device_step_on"] in ("cpu", "cuda")
-    assert json.loads(capsys.readouterr().out)["machine"]["cpu_cores"] >= 1
+    # the README's bench section is generated from this JSON
+    (tmp_path / "README.md").write_text("# x\n<!-- bench:start -->\nold\n<!-- bench:end -->\n")
+    bench.main(["tables", str(out), "--root", str(tmp_path)])
+    readme = (tmp_path / "README.md").read_text()
+    assert "old" not in readme
+    assert (
+        f"| {data['kspace_mim_slices_per_s']:.0f} | {data['fastmri_slices_per_s']:.0f} |" in readme
+    )
+    assert f"{data['speedup_vs_fastmri']:.2f}x" in (tmp_path / "docs" / "bench.md").read_text()
 
 
 def test_bench_train_emits_json(tmp_path):
@@ -58,6 +67,16 @@ def test_bench_train_emits_json(tmp_path):
         assert row["slices_per_s"] > 0 and row["parameters"] > 0 and row["cpu_peak_rss_gb"] > 0
         assert row["gflop_per_slice"] > 0
     assert result["train"]["unet"]["module_overhead_ratio"] > 0
+    page = bench.write_tables([out], tmp_path)
+    for name, row in result["train"].items():
+        assert f"| {name} | {row['slices_per_s']:.1f} |" in page.read_text()
+
+
+def test_bf16_peaks_by_card_name():
+    assert bench.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert bench.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bench.bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert bench.bf16_peak_tflops("Tesla T4") is None  # no bf16 tensor cores: no claim
 
 
 def test_results_table_is_generated(data_root, tmp_path):
