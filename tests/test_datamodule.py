@@ -146,3 +146,28 @@ def test_ddp_ranks_of_the_datamodule_cover_val_once(data_root):
     assert sorted(seen) == sorted(
         {(v.path.name, s) for v in dm.datasets["val"].volumes for s in range(v.num_slices)}
     )
+
+
+def test_finishing_in_the_loader_or_on_the_device_gives_the_same_batches(data_root):
+    overrides = [
+        f"data.train_path={data_root}/mixed_coils",
+        f"data.val_path={data_root}/mixed_coils",
+        "data.crop_size=32",
+        "data.virtual_coils=4",
+        "data.num_workers=0",
+        "data.val_batch_size=2",
+        "augmentation=normalize",
+    ]
+    batches = {}
+    for where in ("loader", "device"):
+        dm = make_datamodule([*overrides, f"data.finish_on={where}"])
+        dm.setup("fit")
+        raw = list(dm.val_dataloader())
+        assert isinstance(raw[0], KspaceSample) == (where == "loader")
+        batches[where] = model_batches(dm, raw)
+    for a, b in zip(batches["loader"], batches["device"], strict=True):
+        assert list(a.fname) == list(b.fname) and torch.equal(a.slice_num, b.slice_num)
+        for name in ("masked_kspace", "kspace", "target", "scale", "offset", "mask"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name))
+    with pytest.raises(ValueError, match="finish_on must be auto, device or loader"):
+        FastMRIDataModule(finish_on="gpu")

@@ -56,7 +56,7 @@ def build_model(cfg: DictConfig, datamodule) -> ReconstructionModule:
     """The encoder group's module, sized from the data (coils after compression, grid)."""
     datamodule.setup("fit")
     val = datamodule.datasets["val"]
-    sample = val.transform.model_slice(val[0])
+    sample = val.transform.model_slice(val.transform.loader_half(*val.read(0)))
     num_coils, img_size = sample.masked_kspace.shape[0], tuple(sample.masked_kspace.shape[-2:])
     model = hydra.utils.instantiate(cfg.encoder)(
         num_coils=num_coils,

@@ -1,8 +1,9 @@
 """The LightningDataModule: fastMRI folders -> train / val / test loaders on the model grid.
 
-Loaders hand over raw slices with their masks (:class:`SliceSample`, no FFT in the
-workers); :meth:`FastMRIDataModule.on_after_batch_transfer` finishes each batch on the
-device (grid crop, mask, coil compression, scale), so the accelerator does the FFTs.
+On an accelerator, loaders hand over raw slices with their masks (:class:`SliceSample`,
+no FFT in the workers) and :meth:`FastMRIDataModule.on_after_batch_transfer` finishes
+each batch on the device (grid crop, mask, coil compression, scale). On a CPU the
+workers finish each slice themselves, in parallel with the training step (``finish_on``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class FastMRIDataModule(L.LightningDataModule):
         augmentation: training augmentation (validation / test never augment,
             except ``normalize``, which is part of the model input).
         skip_bad_files: skip unusable files with a warning instead of failing.
+        finish_on: where the FFT half of the pipeline runs: "device" (batched after the
+            transfer: GPUs), "loader" (per slice in the workers, in parallel with the
+            step: CPU training) or "auto" (device on an accelerator, else loader).
     """
 
     def __init__(
@@ -77,8 +81,12 @@ class FastMRIDataModule(L.LightningDataModule):
         split_seed: int = 0,
         skip_bad_files: bool = False,
         pin_memory: bool = False,
+        finish_on: str = "auto",
     ):
         super().__init__()
+        if finish_on not in ("auto", "device", "loader"):
+            raise ValueError(f"finish_on must be auto, device or loader, got {finish_on!r}")
+        self.finish_on = finish_on
         self.paths = {"train": train_path, "val": val_path, "test": test_path}
         self.challenge = challenge
         self.mask = mask
@@ -153,7 +161,16 @@ class FastMRIDataModule(L.LightningDataModule):
             return torch.distributed.get_world_size(), torch.distributed.get_rank()
         return 1, 0
 
+    def finish_in_loader(self) -> bool:
+        """Whether the FFT half runs in the loader (see ``finish_on``)."""
+        if self.finish_on != "auto":
+            return self.finish_on == "loader"
+        trainer = getattr(self, "trainer", None)
+        return trainer is None or trainer.strategy.root_device.type == "cpu"
+
     def _loader(self, dataset: SliceDataset, **kwargs) -> DataLoader:
+        # Decided here, not in setup: the trainer (and so its device) is known by now.
+        dataset.transform.finish_in_loader = self.finish_in_loader()
         return DataLoader(
             dataset,
             num_workers=self.num_workers,

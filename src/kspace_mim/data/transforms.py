@@ -106,13 +106,17 @@ def kspace_to_image(kspace: Tensor, crop_size: tuple[int, int] | None = None) ->
     return image if crop_size is None else center_crop(image, crop_size)
 
 
-def collate_slices(items: Sequence[SliceSample]) -> list[SliceSample]:
+def collate_slices(
+    items: Sequence[SliceSample] | Sequence[KspaceSample],
+) -> list[SliceSample] | KspaceSample:
     """Collate loader items into one batch per shape, in order of first appearance.
 
     fastMRI volumes differ in width (368, 372, ...) and coil count, so raw slices of a
     shuffled batch cannot be stacked; each group is stacked on its own and
     :meth:`KspaceTransform.model_input` joins them once they are on the model grid.
     """
+    if items and isinstance(items[0], KspaceSample):  # finished in the loader already
+        return default_collate(items)
     groups: dict[tuple, list[SliceSample]] = {}
     for item in items:
         key = (
@@ -129,6 +133,20 @@ def collate_slices(items: Sequence[SliceSample]) -> list[SliceSample]:
 def _slice_names(batch: SliceSample, which: Tensor) -> str:
     return ", ".join(
         f"{batch.fname[i]}: slice {int(batch.slice_num[i])}" for i in which.nonzero()[:, 0].tolist()
+    )
+
+
+def _as_batch(item: SliceSample) -> SliceSample:
+    """One loader item as a batch of one, without copying its k-space (unlike collating)."""
+    return SliceSample(
+        *(
+            value.unsqueeze(0)
+            if torch.is_tensor(value)
+            else [value]
+            if isinstance(value, str)
+            else torch.tensor([value])
+            for value in item
+        )
     )
 
 
@@ -248,9 +266,9 @@ def unbatch(batch: KspaceSample, i: int = 0) -> KspaceSample:
 class KspaceTransform:
     """fastMRI-style transform ``(kspace, mask, target, attrs, fname, slice_num) -> SliceSample``.
 
-    Called per slice in the loader, it does the cheap half (read result -> mask on the
-    grid, target crop); :meth:`model_input` does the rest on a batch, on the device.
-    :meth:`model_slice` runs both for one slice (inspection, notebooks).
+    Called per slice in the loader, it does the cheap half (:meth:`loader_half`: mask on
+    the grid, target crop); :meth:`model_input` does the rest on a batch, on the device.
+    :meth:`model_slice` runs both for one slice (inspection, notebooks, CPU training).
 
     Args:
         mask_func: a mask from :mod:`kspace_mim.data.masks` (ignored for files
@@ -261,6 +279,9 @@ class KspaceTransform:
             crops need the coil images, so those slices are moved to the grid in the loader.
         deterministic: seed masks from the file name (validation / test), as fastMRI does;
             otherwise masks come from torch's RNG (seeded per worker and rank).
+        finish_in_loader: return the finished :class:`KspaceSample` per slice instead
+            (both halves in the loader): right when training on a CPU, where the
+            workers do the FFTs in parallel with the training step.
     """
 
     def __init__(
@@ -270,8 +291,10 @@ class KspaceTransform:
         virtual_coils: int | None = None,
         augmentation: Augmentation | None = None,
         deterministic: bool = True,
+        finish_in_loader: bool = False,
     ):
         self.mask_func = mask_func if mask_func is not None else NoMask()
+        self.finish_in_loader = finish_in_loader
         self.crop_size = crop_size
         self.virtual_coils = virtual_coils
         self.augmentation = augmentation or NO_AUGMENTATION
@@ -285,7 +308,20 @@ class KspaceTransform:
         attrs: dict[str, Any],
         fname: str,
         slice_num: int,
+    ) -> SliceSample | KspaceSample:
+        item = self.loader_half(kspace, mask, target, attrs, fname, slice_num)
+        return self.model_slice(item) if self.finish_in_loader else item
+
+    def loader_half(
+        self,
+        kspace: np.ndarray,
+        mask: np.ndarray | None,
+        target: np.ndarray | None,
+        attrs: dict[str, Any],
+        fname: str,
+        slice_num: int,
     ) -> SliceSample:
+        """Read result -> mask drawn on the model grid, target cropped; no FFT."""
         k = torch.from_numpy(kspace)  # no copy: the read is the only pass over the slice
         if k.dtype != torch.complex64:
             k = k.to(torch.complex64)
@@ -331,4 +367,4 @@ class KspaceTransform:
 
     def model_slice(self, item: SliceSample) -> KspaceSample:
         """Both halves for one loader item: the model sample with per-slice shapes."""
-        return unbatch(self.model_input(collate_slices([item])))
+        return unbatch(self.model_input(_as_batch(item)))
