@@ -123,8 +123,6 @@ def _profile_stages(ours: SliceDataset, batch: list, device: torch.device, repea
     from kspace_mim.physics import crop_image_domain
 
     kspace, mask, target, attrs, fname, slice_num = ours.read(0)
-    vol = ours.volumes[0]
-    hf = ours._open(vol.path)
     on_device = move_data_to_device(batch, device)
     grid = tuple(on_device[0].mask.shape[-2:])
     n = len(batch[0].fname)
@@ -136,8 +134,10 @@ def _profile_stages(ours: SliceDataset, batch: list, device: torch.device, repea
 
         return run
 
+    with h5py.File(ours.volumes[0].path, "r") as hf:
+        read_ms = _stage_ms(lambda: hf["kspace"][0], repeats)
     return {
-        "loader_h5_read": _stage_ms(lambda: hf["kspace"][0], repeats),
+        "loader_h5_read": read_ms,
         "loader_mask_and_target": _stage_ms(
             lambda: ours.transform(kspace, mask, target, attrs, fname, slice_num), repeats
         ),

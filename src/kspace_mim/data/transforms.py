@@ -300,16 +300,10 @@ class KspaceTransform:
         self.augmentation = augmentation or NO_AUGMENTATION
         self.deterministic = deterministic
 
-    def __call__(
-        self,
-        kspace: np.ndarray,
-        mask: np.ndarray | None,
-        target: np.ndarray | None,
-        attrs: dict[str, Any],
-        fname: str,
-        slice_num: int,
-    ) -> SliceSample | KspaceSample:
-        item = self.loader_half(kspace, mask, target, attrs, fname, slice_num)
+    def __call__(self, *raw_slice: Any) -> SliceSample | KspaceSample:
+        """fastMRI's six transform arguments (see :meth:`loader_half`) -> loader item, or
+        the finished sample with ``finish_in_loader``."""
+        item = self.loader_half(*raw_slice)
         return self.model_slice(item) if self.finish_in_loader else item
 
     def loader_half(
