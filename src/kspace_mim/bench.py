@@ -109,13 +109,12 @@ def _sync(device: torch.device) -> None:
 
 def _stage_ms(fn: Callable[[], object], repeats: int, per: int = 1) -> float:
     """Median milliseconds of ``fn`` per item (``per`` items per call), after a warm-up."""
-    fn()
-    times = []
-    for _ in range(max(repeats, 3)):
-        start = time.perf_counter()
+
+    def run() -> int:
         fn()
-        times.append((time.perf_counter() - start) * 1e3 / per)
-    return statistics.median(times)
+        return per
+
+    return 1e3 / timed(run, max(repeats, 3))
 
 
 def _profile_stages(ours: SliceDataset, batch: list, device: torch.device, repeats: int) -> dict:
