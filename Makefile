@@ -32,7 +32,7 @@ train: install data
 
 # The README's results table (trains every model on CPU; well under an hour on 2 cores).
 results: install data
-	$(BIN)/python -m kspace_mim.bench results --data $(DATA_ROOT)/synthetic
+	$(BIN)/python -m kspace_mim.results --data $(DATA_ROOT)/synthetic
 
 # Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them
 # (a GPU machine adds its rows beside the CPU ones).

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-# conf/ sits at the repository root (DESIGN.md); an editable install finds it here.
+# conf/ sits at the repository root (docs/design.md); an editable install finds it here.
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 

@@ -15,25 +15,19 @@ from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
-from rich.console import Console
-from rich.table import Table
 
 from kspace_mim.config import CONFIG_DIR, register_resolvers
 from kspace_mim.metrics import evaluate_folders
+from kspace_mim.utils import print_table
 
 
-def print_table(result: dict) -> None:
-    table = Table(title="fastMRI metrics")
-    for col in ("volume", "SSIM", "PSNR", "NMSE"):
-        table.add_column(col, justify="right")
+def print_result(result: dict) -> None:
+    """Per volume, per acquisition and the mean."""
     rows = [(name, m) for name, m in result["volumes"].items()]
-    rows += [
-        (f"[bold]{acq}[/bold] ({m['num_volumes']})", m) for acq, m in result["acquisitions"].items()
-    ]
-    rows.append((f"[bold]mean[/bold] ({result['num_volumes']})", result))
-    for name, m in rows:
-        table.add_row(name, f"{m['ssim']:.4f}", f"{m['psnr']:.2f}", f"{m['nmse']:.4f}")
-    Console().print(table)
+    rows += [(f"{acq} ({m['num_volumes']})", m) for acq, m in result["acquisitions"].items()]
+    rows.append((f"mean ({result['num_volumes']})", result))
+    cells = ((n, f"{m['ssim']:.4f}", f"{m['psnr']:.2f}", f"{m['nmse']:.4f}") for n, m in rows)
+    print_table("fastMRI metrics", ("volume", "SSIM", "PSNR", "NMSE"), cells)
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="evaluate", version_base="1.3")
@@ -45,7 +39,7 @@ def main(cfg: DictConfig) -> None:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    print_table(result)
+    print_result(result)
     output = Path(cfg.output) if cfg.output else Path(cfg.predictions) / "metrics.json"
     output.write_text(json.dumps(result, indent=2))
     print(f"wrote {output}")

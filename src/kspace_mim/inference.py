@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.mri_data import DataError, SliceDataset, Volume, inspect_volumes, list_h5
-from kspace_mim.data.transforms import collate_slices
+from kspace_mim.data.transforms import collate_slices, prepare_batch
 from kspace_mim.figures import comparison_figure, save_figure
 from kspace_mim.metrics import kspace_picture
 from kspace_mim.modules.base import ReconstructionModule
@@ -52,7 +52,10 @@ def reconstruct_volume(
     for start in range(0, len(dataset), batch_size):
         idx = range(start, min(start + batch_size, len(dataset)))
         items = collate_slices([dataset[i] for i in idx])
-        batch = dataset.transform.model_input(move_data_to_device(items, device))
+        transform = dataset.transform
+        batch = prepare_batch(
+            move_data_to_device(items, device), transform.virtual_coils, transform.normalize
+        )
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out = model.reconstruct(batch)
         images.append(out.image.float().cpu())

@@ -1,4 +1,5 @@
-"""MRI physics on complex tensors: centred FFTs, coil combination, data consistency.
+"""MRI physics on complex tensors: centred FFTs, coil combination, data consistency, and
+the way from a model's k-space back to an image in original units (one home for it).
 
 Convention (one boundary for the whole package): k-space and coil images are
 complex tensors ``(..., coils, rows, cols)``; models see real channels made by
@@ -7,6 +8,8 @@ and give bit-identical numbers (tested against ``fastmri.fft2c`` / ``ifft2c``).
 """
 
 from __future__ import annotations
+
+import math
 
 import fastmri
 import torch
@@ -95,6 +98,43 @@ def apply_mask(kspace: Tensor, mask: Tensor) -> Tensor:
 def data_consistency(predicted: Tensor, acquired: Tensor, mask: Tensor) -> Tensor:
     """Put the acquired samples back: ``acquired`` where ``mask``, ``predicted`` elsewhere."""
     return torch.where(mask.bool(), acquired, predicted)
+
+
+def to_original_units(kspace: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
+    """Undo the per-slice normalisation of the data pipeline.
+
+    kspace: complex (B, C, H, W) in model units; scale: (B,); offset: complex (B, C), the
+    coil images' means that ``augmentation=normalize`` removed (zeros otherwise).
+    original = model * scale, plus the mean image back at k=0.
+    """
+    out = kspace * scale.reshape(-1, 1, 1, 1)
+    if offset.abs().sum() > 0:
+        h, w = kspace.shape[-2:]
+        out = out.clone()
+        out[..., h // 2, w // 2] += offset * math.sqrt(h * w)
+    return out
+
+
+def kspace_to_image(kspace: Tensor, crop_size: tuple[int, int] | None = None) -> Tensor:
+    """k-space complex (B, C, H, W) -> RSS magnitude image (B, h, w), cropped when asked."""
+    image = rss(ifft2c(kspace))
+    return image if crop_size is None else center_crop(image, crop_size)
+
+
+def recon_crop(crop_size: Tensor) -> tuple[int, int]:
+    """The batch's recon size from its per-slice ``crop_size`` (B, 2); slices must agree."""
+    sizes = crop_size.reshape(-1, 2)
+    if not (sizes == sizes[0]).all():
+        raise ValueError(
+            f"a batch mixes recon sizes {sizes.unique(dim=0).tolist()}; use batch_size 1"
+        )
+    return int(sizes[0, 0]), int(sizes[0, 1])
+
+
+def form_image(kspace: Tensor, scale: Tensor, offset: Tensor, crop_size: Tensor) -> Tensor:
+    """Model k-space complex (B, C, H, W) -> RSS image (B, h, w) in original units,
+    cropped to the recon size: what every metric and picture is computed on."""
+    return kspace_to_image(to_original_units(kspace, scale, offset), recon_crop(crop_size))
 
 
 def complex_to_channels(x: Tensor) -> Tensor:

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from rich.console import Console
-from rich.table import Table
 
 from kspace_mim.figures import save_figure
+from kspace_mim.utils import print_table
 
 METRIC_COLUMNS = ["ssim", "psnr", "nmse", "kspace_ssim"]
 
@@ -84,21 +83,15 @@ def plot_parameters(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     return paths
 
 
-def print_table(frame: pd.DataFrame) -> None:
+def print_report(frame: pd.DataFrame) -> None:
     """The swept parameters, status and metrics of every job (the files have every column)."""
     columns = ["job", *swept_parameters(frame), "status", "reason", *METRIC_COLUMNS]
     frame = frame[[c for c in columns if c in frame]]
-    table = Table(title="sweep report (sorted by SSIM)")
-    for col in frame.columns:
-        table.add_column(col, overflow="fold")
-    for _, row in frame.iterrows():
-        table.add_row(
-            *("" if pd.isna(v) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row)
-        )
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)  # logs and CI: do not fold the table to 80 columns
-    console.print(table)
+    rows = (
+        ["" if pd.isna(v) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
+        for _, row in frame.iterrows()
+    )
+    print_table("sweep report (sorted by SSIM)", list(frame.columns), rows, justify="left")
 
 
 def report(sweep_dir: str | Path) -> pd.DataFrame:
@@ -108,7 +101,7 @@ def report(sweep_dir: str | Path) -> pd.DataFrame:
     frame.to_csv(sweep_dir / "report.csv", index=False)
     (sweep_dir / "report.md").write_text(frame.to_markdown(index=False, floatfmt=".4f") + "\n")
     plot_parameters(frame, sweep_dir)
-    print_table(frame)
+    print_report(frame)
     return frame
 
 

@@ -1,4 +1,4 @@
-"""The README's results table, generated: ``python -m kspace_mim.bench results``.
+"""The README's results table, generated: ``python -m kspace_mim.results`` (``make results``).
 
 Every model trains with the same budget (steps x batch) on the synthetic set and is
 validated at 4x and 8x (equispaced, fastMRI centre fractions). The table goes to
@@ -8,13 +8,16 @@ is typed by hand.
 
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from kspace_mim.bench.timing import machine
 from kspace_mim.config import compose, project_root
-from kspace_mim.data.synthesize import synthesize_set
+from kspace_mim.data.synthesize import ensure_synthetic
 from kspace_mim.train import run
 from kspace_mim.utils import markers, write_generated
 
@@ -33,8 +36,7 @@ MODELS: dict[str, tuple[list[str], bool]] = {
 def default_data(root: Path) -> Path:
     """The synthetic default set (written if missing, as `make train` does)."""
     folder = root / "synthetic"
-    if not all((folder / f"multicoil_{split}").is_dir() for split in ("train", "val")):
-        synthesize_set(folder, splits=("train", "val"))
+    ensure_synthetic({s: folder / f"multicoil_{s}" for s in ("train", "val")}, "multicoil")
     return folder
 
 
@@ -132,3 +134,23 @@ def table_markdown(rows: list[dict[str, Any]], steps: int, batch_size: int) -> s
 def write_table(rows: list[dict[str, Any]], steps: int, batch_size: int, root: Path) -> None:
     table = table_markdown(rows, steps, batch_size)
     write_generated(root, "results", "Results", "make results", table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m kspace_mim.results", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--steps", type=int, default=600, help="training steps per model")
+    parser.add_argument("--batch", type=int, default=4, help="batch size")
+    parser.add_argument("--data", type=Path, help="synthetic set (default: data/synthetic)")
+    parser.add_argument("--out", type=Path, help="write the rows as JSON here too")
+    args = parser.parse_args(argv)
+    rows = make_results(args.steps, args.data, batch_size=args.batch)
+    text = json.dumps({"results": rows, "machine": machine()}, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

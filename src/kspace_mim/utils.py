@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -38,23 +38,38 @@ def print_config_tree(
     Console().print(tree)
 
 
+def print_table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], justify: str = "right"
+) -> None:
+    """One rich table (the entry points' only printer); wide when not a terminal, so
+    logs and CI do not fold it to 80 columns."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify=justify, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+
+
 def print_metrics_table(results: Mapping[str, Mapping], title: str = "results") -> None:
     """One row per split (val, test): the fastMRI image metrics and the paper's k-space SSIM."""
-    table = Table(title=title)
-    for col in ("split", "SSIM", "PSNR", "NMSE", "k-space SSIM", "volumes", "slices"):
-        table.add_column(col, justify="right")
-    for split, m in results.items():
-        kssim = f"{m['kspace_ssim']:.4f}" if "kspace_ssim" in m else "-"
-        table.add_row(
+    rows = [
+        (
             split,
             f"{m['ssim']:.4f}",
             f"{m['psnr']:.2f}",
             f"{m['nmse']:.4f}",
-            kssim,
+            f"{m['kspace_ssim']:.4f}" if "kspace_ssim" in m else "-",
             str(m["num_volumes"]),
             str(m["num_slices"]),
         )
-    Console().print(table)
+        for split, m in results.items()
+    ]
+    columns = ("split", "SSIM", "PSNR", "NMSE", "k-space SSIM", "volumes", "slices")
+    print_table(title, columns, rows)
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -2,7 +2,7 @@
 
 A flip of the image is not a plain reversal of centred k-space: on an even grid
 the sample at index n//2 is k=0, so reversing the array maps k to -k-1 (a
-one-sample shift, i.e. a linear phase ramp in the image). We avoid the issue by
+one-sample shift, i.e. a linear phase ramp in the image). We avoid the problem by
 flipping and cropping the *coil images* of the fully sampled slice and taking
 the FFT afterwards; the undersampling mask is drawn on the result, so masks stay
 exact and the target is recomputed from the same images.
@@ -23,8 +23,8 @@ class Augmentation:
         flip_prob: probability of a left-right and (independently) an up-down flip.
         random_crop: crop the model grid at a random position of the field of view
             instead of its centre (needs an image larger than the grid).
-        normalize: per-image standardisation (the paper's mean/std) instead of
-            scaling by the zero-filled image maximum; see ``transforms``.
+        normalize: per-coil-image standardisation (the paper's mean/std) instead of
+            dividing by the RMS of the zero-filled RSS image; see ``transforms``.
     """
 
     def __init__(self, flip_prob: float = 0.0, random_crop: bool = False, normalize: bool = False):

@@ -1,9 +1,9 @@
 """The LightningDataModule: fastMRI folders -> train / val / test loaders on the model grid.
 
 On an accelerator, loaders hand over raw slices with their masks (:class:`SliceSample`,
-no FFT in the workers) and :meth:`FastMRIDataModule.on_after_batch_transfer` finishes
+no FFT in the workers) and :meth:`FastMRIDataModule.on_after_batch_transfer` prepares
 each batch on the device (grid crop, mask, coil compression, scale). On a CPU the
-workers finish each slice themselves, in parallel with the training step (``finish_on``).
+workers prepare each slice themselves, in parallel with the training step (``prepare_on``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from torch.utils.data import DataLoader, DistributedSampler
 from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
 from kspace_mim.data.samplers import VolumeBatchSampler
+from kspace_mim.data.synthesize import ensure_synthetic
 from kspace_mim.data.transforms import (
     KspaceSample,
     KspaceTransform,
     SliceSample,
     collate_slices,
-    model_input,
+    prepare_batch,
+    prepare_slice,
 )
 
 log = logging.getLogger(__name__)
@@ -59,9 +61,13 @@ class FastMRIDataModule(L.LightningDataModule):
         augmentation: training augmentation (validation / test never augment,
             except ``normalize``, which is part of the model input).
         skip_bad_files: skip unusable files with a warning instead of failing.
-        finish_on: where the FFT half of the pipeline runs: "device" (batched after the
-            transfer: GPUs), "loader" (per slice in the workers, in parallel with the
-            step: CPU training) or "auto" (device on an accelerator, else loader).
+        prepare_on: where batches are prepared (grid crop, mask, coil compression,
+            scale: the FFTs): "device" (batched after the transfer: GPUs), "loader" (per
+            slice in the workers, in parallel with the step: CPU training) or "auto"
+            (device on an accelerator, else loader).
+        synthetic_root: the folder of the embedded synthetic data set. A configured
+            folder ``<synthetic_root>/<challenge>_<split>`` that is missing is written
+            on first use; any other missing folder is an error.
     """
 
     def __init__(
@@ -81,12 +87,14 @@ class FastMRIDataModule(L.LightningDataModule):
         split_seed: int = 0,
         skip_bad_files: bool = False,
         pin_memory: bool = False,
-        finish_on: str = "auto",
+        prepare_on: str = "auto",
+        synthetic_root: str | None = None,
     ):
         super().__init__()
-        if finish_on not in ("auto", "device", "loader"):
-            raise ValueError(f"finish_on must be auto, device or loader, got {finish_on!r}")
-        self.finish_on = finish_on
+        if prepare_on not in ("auto", "device", "loader"):
+            raise ValueError(f"data.prepare_on must be auto, device or loader, got {prepare_on!r}")
+        self.prepare_on = prepare_on
+        self.synthetic_root = synthetic_root
         self.paths = {"train": train_path, "val": val_path, "test": test_path}
         self.challenge = challenge
         self.mask = mask
@@ -104,9 +112,17 @@ class FastMRIDataModule(L.LightningDataModule):
 
     def _scan(self, stage: str) -> list[Volume]:
         path = self.paths[stage]
-        return scan_volumes(
-            list_h5(Path(os.path.expanduser(path))), self.challenge, self.skip_bad_files
-        )
+        try:
+            files = list_h5(Path(os.path.expanduser(path)))
+        except FileNotFoundError as err:
+            hint = (
+                "point it at a folder of fastMRI .h5 files"
+                if not self.synthetic_root
+                else f"the synthetic default is written only to {self.synthetic_root}/"
+                f"{self.challenge}_<split>; point it at a folder of fastMRI .h5 files"
+            )
+            raise FileNotFoundError(f"data.{stage}_path: {err}; {hint}") from None
+        return scan_volumes(files, self.challenge, self.skip_bad_files)
 
     def _dataset(self, volumes: list[Volume], train: bool) -> SliceDataset:
         eval_augmentation = Augmentation(normalize=self.augmentation.normalize)
@@ -128,8 +144,25 @@ class FastMRIDataModule(L.LightningDataModule):
                 f"(e.g. {min(coils)}) to compress every volume to that many coils"
             )
 
+    def prepare_data(self) -> None:
+        """Write the synthetic default folders that are configured and missing (first use)."""
+        if not self.synthetic_root:
+            return
+        root = Path(os.path.expanduser(self.synthetic_root))
+        missing = {
+            split: Path(path)
+            for split, path in self.paths.items()
+            if path
+            and Path(os.path.expanduser(path)) == root / f"{self.challenge}_{split}"
+            and not Path(os.path.expanduser(path)).exists()
+        }
+        if missing:
+            ensure_synthetic(missing, self.challenge)
+
     def setup(self, stage: str | None = None) -> None:
         """Scan the folders (every bad file reported at once) and build the datasets."""
+        # Idempotent and safe in parallel: also right when setup runs before any Trainer.
+        self.prepare_data()
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
             if self.paths["train"] is None and self.paths["val"] is None:
                 raise ValueError("data.train_path (or data.val_path) must be set to train")
@@ -161,16 +194,26 @@ class FastMRIDataModule(L.LightningDataModule):
             return torch.distributed.get_world_size(), torch.distributed.get_rank()
         return 1, 0
 
-    def finish_in_loader(self) -> bool:
-        """Whether the FFT half runs in the loader (see ``finish_on``)."""
-        if self.finish_on != "auto":
-            return self.finish_on == "loader"
+    def model_input_shape(self) -> tuple[int, tuple[int, int]]:
+        """(coils after compression, model grid (H, W)): what a model is built for, from
+        the first validation slice."""
+        self.setup("fit")
+        val = self.datasets["val"]
+        sample = prepare_slice(
+            val.transform(*val.read(0)), self.virtual_coils, self.augmentation.normalize
+        )
+        return sample.masked_kspace.shape[0], tuple(sample.masked_kspace.shape[-2:])
+
+    def prepare_in_loader(self) -> bool:
+        """Whether batches are prepared in the loader (see ``prepare_on``)."""
+        if self.prepare_on != "auto":
+            return self.prepare_on == "loader"
         trainer = getattr(self, "trainer", None)
         return trainer is None or trainer.strategy.root_device.type == "cpu"
 
     def _loader(self, dataset: SliceDataset, **kwargs) -> DataLoader:
         # Decided here, not in setup: the trainer (and so its device) is known by now.
-        dataset.transform.finish_in_loader = self.finish_in_loader()
+        dataset.transform.prepare_in_loader = self.prepare_in_loader()
         return DataLoader(
             dataset,
             num_workers=self.num_workers,
@@ -204,8 +247,8 @@ class FastMRIDataModule(L.LightningDataModule):
     def on_after_batch_transfer(
         self, batch: list[SliceSample] | KspaceSample, dataloader_idx: int = 0
     ) -> KspaceSample:
-        """Finish a loader batch where it now lives (the GPU in training): see transforms."""
-        return model_input(batch, self.virtual_coils, self.augmentation.normalize)
+        """Prepare a loader batch where it now lives (the GPU in training): see transforms."""
+        return prepare_batch(batch, self.virtual_coils, self.augmentation.normalize)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

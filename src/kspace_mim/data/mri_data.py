@@ -6,7 +6,7 @@ it validates every file once when the folder is scanned (naming each bad file
 and its reason), parses each header once, keeps one open ``h5py.File`` per
 volume per process (re-opened after a fork, never shared) and reads only ``*.h5``
 files. Each slice is checked for NaN / Inf (and all-zero k-space) where the batch is
-finished, on the device (:func:`kspace_mim.data.transforms.model_input`): one pass
+prepared, on the device (:func:`kspace_mim.data.transforms.prepare_batch`): one pass
 there, none in the loader.
 """
 

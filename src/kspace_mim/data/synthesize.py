@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import math
+import os
+import shutil
+import time
 from pathlib import Path
 
 import h5py
@@ -27,6 +31,8 @@ from tqdm import tqdm
 
 from kspace_mim.data.masks import CartesianMask, seed_from_fname
 from kspace_mim.physics import apply_mask, center_crop, fft2c, ifft2c, rss
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 # File numbers as in the release (file1000000.h5 ...), one block per split.
@@ -235,6 +241,40 @@ def synthesize_set(
             **kwargs,
         )
     return out
+
+
+def ensure_synthetic(folders: dict[str, Path], challenge: str) -> list[Path]:
+    """Write the default synthetic folders (``{split: <root>/<challenge>_<split>}``) that
+    are missing, with the default volume counts; returns the folders this call wrote.
+
+    The embedded default data set is written on first use, whatever the entry point.
+    Several processes may ask at once (DDP ranks, concurrent sweeps): each writes into
+    its own temporary folder and renames it into place; the first rename wins and the
+    others discard theirs (the data are the same: the synthesizer is seeded).
+    """
+    start = time.perf_counter()
+    folders = {split: Path(folder) for split, folder in folders.items()}
+    written = []
+    for split, folder in folders.items():
+        if folder.is_dir():
+            continue
+        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        synthesize(tmp, challenge, split, volumes=DEFAULT_VOLUMES[split], progress=False)
+        try:
+            tmp.rename(folder)
+            written.append(folder)
+        except OSError:  # another process was faster
+            shutil.rmtree(tmp, ignore_errors=True)
+    if written:
+        counts = " + ".join(str(DEFAULT_VOLUMES[s]) for s, f in folders.items() if f in written)
+        log.info(
+            "wrote the synthetic data set (first use): %s volumes to %s in %.1f s",
+            counts,
+            ", ".join(str(f) for f in written),
+            time.perf_counter() - start,
+        )
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,18 +1,20 @@
-"""From a raw fastMRI slice to a model sample on the model grid (DESIGN.md's data flow).
+"""From a raw fastMRI slice to a model sample on the model grid (docs/design.md, "Data flow").
 
 raw slice -> model grid (image-domain crop) -> undersampling mask -> coil compression
 -> per-slice scale. Everything the model sees is in "model units"; ``scale`` and
-``offset`` bring it back exactly (:func:`to_original_units`) before any image or metric.
+``offset`` bring it back exactly (:func:`kspace_mim.physics.to_original_units`) before
+any image or metric.
 
-The work is split where it is cheapest. The loader (CPU workers) only reads the slice,
-draws the mask on the model grid and crops the file's target: no FFT, so it keeps up
-with the bare h5 read (``python -m kspace_mim.bench data``). The FFT-heavy rest (grid
-crop, masking, coil compression, scaling) runs batched on the accelerator, after the
-batch is moved there (``FastMRIDataModule.on_after_batch_transfer``):
+Two steps, each where it is cheapest. The transform (in the loader's CPU workers) reads
+the slice, draws the mask on the model grid and crops the file's target: no FFT, so it
+keeps up with the bare h5 read (``python -m kspace_mim.bench data``). *Preparing* a
+batch (grid crop, masking, coil compression, scaling: the FFT-heavy rest) runs batched
+on the accelerator after the transfer (``FastMRIDataModule.on_after_batch_transfer``):
 
-    item = transform(*raw_slice)            # SliceSample, in the loader
-    batch = collate_slices([item, ...])     # grouped by shape (volumes differ in width)
-    sample = transform.model_input(batch)   # KspaceSample, on the device
+    item = transform(*raw_slice)                        # SliceSample, in the loader
+    batch = collate_slices([item, ...])                 # grouped by shape (widths differ)
+    sample = prepare_batch(batch, virtual_coils, norm)  # KspaceSample, on the device
+    sample = prepare_slice(item, virtual_coils, norm)   # one slice (inspection, notebooks)
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from kspace_mim.physics import (
     crop_image_domain,
     fft2c,
     ifft2c,
-    rss,
+    kspace_to_image,
 )
 
 
@@ -90,22 +92,6 @@ class KspaceSample(NamedTuple):
     num_low_frequencies: int
 
 
-def to_original_units(kspace: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
-    """Undo the per-slice normalisation. kspace: complex (B, C, H, W); scale (B,); offset (B, C)."""
-    out = kspace * scale.reshape(-1, 1, 1, 1)
-    if offset.abs().sum() > 0:
-        h, w = kspace.shape[-2:]
-        out = out.clone()
-        out[..., h // 2, w // 2] += offset * math.sqrt(h * w)
-    return out
-
-
-def kspace_to_image(kspace: Tensor, crop_size: tuple[int, int] | None = None) -> Tensor:
-    """k-space complex (B, C, H, W) -> RSS magnitude image (B, h, w), cropped when asked."""
-    image = rss(ifft2c(kspace))
-    return image if crop_size is None else center_crop(image, crop_size)
-
-
 def collate_slices(
     items: Sequence[SliceSample] | Sequence[KspaceSample],
 ) -> list[SliceSample] | KspaceSample:
@@ -113,7 +99,7 @@ def collate_slices(
 
     fastMRI volumes differ in width (368, 372, ...) and coil count, so raw slices of a
     shuffled batch cannot be stacked; each group is stacked on its own and
-    :meth:`KspaceTransform.model_input` joins them once they are on the model grid.
+    :func:`prepare_batch` joins them once they are on the model grid.
     """
     if items and isinstance(items[0], KspaceSample):  # finished in the loader already
         return default_collate(items)
@@ -155,7 +141,7 @@ def _take(batch: SliceSample, i: int) -> SliceSample:
     return SliceSample(*(value[i : i + 1] for value in batch))
 
 
-def _group_to_model(batch: SliceSample, virtual_coils: int | None, normalize: bool) -> KspaceSample:
+def _prepare_group(batch: SliceSample, virtual_coils: int | None, normalize: bool) -> KspaceSample:
     """One same-shape group of loader items -> model sample (batched, on any device)."""
     h, w = batch.mask.shape[-2:]
     # Test files only get their readout cropped (the mask's width is the file's).
@@ -220,15 +206,16 @@ def _group_to_model(batch: SliceSample, virtual_coils: int | None, normalize: bo
     )
 
 
-def model_input(
+def prepare_batch(
     batch: SliceSample | Sequence[SliceSample] | KspaceSample,
     virtual_coils: int | None = None,
     normalize: bool = False,
 ) -> KspaceSample:
     """Loader batch(es) from :func:`collate_slices` -> one model batch, on their device.
 
-    The FFT-heavy half of the pipeline (grid crop, mask, coil compression, scale), run
-    batched where the batch lives (the GPU in training). A :class:`KspaceSample` passes.
+    Prepares the k-space for a model: grid crop (FFTs), mask, coil compression, scale,
+    batched where the batch lives (the GPU in training). A :class:`KspaceSample` (already
+    prepared in the loader) passes unchanged.
     """
     if isinstance(batch, KspaceSample):
         return batch
@@ -237,7 +224,7 @@ def model_input(
         # A CPU is faster slice by slice: a batch of knee-sized slices outgrows its caches
         # (measured: 48 vs 58 ms a slice, 15x640x368). Accelerators take the whole batch.
         groups = [_take(g, i) for g in groups for i in range(len(g.fname))]
-    parts = [_group_to_model(g, virtual_coils, normalize) for g in groups]
+    parts = [_prepare_group(g, virtual_coils, normalize) for g in groups]
     if len(parts) == 1:
         return parts[0]
     shapes = {(tuple(p.masked_kspace.shape[1:]), tuple(p.target.shape[1:])) for p in parts}
@@ -255,6 +242,16 @@ def model_input(
     return KspaceSample(*(join([p[i] for p in parts]) for i in range(len(KspaceSample._fields))))
 
 
+def prepare_slice(
+    item: SliceSample | KspaceSample, virtual_coils: int | None = None, normalize: bool = False
+) -> KspaceSample:
+    """One loader item -> its model sample, with per-slice shapes (:func:`prepare_batch`).
+    An item already prepared in the loader passes unchanged."""
+    if isinstance(item, KspaceSample):
+        return item
+    return unbatch(prepare_batch(_as_batch(item), virtual_coils, normalize))
+
+
 def unbatch(batch: KspaceSample, i: int = 0) -> KspaceSample:
     """Slice ``i`` of a model batch, with per-slice shapes (for inspection and plots)."""
     fields = {name: value[i] for name, value in zip(KspaceSample._fields, batch, strict=True)}
@@ -266,9 +263,8 @@ def unbatch(batch: KspaceSample, i: int = 0) -> KspaceSample:
 class KspaceTransform:
     """fastMRI-style transform ``(kspace, mask, target, attrs, fname, slice_num) -> SliceSample``.
 
-    Called per slice in the loader, it does the cheap half (:meth:`loader_half`: mask on
-    the grid, target crop); :meth:`model_input` does the rest on a batch, on the device.
-    :meth:`model_slice` runs both for one slice (inspection, notebooks, CPU training).
+    Called per slice in the loader: draws the mask on the model grid and crops the
+    target (no FFT); :func:`prepare_batch` does the rest on a batch, on the device.
 
     Args:
         mask_func: a mask from :mod:`kspace_mim.data.masks` (ignored for files
@@ -279,9 +275,9 @@ class KspaceTransform:
             crops need the coil images, so those slices are moved to the grid in the loader.
         deterministic: seed masks from the file name (validation / test), as fastMRI does;
             otherwise masks come from torch's RNG (seeded per worker and rank).
-        finish_in_loader: return the finished :class:`KspaceSample` per slice instead
-            (both halves in the loader): right when training on a CPU, where the
-            workers do the FFTs in parallel with the training step.
+        prepare_in_loader: return the prepared :class:`KspaceSample` per slice instead
+            (:func:`prepare_slice` in the loader): right when training on a CPU, where
+            the workers do the FFTs in parallel with the training step.
     """
 
     def __init__(
@@ -291,22 +287,21 @@ class KspaceTransform:
         virtual_coils: int | None = None,
         augmentation: Augmentation | None = None,
         deterministic: bool = True,
-        finish_in_loader: bool = False,
+        prepare_in_loader: bool = False,
     ):
         self.mask_func = mask_func if mask_func is not None else NoMask()
-        self.finish_in_loader = finish_in_loader
+        self.prepare_in_loader = prepare_in_loader
         self.crop_size = crop_size
         self.virtual_coils = virtual_coils
         self.augmentation = augmentation or NO_AUGMENTATION
         self.deterministic = deterministic
 
-    def __call__(self, *raw_slice: Any) -> SliceSample | KspaceSample:
-        """fastMRI's six transform arguments (see :meth:`loader_half`) -> loader item, or
-        the finished sample with ``finish_in_loader``."""
-        item = self.loader_half(*raw_slice)
-        return self.model_slice(item) if self.finish_in_loader else item
+    @property
+    def normalize(self) -> bool:
+        """Whether samples are normalised per coil image (``augmentation=normalize``)."""
+        return bool(self.augmentation.normalize)
 
-    def loader_half(
+    def __call__(
         self,
         kspace: np.ndarray,
         mask: np.ndarray | None,
@@ -314,8 +309,9 @@ class KspaceTransform:
         attrs: dict[str, Any],
         fname: str,
         slice_num: int,
-    ) -> SliceSample:
-        """Read result -> mask drawn on the model grid, target cropped; no FFT."""
+    ) -> SliceSample | KspaceSample:
+        """Read result -> mask drawn on the model grid, target cropped; no FFT (unless
+        augmenting or ``prepare_in_loader``, which returns the prepared sample)."""
         k = torch.from_numpy(kspace)  # no copy: the read is the only pass over the slice
         if k.dtype != torch.complex64:
             k = k.to(torch.complex64)
@@ -343,7 +339,7 @@ class KspaceTransform:
         else:  # formed on the device from the fully sampled k-space (or unknown)
             target_t = torch.zeros(0, 0)
         max_value = attrs.get("max", float(target.max()) if target is not None else 0.0)
-        return SliceSample(
+        item = SliceSample(
             kspace=k,
             mask=sampled.unsqueeze(0),
             target=target_t,
@@ -354,11 +350,6 @@ class KspaceTransform:
             slice_num=slice_num,
             num_low_frequencies=num_low,
         )
-
-    def model_input(self, batch: SliceSample | Sequence[SliceSample]) -> KspaceSample:
-        """The device half for this transform's coils and normalisation (:func:`model_input`)."""
-        return model_input(batch, self.virtual_coils, self.augmentation.normalize)
-
-    def model_slice(self, item: SliceSample) -> KspaceSample:
-        """Both halves for one loader item: the model sample with per-slice shapes."""
-        return unbatch(self.model_input(_as_batch(item)))
+        if self.prepare_in_loader:
+            return prepare_slice(item, self.virtual_coils, self.normalize)
+        return item

@@ -1,9 +1,11 @@
 """Decoders from encoder features back to the full grid.
 
-``LinearDecoder`` is SimMIM's (and the paper's): a 1x1 conv to stride^2 x channels
-and a PixelShuffle. ``SkipDecoder`` is hierarchical: it upsamples stage by stage
-with skips from every encoder stage and ends on a full-resolution convolutional
-stem of the input, which the linear decoder lacks (DESIGN.md's measured probe).
+Both take the feature pyramid ``[input, stage 1, ..., stage N]`` (full resolution first).
+``LinearDecoder`` is SimMIM's (and the paper's): a 1x1 conv of the deepest stage to
+stride^2 x channels and a PixelShuffle. ``SkipDecoder`` is hierarchical: it upsamples
+stage by stage with skips from every encoder stage and ends on a full-resolution
+convolutional stem of the input, which the linear decoder lacks (docs/design.md,
+"Measured probes": the largest single gain).
 """
 
 from __future__ import annotations
@@ -13,18 +15,17 @@ from torch import Tensor, nn
 
 
 class LinearDecoder(nn.Module):
-    def __init__(
-        self, in_chans: int, out_chans: int, stage_channels: list[int], strides: list[int]
-    ):
+    """SimMIM's decoder. embed_dim, stride: channels and downsampling of the deepest stage."""
+
+    def __init__(self, embed_dim: int, stride: int, out_chans: int):
         super().__init__()
-        stride = strides[-1]
         self.proj = nn.Sequential(
-            nn.Conv2d(stage_channels[-1], stride**2 * out_chans, kernel_size=1),
+            nn.Conv2d(embed_dim, stride**2 * out_chans, kernel_size=1),
             nn.PixelShuffle(stride),
         )
 
-    def forward(self, x: Tensor, features: list[Tensor]) -> Tensor:
-        return self.proj(features[-1])
+    def forward(self, pyramid: list[Tensor]) -> Tensor:
+        return self.proj(pyramid[-1])
 
 
 def _conv_block(in_chans: int, out_chans: int) -> nn.Sequential:
@@ -53,6 +54,9 @@ class _Up(nn.Module):
 
 
 class SkipDecoder(nn.Module):
+    """Hierarchical decoder. in_chans: channels of the input (its full-resolution stem);
+    stage_channels, strides: every encoder stage's channels and downsampling."""
+
     def __init__(
         self,
         in_chans: int,
@@ -71,11 +75,23 @@ class SkipDecoder(nn.Module):
         self.to_full = _Up(stage_channels[0], stem_chans, stem_chans, strides[0])
         self.head = nn.Conv2d(stem_chans, out_chans, 1)
 
-    def forward(self, x: Tensor, features: list[Tensor]) -> Tensor:
+    def forward(self, pyramid: list[Tensor]) -> Tensor:
+        x, features = pyramid[0], pyramid[1:]
         y = features[-1]
         for up, skip in zip(self.ups, reversed(features[:-1]), strict=True):
             y = up(y, skip)
         return self.head(self.to_full(y, self.stem(x)))
 
 
-DECODERS = {"linear": LinearDecoder, "skip": SkipDecoder}
+DECODERS = ("linear", "skip")
+
+
+def build_decoder(
+    name: str, in_chans: int, out_chans: int, stage_channels: list[int], strides: list[int]
+) -> LinearDecoder | SkipDecoder:
+    """``encoder.decoder``: "linear" (SimMIM's) or "skip", for an encoder's stages."""
+    if name == "linear":
+        return LinearDecoder(stage_channels[-1], strides[-1], out_chans)
+    if name == "skip":
+        return SkipDecoder(in_chans, out_chans, stage_channels, strides)
+    raise ValueError(f"encoder.decoder={name!r}: one of {DECODERS}")

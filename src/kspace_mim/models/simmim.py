@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kspace_mim.models.decoders import DECODERS
+from kspace_mim.models.decoders import DECODERS, build_decoder
 from kspace_mim.models.encoders import SwinEncoder, ViTEncoder
 from kspace_mim.models.presets import resolve
 
@@ -70,7 +70,7 @@ class SimMIM(nn.Module):
                 f"or change encoder.patch_size / encoder.depths."
             )
         if decoder not in DECODERS:
-            raise ConfigError(f"encoder.decoder={decoder!r}: one of {sorted(DECODERS)}")
+            raise ConfigError(f"encoder.decoder={decoder!r}: one of {DECODERS}")
         self.family, self.stride, self.patch_size = family, stride, patch_size
         self.mask_channel = mask_channel
         self.out_chans = 2 * num_coils
@@ -88,8 +88,8 @@ class SimMIM(nn.Module):
             )
         else:
             raise ConfigError(f"unknown SimMIM encoder {family!r}: swin or vit")
-        self.decoder = DECODERS[decoder](
-            in_chans, self.out_chans, self.encoder.channels, self.encoder.strides
+        self.decoder = build_decoder(
+            decoder, in_chans, self.out_chans, self.encoder.channels, self.encoder.strides
         )
 
     def forward(self, x: Tensor, mask: Tensor, use_mask_tokens: bool = True) -> Tensor:
@@ -109,5 +109,5 @@ class SimMIM(nn.Module):
             acquired = F.max_pool2d(mask, self.patch_size)[:, 0]  # any sample in the patch
             token_mask = acquired == 0
         features = self.encoder(inputs, token_mask)
-        out = x + self.decoder(inputs, features)
+        out = x + self.decoder([inputs, *features])
         return out[..., pads[2] : pads[2] + h, pads[0] : pads[0] + w]

@@ -20,10 +20,11 @@ from fastmri.losses import SSIMLoss
 from lightning.pytorch.utilities import grad_norm
 from torch import Tensor
 
-from kspace_mim.data.transforms import KspaceSample, kspace_to_image, to_original_units
+from kspace_mim.data.transforms import KspaceSample
 from kspace_mim.figures import comparison_figure, save_figure
 from kspace_mim.metrics import VolumeMetrics, kspace_picture, kspace_ssim
-from kspace_mim.physics import data_consistency
+from kspace_mim.modules.schedule import lr_factor
+from kspace_mim.physics import data_consistency, form_image
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,6 @@ class ReconOutput(NamedTuple):
     prediction: Tensor | None = None
 
 
-def crop_of(batch: KspaceSample) -> tuple[int, int]:
-    """The batch's recon crop; slices of one batch share it (grid and headers agree)."""
-    sizes = batch.crop_size.reshape(-1, 2)
-    if not (sizes == sizes[0]).all():
-        raise ValueError(
-            f"a batch mixes recon sizes {sizes.unique(dim=0).tolist()}; use batch_size 1"
-        )
-    return int(sizes[0, 0]), int(sizes[0, 1])
-
-
 class ReconstructionModule(L.LightningModule):
     """Base of every model. Subclasses set ``self.trainable`` and implement ``reconstruct``.
 
@@ -58,11 +49,16 @@ class ReconstructionModule(L.LightningModule):
         num_coils: coils of the data (after compression); img_size: model grid (H, W).
         loss: weights ``kspace_l1`` (SimMIM's, on unacquired samples), ``image_l1`` and
             ``image_ssim`` (on the image after data consistency, data range = volume max).
-        optim: ``lr``, ``weight_decay``, ``warmup_fraction`` (AdamW, linear warm-up, cosine).
+        optim: ``lr``, ``weight_decay``, ``warmup_fraction`` (AdamW, linear warm-up, cosine
+            over the run's horizon: :mod:`kspace_mim.modules.schedule`).
+        data: the data settings the model is trained with (``challenge``, ``normalize``,
+            ``crop_size``, ``virtual_coils``), saved with the hyperparameters so that
+            ``reconstruct`` rebuilds the inputs from the checkpoint alone.
+        on_nonfinite: a NaN / Inf loss "stop"s training (naming the batch) or "skip"s
+            the optimizer step.
     """
 
     trainable = True
-    on_nonfinite = "stop"  # train.on_nonfinite: stop | skip
 
     def __init__(
         self,
@@ -70,8 +66,15 @@ class ReconstructionModule(L.LightningModule):
         img_size: tuple[int, int],
         loss: dict | None = None,
         optim: dict | None = None,
+        data: dict | None = None,
+        on_nonfinite: str = "stop",
     ):
         super().__init__()
+        if on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"train.on_nonfinite must be stop or skip, got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        # The data settings the model was trained with (challenge, normalize, ...).
+        self.data_config: dict[str, Any] = dict(data or {})
         self.num_coils = num_coils
         self.img_size = tuple(img_size)
         self.loss_weights = {**DEFAULT_LOSS, **(loss or {})}
@@ -84,18 +87,13 @@ class ReconstructionModule(L.LightningModule):
         self.best: dict[str, float] = {}
         self.last_metrics: dict[str, dict[str, Any]] = {}
         self._figure_batch: tuple | None = None
-        # The data settings the model was trained with (challenge, normalize, ...).
-        self.data_config: dict[str, Any] = {}
 
     # --- checkpoints ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # What `reconstruct` needs to rebuild the model and its inputs from the file alone.
+        # The class, so that `reconstruct` rebuilds the model from the file alone (its
+        # data settings are hyperparameters).
         cls = type(self)
         checkpoint["kspace_mim_class"] = f"{cls.__module__}.{cls.__qualname__}"
-        checkpoint["kspace_mim_data"] = dict(self.data_config)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.data_config = dict(checkpoint.get("kspace_mim_data", {}))
 
     # --- what a family provides -------------------------------------------------------
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
@@ -111,13 +109,11 @@ class ReconstructionModule(L.LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             prediction = prediction.to(torch.complex64)
             kspace = data_consistency(prediction, batch.masked_kspace, batch.mask)
-            original = to_original_units(kspace, batch.scale, batch.offset)
-            image = kspace_to_image(original, crop_of(batch))
+            image = form_image(kspace, batch.scale, batch.offset, batch.crop_size)
         return ReconOutput(image, kspace, prediction)
 
     def zero_filled_image(self, batch: KspaceSample) -> Tensor:
-        original = to_original_units(batch.masked_kspace, batch.scale, batch.offset)
-        return kspace_to_image(original, crop_of(batch))
+        return form_image(batch.masked_kspace, batch.scale, batch.offset, batch.crop_size)
 
     # --- losses -----------------------------------------------------------------------
     def loss(self, batch: KspaceSample, out: ReconOutput) -> dict[str, Tensor]:
@@ -170,16 +166,8 @@ class ReconstructionModule(L.LightningModule):
         opt = torch.optim.AdamW(
             self.parameters(), lr=self.optim["lr"], weight_decay=self.optim["weight_decay"]
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = int(self.optim["warmup_fraction"] * total)
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            progress = (step - warmup) / max(total - warmup, 1)
-            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        factor = lr_factor(self.trainer, self.optim["warmup_fraction"])
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # --- evaluation -------------------------------------------------------------------

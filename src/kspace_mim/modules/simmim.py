@@ -38,9 +38,11 @@ class SimMIMModule(ReconstructionModule):
         compile: bool = False,
         loss: dict | None = None,
         optim: dict | None = None,
+        data: dict | None = None,
+        on_nonfinite: str = "stop",
         **arch,
     ):
-        super().__init__(num_coils, img_size, loss, optim)
+        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite)
         self.save_hyperparameters()
         if domain not in DOMAINS:
             raise ConfigError(f"encoder.domain={domain!r}: one of {DOMAINS}")

@@ -25,8 +25,10 @@ class UnetModule(ReconstructionModule):
         drop_prob: float = 0.0,
         loss: dict | None = None,
         optim: dict | None = None,
+        data: dict | None = None,
+        on_nonfinite: str = "stop",
     ):
-        super().__init__(num_coils, img_size, loss, optim)
+        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite)
         self.save_hyperparameters()
         arch = resolve("unet", size, chans=chans, num_pool_layers=num_pool_layers)
         self.unet = Unet(in_chans=1, out_chans=1, drop_prob=drop_prob, **arch)

@@ -15,8 +15,10 @@ class ZeroFilledModule(ReconstructionModule):
         img_size: tuple[int, int],
         loss: dict | None = None,
         optim: dict | None = None,
+        data: dict | None = None,
+        on_nonfinite: str = "stop",
     ):
-        super().__init__(num_coils, img_size, loss, optim)
+        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite)
         self.save_hyperparameters()
 
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:

@@ -1,0 +1,67 @@
+"""``python -m kspace_mim.bench data|train|tables``: the command line of the benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from kspace_mim.bench import __doc__ as DOC
+from kspace_mim.bench.data import bench_data
+from kspace_mim.bench.tables import write_tables
+from kspace_mim.bench.timing import machine
+from kspace_mim.bench.train import ENCODERS, bench_train, train_step_rate
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m kspace_mim.bench", description=DOC)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p_data = sub.add_parser("data", help="data pipeline throughput vs fastMRI and a bare read")
+    p_data.add_argument(
+        "--data", type=Path, help="a multicoil folder (default: synthetic, knee-sized)"
+    )
+    p_data.add_argument("--workers", type=int, default=0)
+    p_data.add_argument("--repeats", type=int, default=7)
+    p_data.add_argument("--size", type=int, default=320, help="synthetic recon size")
+    p_data.add_argument("--coils", type=int, default=15, help="synthetic coils")
+    p_data.add_argument("--batch", type=int, default=4, help="slices per device step")
+    p_train = sub.add_parser("train", help="training-step throughput and memory per encoder")
+    # _train_one: one encoder, in the process that bench train starts for it
+    for p in (p_train, sub.add_parser("_train_one")):
+        p.add_argument("--size", default="tiny")
+        p.add_argument("--grid", type=int, default=128)
+        p.add_argument("--coils", type=int, default=8)
+        p.add_argument("--batch", type=int, default=4)
+        p.add_argument("--repeats", type=int, default=5)
+    sub.choices["_train_one"].add_argument("name", choices=sorted(ENCODERS))
+    sub.choices["_train_one"].add_argument("--device", default="cpu")
+    for p in (p_data, p_train):
+        p.add_argument("--out", type=Path, help="write the JSON here too")
+    p_tables = sub.add_parser("tables", help="README / docs/bench.md tables from bench JSON files")
+    p_tables.add_argument("json", nargs="+", type=Path, help="outputs of bench data / train")
+    p_tables.add_argument("--root", type=Path, default=None, help="repository (default: this)")
+    args = parser.parse_args(argv)
+
+    if args.what == "tables":
+        print(write_tables(args.json, args.root))
+        return
+    if args.what == "_train_one":
+        row = train_step_rate(
+            args.name, args.size, args.grid, args.coils, args.batch, args.repeats, args.device
+        )
+        print(json.dumps(row))
+        return
+    if args.what == "data":
+        args_ = (args.data, args.workers, args.repeats, args.size, args.coils, args.batch)
+        result = {"data": bench_data(*args_)}
+    else:
+        result = {"train": bench_train(args.size, args.grid, args.coils, args.batch, args.repeats)}
+    result["machine"] = machine()
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
