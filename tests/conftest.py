@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import h5py
+import numpy as np
+import pandas as pd
 import pytest
 
-from kspace_mim.data.synthesize import synthesize
+from kspace_mim.data.synthesize import synthesize, synthesize_set
 
 os.environ.setdefault("WANDB_MODE", "offline")
 SIZE = 32  # recon size of the test files: k-space is (64, 38 or 42) per coil
@@ -39,3 +44,94 @@ def copy_folder(tmp_path, data_root):
         return Path(shutil.copytree(data_root / name, tmp_path / name))
 
     return _copy
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory) -> dict[str, str]:
+    """Environment of a command run on the default data layout (synthetic/multicoil_
+    {train,val} under KSPACE_MIM_DATA) in a temporary root; ``env["root"]`` is its cwd."""
+    root = tmp_path_factory.mktemp("root")
+    synthesize_set(
+        root / "data" / "synthetic",
+        splits=("train", "val"),
+        volumes=2,
+        slices=2,
+        coils=4,
+        size=32,
+        progress=False,
+    )
+    return {
+        **os.environ,
+        "KSPACE_MIM_DATA": str(root / "data"),
+        "KSPACE_MIM_OUTPUT": str(root / "out"),
+        "WANDB_MODE": "offline",
+        "root": str(root),
+    }
+
+
+def _train_cli(
+    env: dict[str, str], *overrides: str, check: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    flags = [o for o in overrides if o.startswith("-")]  # -m must precede the overrides
+    cmd = [
+        sys.executable,
+        "-m",
+        "kspace_mim.train",
+        *flags,
+        "data.num_workers=0",
+        "data.crop_size=32",
+        *(o for o in overrides if not o.startswith("-")),
+    ]
+    result = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=env["root"]
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="session")
+def train_cli():
+    """``train_cli(env, *overrides, check=True)``: ``python -m kspace_mim.train`` in a
+    subprocess (tiny grid, no workers), as a user runs it."""
+    return _train_cli
+
+
+def _small_overrides(folder: Path, *extra: str) -> list[str]:
+    return [
+        f"data.train_path={folder}",
+        f"data.val_path={folder}",
+        "data.crop_size=32",
+        "data.num_workers=0",
+        "encoder.size=tiny",
+        "trainer.max_steps=3",
+        "data.batch_size=2",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def small_overrides():
+    """``small_overrides(folder, *extra)``: overrides of a 3-step tiny run on one folder."""
+    return _small_overrides
+
+
+def _train_log(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(Path(run_dir) / "csv" / "version_0" / "metrics.csv")
+
+
+@pytest.fixture(scope="session")
+def train_log():
+    """``train_log(run_dir)``: the CSV logger's metrics of a run, as a DataFrame."""
+    return _train_log
+
+
+def _read_h5(path: Path, key: str = "reconstruction") -> np.ndarray:
+    with h5py.File(path) as hf:
+        return hf[key][()]
+
+
+@pytest.fixture(scope="session")
+def read_h5():
+    """``read_h5(path, key="reconstruction")``: one dataset of an h5 file."""
+    return _read_h5

@@ -6,15 +6,16 @@ import json
 
 import pytest
 
-from kspace_mim import bench
-from kspace_mim.results import MARK_END, MARK_START, make_results
+from kspace_mim.bench.__main__ import main as bench
+from kspace_mim.bench.tables import write_tables
+from kspace_mim.bench.train import bf16_peak_tflops
 
 pytestmark = pytest.mark.slow
 
 
 def test_bench_data_emits_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    bench.main(["data", "--size", "32", "--coils", "2", "--repeats", "1", "--out", str(out)])
+    bench(["data", "--size", "32", "--coils", "2", "--repeats", "1", "--out", str(out)])
     data = json.loads(out.read_text())["data"]
     assert json.loads(capsys.readouterr().out)["machine"]["cpu_cores"] >= 1
     for key in (
@@ -35,7 +36,7 @@ def test_bench_data_emits_json(tmp_path, capsys):
     assert data["setup"]["device_step_on"] in ("cpu", "cuda")
     # the README's bench section is generated from this JSON
     (tmp_path / "README.md").write_text("# x\n<!-- bench:start -->\nold\n<!-- bench:end -->\n")
-    bench.main(["tables", str(out), "--root", str(tmp_path)])
+    bench(["tables", str(out), "--root", str(tmp_path)])
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme
     assert (
@@ -46,7 +47,7 @@ def test_bench_data_emits_json(tmp_path, capsys):
 
 def test_bench_train_emits_json(tmp_path):
     out = tmp_path / "train.json"
-    bench.main(
+    bench(
         [
             "train",
             "--grid",
@@ -67,28 +68,13 @@ def test_bench_train_emits_json(tmp_path):
         assert row["slices_per_s"] > 0 and row["parameters"] > 0 and row["cpu_peak_rss_gb"] > 0
         assert row["gflop_per_slice"] > 0
     assert result["train"]["unet"]["module_overhead_ratio"] > 0
-    page = bench.write_tables([out], tmp_path)
+    page = write_tables([out], tmp_path)
     for name, row in result["train"].items():
         assert f"| {name} | {row['slices_per_s']:.1f} |" in page.read_text()
 
 
 def test_bf16_peaks_by_card_name():
-    assert bench.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
-    assert bench.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
-    assert bench.bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
-    assert bench.bf16_peak_tflops("Tesla T4") is None  # no bf16 tensor cores: no claim
-
-
-def test_results_table_is_generated(data_root, tmp_path):
-    data = tmp_path / "synthetic"
-    (data).mkdir()
-    (data / "multicoil_train").symlink_to(data_root / "multicoil_train")
-    (data / "multicoil_val").symlink_to(data_root / "multicoil_val")
-    (tmp_path / "README.md").write_text(f"# x\n{MARK_START}\nold\n{MARK_END}\nend\n")
-    rows = make_results(steps=2, data=data, out_dir=tmp_path / "runs", batch_size=2, root=tmp_path)
-    assert len(rows) == 10  # 5 models x 2 accelerations
-    readme = (tmp_path / "README.md").read_text()
-    assert "old" not in readme and readme.endswith(f"{MARK_END}\nend\n")
-    for row in rows:
-        assert f"| {row['model']} | {row['acceleration']}x | {row['ssim']:.4f} |" in readme
-    assert "the U-Net at equal budget" in (tmp_path / "docs" / "results.md").read_text()
+    assert bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert bf16_peak_tflops("Tesla T4") is None  # no bf16 tensor cores: no claim

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import hydra
 import lightning as L
 import pytest
+import yaml
 
 from kspace_mim.config import CONFIG_DIR, compose
+from kspace_mim.data.synthesize import synthesize_set
 from kspace_mim.models.simmim import ConfigError
 from kspace_mim.modules.base import ReconstructionModule
 
@@ -79,3 +86,109 @@ def test_wandb_goes_offline_without_key_or_network(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert wandb_offline()
     assert compose(["logger=wandb"]).logger.offline is True
+
+
+def test_optuna_search_maximises_validation_ssim(env, tmp_path, train_cli):
+    sweep = tmp_path / "optuna"
+    train_cli(
+        env,
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+        "encoder.size=tiny",
+        "trainer.max_steps=2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    import optuna
+
+    study = optuna.load_study(study_name="kspace_mim", storage=f"sqlite:///{sweep}/optuna.db")
+    assert len(study.trials) == 2  # the study itself lives in the sweep directory
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    values = [json.loads((sweep / j / "metrics.json").read_text())["ssim"] for j in ("0", "1")]
+    assert best["best_value"] == pytest.approx(max(values))
+    assert {"optim.lr", "encoder.patch_size"} <= set(best["best_params"])
+
+
+def test_paper_sweep_config_composes():
+    cfg = compose(["experiment=paper_sweep"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert {"encoder.patch_size", "mask", "augmentation"} <= set(params)
+
+
+@pytest.mark.slow
+def test_concurrent_sweeps_never_share_a_directory(tmp_path):
+    synthesize_set(
+        tmp_path / "data" / "synthetic",
+        splits=("train", "val"),
+        volumes=2,
+        slices=1,
+        coils=2,
+        size=16,
+        progress=False,
+    )
+    env = {
+        **os.environ,
+        "KSPACE_MIM_DATA": str(tmp_path / "data"),
+        "KSPACE_MIM_OUTPUT": str(tmp_path / "out"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "kspace_mim.train",
+        "-m",
+        "encoder=zero_filled",
+        "data.crop_size=16",
+        "data.num_workers=0",
+        "seed=0,1",
+    ]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(2)
+    ]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    sweeps = sorted((tmp_path / "out" / "multirun").iterdir())
+    assert len(sweeps) == 2
+    for sweep in sweeps:
+        assert sorted(d.name for d in sweep.iterdir() if d.is_dir()) == ["0", "1"]
+        for job in ("0", "1"):
+            assert json.loads((sweep / job / "status.json").read_text())["status"] == "finished"
+
+
+def test_every_lightning_trainer_argument_is_in_the_trainer_group():
+    """trainer.<argument>=VALUE works for every Trainer argument (no `+`, no struct error)."""
+    import inspect
+
+    arguments = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    from_elsewhere = {"logger", "callbacks", "default_root_dir"}  # their own groups / run dir
+    for option in options("trainer"):
+        keys = set(compose([f"trainer={option}"]).trainer) - {"_target_"}
+        assert keys == arguments - from_elsewhere, (option, keys ^ (arguments - from_elsewhere))
+    cfg = compose(
+        [
+            "trainer.max_time=00:01:00:00",
+            "trainer.limit_val_batches=2",
+            "trainer.accumulate_grad_batches=4",
+            "trainer.val_check_interval=0.5",
+        ]
+    )
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    assert trainer.accumulate_grad_batches == 4 and trainer.limit_val_batches == 2
+    assert trainer.val_check_interval == 0.5
+
+
+def test_callbacks_group_instantiates_and_entries_drop(tmp_path):
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+
+    from kspace_mim.callbacks import CheckpointOnInterrupt, instantiate_callbacks
+
+    cfg = compose([f"paths.run_dir={tmp_path}", "trainer.enable_progress_bar=false"])
+    kinds = [type(c) for c in instantiate_callbacks(cfg.callbacks)]
+    assert kinds == [ModelCheckpoint, CheckpointOnInterrupt, LearningRateMonitor]
+    cfg = compose([f"paths.run_dir={tmp_path}", "checkpoint.every_n_train_steps=5"])
+    callbacks = instantiate_callbacks(cfg.callbacks)
+    periodic = [c for c in callbacks if isinstance(c, ModelCheckpoint) and not c.monitor]
+    assert len(periodic) == 1 and periodic[0]._every_n_train_steps == 5
+    assert str(callbacks[0].dirpath) == str(tmp_path / "checkpoints")
+    cfg = compose([f"paths.run_dir={tmp_path}", "callbacks.lr_monitor=null"])
+    assert LearningRateMonitor not in [type(c) for c in instantiate_callbacks(cfg.callbacks)]

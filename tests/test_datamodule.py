@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import hydra
 import pytest
 import torch
 
 from kspace_mim.config import compose
 from kspace_mim.data.datamodule import FastMRIDataModule
+from kspace_mim.data.mri_data import BadFilesError
 from kspace_mim.data.samplers import VolumeBatchSampler, assign_volumes
 from kspace_mim.data.transforms import KspaceSample
+from kspace_mim.train import build_datamodule, run
 
 
 def make_datamodule(overrides):
-    cfg = compose(overrides)
-    return hydra.utils.instantiate(
-        cfg.data,
-        mask=hydra.utils.instantiate(cfg.mask),
-        augmentation=hydra.utils.instantiate(cfg.augmentation),
-    )
+    return build_datamodule(compose(overrides))
 
 
 def model_batches(dm, loader):
@@ -148,7 +144,7 @@ def test_ddp_ranks_of_the_datamodule_cover_val_once(data_root):
     )
 
 
-def test_finishing_in_the_loader_or_on_the_device_gives_the_same_batches(data_root):
+def test_preparing_in_the_loader_or_on_the_device_gives_the_same_batches(data_root):
     overrides = [
         f"data.train_path={data_root}/mixed_coils",
         f"data.val_path={data_root}/mixed_coils",
@@ -160,7 +156,7 @@ def test_finishing_in_the_loader_or_on_the_device_gives_the_same_batches(data_ro
     ]
     batches = {}
     for where in ("loader", "device"):
-        dm = make_datamodule([*overrides, f"data.finish_on={where}"])
+        dm = make_datamodule([*overrides, f"data.prepare_on={where}"])
         dm.setup("fit")
         raw = list(dm.val_dataloader())
         assert isinstance(raw[0], KspaceSample) == (where == "loader")
@@ -169,5 +165,49 @@ def test_finishing_in_the_loader_or_on_the_device_gives_the_same_batches(data_ro
         assert list(a.fname) == list(b.fname) and torch.equal(a.slice_num, b.slice_num)
         for name in ("masked_kspace", "kspace", "target", "scale", "offset", "mask"):
             torch.testing.assert_close(getattr(a, name), getattr(b, name))
-    with pytest.raises(ValueError, match="finish_on must be auto, device or loader"):
-        FastMRIDataModule(finish_on="gpu")
+    with pytest.raises(ValueError, match="prepare_on must be auto, device or loader"):
+        FastMRIDataModule(prepare_on="gpu")
+
+
+def test_bad_training_files_named_before_training(copy_folder, tmp_path, small_overrides):
+    folder = copy_folder("multicoil_train")
+    (folder / "corrupt.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    (folder / "notes.h5").write_text("not a volume")
+    with pytest.raises(BadFilesError, match=r"(?s)2 unusable.*corrupt.h5.*notes.h5"):
+        run(compose(small_overrides(folder)), tmp_path / "a")
+    assert not (tmp_path / "a" / "checkpoints").exists()  # nothing trained
+    metrics = run(compose(small_overrides(folder, "data.skip_bad_files=true")), tmp_path / "b")
+    assert metrics["num_volumes"] == 5
+
+
+def test_preparing_on_the_device_trains_as_in_the_loader(data_root, tmp_path, small_overrides):
+    """Lightning's on_after_batch_transfer path (GPU default) trains to the same metrics as
+    the CPU default, on batches that mix 4- and 6-coil volumes of different widths."""
+    overrides = small_overrides(
+        data_root / "mixed_coils", "data.virtual_coils=4", "data.batch_size=3"
+    )
+    loader = run(compose([*overrides, "data.prepare_on=loader"]), tmp_path / "loader")
+    device = run(compose([*overrides, "data.prepare_on=device"]), tmp_path / "device")
+    for key in ("ssim", "psnr", "nmse", "kspace_ssim"):
+        assert device[key] == pytest.approx(loader[key], rel=1e-4)
+
+
+def test_only_the_default_synthetic_folders_are_written(tmp_path, monkeypatch):
+    from kspace_mim.data import synthesize as synth
+
+    monkeypatch.setitem(synth.DEFAULT_VOLUMES, "train", 2)
+    monkeypatch.setitem(synth.DEFAULT_VOLUMES, "val", 1)
+    root = tmp_path / "synthetic"
+    dm = make_datamodule([f"data.synthetic_root={root}", "data.crop_size=32"])
+    assert dm.model_input_shape() == (8, (32, 32))  # written on first use, then read
+    assert len(list((root / "multicoil_train").glob("*.h5"))) == 2
+    other = make_datamodule(
+        [f"data.synthetic_root={root}", f"data.val_path={tmp_path}/mine", "data.crop_size=32"]
+    )
+    with pytest.raises(FileNotFoundError, match="data.val_path: data folder .*mine does not exist"):
+        other.setup("fit")
+    assert not (tmp_path / "mine").exists()
+    real = make_datamodule(["data=fastmri_knee", f"data.train_path={root}/multicoil_test"])
+    with pytest.raises(FileNotFoundError, match="data.train_path"):
+        real.setup("fit")  # real data configs never synthesize
+    assert not (root / "multicoil_test").exists()

@@ -106,3 +106,18 @@ def test_seed_reproduces(tmp_path):
     b = synthesize(tmp_path / "b", volumes=1, slices=1, coils=2, size=16, seed=5, progress=False)
     with h5py.File(a[0]) as fa, h5py.File(b[0]) as fb:
         np.testing.assert_array_equal(fa["kspace"][()], fb["kspace"][()])
+
+
+def test_ensure_synthetic_writes_missing_default_folders_once(tmp_path, monkeypatch):
+    from kspace_mim.data import synthesize as synth
+
+    monkeypatch.setitem(synth.DEFAULT_VOLUMES, "train", 2)
+    monkeypatch.setitem(synth.DEFAULT_VOLUMES, "val", 1)
+    folders = {"train": tmp_path / "multicoil_train", "val": tmp_path / "multicoil_val"}
+    assert synth.ensure_synthetic(folders, "multicoil") == list(folders.values())
+    assert len(list(folders["train"].glob("*.h5"))) == 2
+    assert len(list(folders["val"].glob("*.h5"))) == 1
+    before = folders["train"].stat().st_mtime_ns
+    assert synth.ensure_synthetic(folders, "multicoil") == []  # present: untouched
+    assert folders["train"].stat().st_mtime_ns == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multicoil_train", "multicoil_val"]

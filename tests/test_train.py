@@ -8,11 +8,12 @@ import subprocess
 import sys
 
 import lightning as L
-import pandas as pd
 import pytest
+import yaml
 
 from kspace_mim.config import compose
-from kspace_mim.data.synthesize import synthesize, synthesize_set
+from kspace_mim.data.synthesize import synthesize
+from kspace_mim.modules.simmim import SimMIMModule
 from kspace_mim.train import build_datamodule, run
 
 pytestmark = pytest.mark.slow
@@ -58,13 +59,15 @@ def zero_filled_ssim(overfit_dir, tmp_path_factory):
     ],
     ids=["swin-image", "swin-kspace", "vit-image", "unet"],
 )
-def test_each_encoder_overfits_a_few_slices(model, overfit_dir, zero_filled_ssim, tmp_path):
+def test_each_encoder_overfits_a_few_slices(
+    model, overfit_dir, zero_filled_ssim, tmp_path, train_log
+):
     cfg = compose(overrides(overfit_dir, *model, "trainer.max_steps=200"))
     metrics = run(cfg, tmp_path)
     assert metrics["ssim"] > zero_filled_ssim + 0.15, (metrics["ssim"], zero_filled_ssim)
     assert metrics["num_volumes"] == 1 and metrics["num_slices"] == 4
     assert ("kspace_ssim" in metrics) == (model[0] != "encoder=unet")
-    log = pd.read_csv(tmp_path / "csv" / "version_0" / "metrics.csv")
+    log = train_log(tmp_path)
     loss = log["train/loss"].dropna().to_numpy()
     assert loss[-5:].mean() < 0.75 * loss[:5].mean()
     assert log["train/grad_norm"].notna().any() and log["lr-AdamW"].notna().any()
@@ -79,7 +82,6 @@ def test_checkpoint_reloads_into_identical_outputs(overfit_dir, tmp_path):
     )
     metrics = run(cfg, tmp_path)
     best = next((tmp_path / "checkpoints").glob("best-*.ckpt"))
-    from kspace_mim.modules.simmim import SimMIMModule
 
     model = SimMIMModule.load_from_checkpoint(best)
     trainer = L.Trainer(
@@ -96,7 +98,7 @@ def test_checkpoint_reloads_into_identical_outputs(overfit_dir, tmp_path):
         assert again[key] == pytest.approx(metrics[key], rel=1e-6)
 
 
-def test_resume_continues_at_the_same_step(overfit_dir, tmp_path):
+def test_resume_continues_at_the_same_step(overfit_dir, tmp_path, train_log):
     first = compose(
         overrides(overfit_dir, "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1")
     )
@@ -111,7 +113,7 @@ def test_resume_continues_at_the_same_step(overfit_dir, tmp_path):
         )
     )
     run(second, tmp_path / "b")
-    log = pd.read_csv(tmp_path / "b" / "csv" / "version_0" / "metrics.csv")
+    log = train_log(tmp_path / "b")
     steps = log.loc[log["train/loss"].notna(), "step"]
     assert steps.min() == 4 and steps.max() == 5  # epoch 3 only: 2 steps per epoch
 
@@ -141,34 +143,89 @@ def test_pretrain_then_finetune(overfit_dir, tmp_path):
         run(wrong, tmp_path / "wrong")
 
 
-def test_design_card_command_runs(tmp_path):
-    """`python -m kspace_mim.train encoder=swin mask=random0.6` on the default data layout."""
-    data = tmp_path / "data"
-    synthesize_set(
-        data / "synthetic",
-        splits=("train", "val"),
-        volumes=2,
-        slices=2,
-        coils=4,
-        size=32,
-        progress=False,
+def clean_env(tmp_path):
+    """A new user's shell: no data, no outputs; runs start in an empty directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KSPACE_MIM")}
+    env.update(KSPACE_MIM_DATA=str(tmp_path / "data"), KSPACE_MIM_OUTPUT=str(tmp_path / "out"))
+    return env
+
+
+def train_in(tmp_path, *overrides, env=None):
+    cmd = [sys.executable, "-m", "kspace_mim.train", "data.num_workers=0", *overrides]
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
+    return subprocess.run(
+        cmd, env=env or clean_env(tmp_path), capture_output=True, text=True, cwd=cwd
     )
-    env = {**os.environ, "KSPACE_MIM_DATA": str(data), "KSPACE_MIM_OUTPUT": str(tmp_path / "out")}
-    cmd = [
-        sys.executable,
-        "-m",
-        "kspace_mim.train",
-        "encoder=swin",
-        "mask=random0.6",
-        "trainer.max_steps=2",
-        "data.num_workers=0",
-    ]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_first_run_writes_the_default_data(tmp_path):
+    """`python -m kspace_mim.train encoder=swin mask=random0.6` with no data/ folder: the
+    synthetic default is written on first use, once."""
+    result = train_in(tmp_path, "encoder=swin", "mask=random0.6", "trainer.max_steps=2")
     assert result.returncode == 0, result.stderr[-3000:]
+    data = tmp_path / "data" / "synthetic"
+    assert len(list((data / "multicoil_train").glob("*.h5"))) == 12
+    assert len(list((data / "multicoil_val").glob("*.h5"))) == 4
+    assert not list(data.glob(".*tmp*"))  # written in place by rename, nothing left over
+    assert "wrote the synthetic data set (first use): 12 + 4 volumes" in result.stdout
     (run_dir,) = (tmp_path / "out" / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"ssim", "psnr", "nmse", "kspace_ssim", "num_volumes", "num_slices"} <= metrics.keys()
+    assert metrics["num_volumes"] == 4
     assert "SSIM" in result.stdout and "k-space SSIM" in result.stdout
+    again = train_in(tmp_path, "encoder.size=tiny", "trainer.max_steps=1")
+    assert again.returncode == 0 and "first use" not in again.stdout
+
+
+def test_lightning_trainer_arguments_and_a_time_budget(tmp_path, train_log):
+    """Trainer arguments the config does not set itself, and training for a wall-clock
+    budget alone (max_epochs=-1): the learning rate decays over the time budget."""
+    result = train_in(
+        tmp_path,
+        "encoder.size=tiny",
+        "data.crop_size=32",
+        "trainer.max_epochs=-1",
+        "trainer.max_time=00:00:00:06",
+        "trainer.limit_val_batches=2",
+        "trainer.accumulate_grad_batches=2",
+        "trainer.val_check_interval=0.5",
+        "trainer.log_every_n_steps=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "out" / "runs").iterdir()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())["trainer"]
+    assert config["max_time"] == "00:00:00:06" and config["accumulate_grad_batches"] == 2
+    log = train_log(run_dir)
+    lr = log["lr-AdamW"].dropna().to_numpy()
+    assert lr.max() == pytest.approx(1e-3, rel=0.2)  # optim.lr, reached after the warm-up
+    assert lr[-1] < 0.2 * lr.max()  # cosine over the budget, near zero when it ends
+    # limit_val_batches=2 of 8 slices per batch: at most 2 batches of the 32 slices scored
+    val_slices = log["val/num_slices"].dropna()
+    assert len(val_slices) >= 2 and (val_slices <= 16).all()
+    assert json.loads((run_dir / "metrics.json").read_text())["ssim"] > 0
+
+
+def test_expected_failures_are_one_line(tmp_path):
+    """A missing folder, an unknown option, a wrong stride: a clear line, no traceback,
+    a non-zero status; HYDRA_FULL_ERROR=1 shows the traceback."""
+    missing = train_in(tmp_path, f"data.train_path={tmp_path}/nowhere", "trainer.max_steps=1")
+    assert missing.returncode != 0
+    assert "Traceback" not in missing.stderr
+    assert f"data.train_path: data folder {tmp_path}/nowhere does not exist" in missing.stderr
+    assert not (tmp_path / "nowhere").exists()  # only the default folders are synthesized
+    unknown = train_in(tmp_path, "encoder=foo")
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+    assert "Could not find 'encoder/foo'" in unknown.stderr
+    stride = train_in(tmp_path, "encoder.size=tiny", "encoder.encoder_stride=3")
+    assert stride.returncode != 0 and "Traceback" not in stride.stderr
+    assert "Set encoder.encoder_stride=4" in stride.stderr
+    full = train_in(
+        tmp_path,
+        f"data.train_path={tmp_path}/nowhere",
+        env={**clean_env(tmp_path), "HYDRA_FULL_ERROR": "1"},
+    )
+    assert full.returncode != 0 and "Traceback" in full.stderr
 
 
 def test_make_train_writes_data_and_trains(tmp_path):
@@ -214,3 +271,14 @@ def test_real_data_configs_train(data, folder, extra, data_root, tmp_path):
         ]
     )
     assert run(cfg, tmp_path)["num_slices"] > 0
+
+
+def test_same_seed_same_metrics(data_root, tmp_path, small_overrides):
+    folder = data_root / "multicoil_train"
+    overrides = small_overrides(folder, "mask=random0.6", "augmentation=flip_crop")
+    first = run(compose(overrides), tmp_path / "a")
+    second = run(compose(overrides), tmp_path / "b")
+    other = run(compose([*overrides, "seed=1"]), tmp_path / "c")
+    for key in ("ssim", "psnr", "nmse", "kspace_ssim"):
+        assert first[key] == second[key]
+    assert first["ssim"] != other["ssim"]

@@ -14,15 +14,20 @@ from kspace_mim.data.mri_data import DataError, SliceDataset
 from kspace_mim.data.transforms import (
     KspaceTransform,
     collate_slices,
+    prepare_batch,
+    prepare_slice,
+)
+from kspace_mim.physics import (
+    channels_to_complex,
+    complex_to_channels,
     kspace_to_image,
     to_original_units,
 )
-from kspace_mim.physics import channels_to_complex, complex_to_channels
 
 
 def model_slice(ds: SliceDataset, i: int):
-    """Slice ``i`` as the model sees it: the loader half, then the device half."""
-    return ds.transform.model_slice(ds[i])
+    """Slice ``i`` as the model sees it: the loader's transform, then batch preparation."""
+    return prepare_slice(ds[i], ds.transform.virtual_coils, ds.transform.normalize)
 
 
 def pipeline_image(sample):
@@ -155,7 +160,7 @@ def test_all_zero_slice_is_an_error():
     attrs = {"recon_size": (8, 8, 1), "padding_left": 0, "padding_right": 16}
     with pytest.raises(DataError, match="f.h5: slice 3: k-space is all zero"):
         transform = KspaceTransform(NoMask())
-        transform.model_slice(transform(kspace, None, None, attrs, "f.h5", 3))
+        prepare_slice(transform(kspace, None, None, attrs, "f.h5", 3))
 
 
 def test_loader_hands_over_the_stored_kspace(data_root):
@@ -177,11 +182,11 @@ def test_mixed_shapes_batch_equals_slice_by_slice(data_root):
     items = [ds[i] for i in picks]
     groups = collate_slices(items)
     assert len(groups) == 2 and [len(g.fname) for g in groups] == [2, 1]
-    batch = transform.model_input(groups)
+    batch = prepare_batch(groups, virtual_coils=4)
     assert batch.masked_kspace.shape == (3, 4, 32, 32)
     order = [0, 2, 1]  # groups keep their first appearance: both 4-coil slices first
     for row, i in enumerate(order):
-        alone = transform.model_slice(items[i])
+        alone = prepare_slice(items[i], virtual_coils=4)
         assert batch.fname[row] == alone.fname and int(batch.slice_num[row]) == alone.slice_num
         for name in ("masked_kspace", "kspace", "target", "scale", "mask"):
             torch.testing.assert_close(getattr(batch, name)[row], getattr(alone, name))
@@ -191,7 +196,7 @@ def test_mixed_coils_without_compression_is_a_clear_error(data_root):
     transform = KspaceTransform(NoMask(), 32)
     ds = SliceDataset(data_root / "mixed_coils", "multicoil", transform)
     with pytest.raises(DataError, match="a batch mixes model grids or coil counts"):
-        transform.model_input(collate_slices([ds[0], ds[len(ds) - 1]]))
+        prepare_batch(collate_slices([ds[0], ds[len(ds) - 1]]))
 
 
 def test_zero_acquired_samples_name_the_slice(data_root):
@@ -203,7 +208,7 @@ def test_zero_acquired_samples_name_the_slice(data_root):
     ds = SliceDataset(data_root / "multicoil_val", "multicoil", transform)
     name = ds.volumes[0].path.name
     with pytest.raises(DataError, match=rf"{name}: slice 1: acquired k-space is zero"):
-        transform.model_input(collate_slices([ds[1]]))
+        prepare_batch(collate_slices([ds[1]]))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, complex(0, -np.inf)])
@@ -216,6 +221,6 @@ def test_nonfinite_slice_names_file_and_slice(copy_folder, bad):
         hf["kspace"][2] = k
     transform = KspaceTransform(NoMask(), 32)
     ds = SliceDataset(folder, "multicoil", transform)
-    transform.model_input(collate_slices([ds[3], ds[4]]))  # the first slices are fine
+    prepare_batch(collate_slices([ds[3], ds[4]]))  # the first slices are fine
     with pytest.raises(DataError, match=rf"{path.name}: slice 2: k-space contains NaN or Inf"):
-        transform.model_input(collate_slices([ds[4], ds[5]]))
+        prepare_batch(collate_slices([ds[4], ds[5]]))

@@ -1,0 +1,53 @@
+"""The shared LightningModule: non-finite losses, FFTs in float32 under autocast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kspace_mim.data.masks import RandomPatchMask
+from kspace_mim.data.mri_data import SliceDataset
+from kspace_mim.data.transforms import KspaceTransform, collate_slices, prepare_batch
+from kspace_mim.modules.simmim import SimMIMModule
+
+
+@pytest.fixture
+def batch(data_root):
+    transform = KspaceTransform(RandomPatchMask(0.6, 4), 32)
+    ds = SliceDataset(data_root / "multicoil_val", "multicoil", transform)
+    return prepare_batch(collate_slices([ds[0], ds[1]]))
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return SimMIMModule(num_coils=4, img_size=(32, 32), size="tiny")
+
+
+def test_nonfinite_loss_stops_naming_the_batch(model, batch):
+    class Diverged(torch.nn.Module):
+        def forward(self, x, mask, use_mask_tokens=True):
+            return torch.full_like(x, float("nan"))
+
+    model.network = Diverged()
+    with pytest.raises(
+        FloatingPointError,
+        match=r"non-finite loss .* file1001000.h5 slice 0, "
+        r"file1001000.h5 slice 1.*on_nonfinite=skip",
+    ):
+        model.training_step(batch, 0)
+    model.on_nonfinite = "skip"
+    assert model.training_step(batch, 0) is None  # Lightning skips the optimizer step
+
+
+def test_bf16_autocast_keeps_ffts_in_float32(model, batch):
+    reference = model.reconstruct(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.reconstruct(batch)
+    assert out.kspace.dtype == torch.complex64 and out.image.dtype == torch.float32
+    # acquired samples are exact (data consistency in float32), the image close
+    acquired = batch.mask.expand_as(out.kspace)
+    assert torch.equal(out.kspace[acquired], batch.masked_kspace[acquired])
+    torch.testing.assert_close(
+        out.image, reference.image, rtol=0.05, atol=0.05 * float(reference.image.max())
+    )

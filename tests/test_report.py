@@ -1,0 +1,45 @@
+"""The sweep report: one table, CSV, Markdown and plots of a multirun."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from kspace_mim.report import report
+
+
+def test_sweep_with_a_failing_job_and_its_report(env, tmp_path, train_cli):
+    sweep = tmp_path / "sweep"
+    # The U-Net with no image loss is a bad combination: exactly one of the four jobs fails.
+    result = train_cli(
+        env,
+        "-m",
+        "encoder=unet,swin",
+        "loss.image_l1=0,1",
+        "loss.image_ssim=0",
+        "encoder.size=tiny",
+        "trainer.max_steps=2",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
+    )
+    assert result.returncode != 0  # the sweep reports the failure at the end
+    statuses = {
+        d.name: json.loads((d / "status.json").read_text()) for d in sweep.iterdir() if d.is_dir()
+    }
+    assert sorted(s["status"] for s in statuses.values()) == ["failed"] + ["finished"] * 3
+    (failed,) = [d for d, s in statuses.items() if s["status"] == "failed"]
+    assert "U-Net needs loss.image_l1" in statuses[failed]["reason"]
+    assert "Traceback" in (sweep / failed / "error.log").read_text()
+    frame = report(sweep)
+    assert list(frame["status"]) == ["finished"] * 3 + ["failed"]  # sorted by SSIM, failed last
+    assert frame["ssim"].iloc[:3].is_monotonic_decreasing
+    assert {"encoder", "loss.image_l1"} <= set(frame.columns)
+    assert (sweep / "report.csv").is_file() and "| encoder" in (sweep / "report.md").read_text()
+    assert (sweep / "ssim_vs_encoder.png").is_file() and (
+        sweep / "ssim_vs_loss.image_l1.png"
+    ).is_file()
+    cli = subprocess.run(
+        [sys.executable, "-m", "kspace_mim.report", str(sweep)], capture_output=True, text=True
+    )
+    assert cli.returncode == 0 and "U-Net needs" in cli.stdout
