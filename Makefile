@@ -41,6 +41,9 @@ bench: install
 	mkdir -p docs/bench
 	$(BIN)/python -m kspace_mim.bench data --out docs/bench/data_$(BENCH_NAME).json
 	$(BIN)/python -m kspace_mim.bench train --out docs/bench/train_$(BENCH_NAME).json
+	# base models on the knee grid: GPU only (minutes a step on 2 CPU cores)
+	if [ "$(BENCH_NAME)" = gpu ]; then $(BIN)/python -m kspace_mim.bench train --size base \
+	    --grid 320 --coils 15 --batch 1 --repeats 3 --out docs/bench/train_gpu_base320.json; fi
 	$(BIN)/python -m kspace_mim.bench tables docs/bench/*.json
 
 test: install

@@ -92,9 +92,9 @@ def test_interrupted_checkpoint_write_keeps_the_old_one(
 @pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_resumes(tmp_path, train_log):
     data = tmp_path / "data"
-    # 60 steps an epoch: the SIGTERM lands mid-epoch (an epoch boundary is Lightning's
+    # 240 steps an epoch: the SIGTERM lands mid-epoch (an epoch boundary is Lightning's
     # end-of-epoch restart, which can resume one step off; see the README).
-    synthesize(data, "multicoil", "val", volumes=2, slices=30, coils=4, size=32, progress=False)
+    synthesize(data, "multicoil", "val", volumes=8, slices=30, coils=4, size=32, progress=False)
     run_dir = tmp_path / "run"
     base = [
         sys.executable,
@@ -122,8 +122,8 @@ def test_sigterm_writes_a_checkpoint_and_resumes(tmp_path, train_log):
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 240
     while time.time() < deadline and not last.is_file():
-        time.sleep(0.5)
-    time.sleep(2)
+        time.sleep(0.2)
+    time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode != 0

@@ -179,7 +179,7 @@ def bench_data(
         "model_grid": list(on_device[0].mask.shape[-2:]),
         "workers": workers,
         "device_step_on": str(device),
-        "end_to_end_finish_on": "loader" if in_loader else "device",
+        "end_to_end_prepare_on": "loader" if in_loader else "device",
         "device_batch": batch,
         "repeats": repeats,
         "mask": "equispaced4x",
