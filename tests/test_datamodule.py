@@ -197,6 +197,7 @@ def test_only_the_default_synthetic_folders_are_written(tmp_path, monkeypatch):
 
     monkeypatch.setitem(synth.DEFAULT_VOLUMES, "train", 2)
     monkeypatch.setitem(synth.DEFAULT_VOLUMES, "val", 1)
+    monkeypatch.setitem(synth.DEFAULT_VOLUMES, "test", 1)
     root = tmp_path / "synthetic"
     dm = make_datamodule([f"data.synthetic_root={root}", "data.crop_size=32"])
     assert dm.model_input_shape() == (8, (32, 32))  # written on first use, then read
@@ -207,7 +208,8 @@ def test_only_the_default_synthetic_folders_are_written(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="data.val_path: data folder .*mine does not exist"):
         other.setup("fit")
     assert not (tmp_path / "mine").exists()
-    real = make_datamodule(["data=fastmri_knee", f"data.train_path={root}/multicoil_test"])
+    assert len(list((root / "multicoil_test").glob("*.h5"))) == 1  # with the set
+    real = make_datamodule(["data=fastmri_knee", f"data.train_path={tmp_path}/knee_train"])
     with pytest.raises(FileNotFoundError, match="data.train_path"):
         real.setup("fit")  # real data configs never synthesize
-    assert not (root / "multicoil_test").exists()
+    assert not (tmp_path / "knee_train").exists()

@@ -167,8 +167,9 @@ def test_first_run_writes_the_default_data(tmp_path):
     data = tmp_path / "data" / "synthetic"
     assert len(list((data / "multicoil_train").glob("*.h5"))) == 12
     assert len(list((data / "multicoil_val").glob("*.h5"))) == 4
+    assert len(list((data / "multicoil_test").glob("*.h5"))) == 2  # for `reconstruct`
     assert not list(data.glob(".*tmp*"))  # written in place by rename, nothing left over
-    assert "wrote the synthetic data set (first use): 12 + 4 volumes" in result.stdout
+    assert "wrote the synthetic data set (first use): 12 + 4 + 2 volumes" in result.stdout
     (run_dir,) = (tmp_path / "out" / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"ssim", "psnr", "nmse", "kspace_ssim", "num_volumes", "num_slices"} <= metrics.keys()

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
 from kspace_mim.data.samplers import VolumeBatchSampler
-from kspace_mim.data.synthesize import ensure_synthetic
+from kspace_mim.data.synthesize import SPLITS, ensure_synthetic
 from kspace_mim.data.transforms import (
     KspaceSample,
     KspaceTransform,
@@ -145,19 +145,17 @@ class FastMRIDataModule(L.LightningDataModule):
             )
 
     def prepare_data(self) -> None:
-        """Write the synthetic default folders that are configured and missing (first use)."""
+        """Write the synthetic default set on first use: when a configured folder is one of
+        its ``<synthetic_root>/<challenge>_{train,val,test}`` folders and is missing, the
+        missing ones of the three are written (the test folder is the README's
+        ``reconstruct`` example)."""
         if not self.synthetic_root:
             return
         root = Path(os.path.expanduser(self.synthetic_root))
-        missing = {
-            split: Path(path)
-            for split, path in self.paths.items()
-            if path
-            and Path(os.path.expanduser(path)) == root / f"{self.challenge}_{split}"
-            and not Path(os.path.expanduser(path)).exists()
-        }
-        if missing:
-            ensure_synthetic(missing, self.challenge)
+        defaults = {split: root / f"{self.challenge}_{split}" for split in SPLITS}
+        configured = {Path(os.path.expanduser(p)) for p in self.paths.values() if p}
+        if any(folder in configured and not folder.exists() for folder in defaults.values()):
+            ensure_synthetic(defaults, self.challenge)
 
     def setup(self, stage: str | None = None) -> None:
         """Scan the folders (every bad file reported at once) and build the datasets."""
