@@ -69,11 +69,9 @@ def env(tmp_path_factory) -> dict[str, str]:
     }
 
 
-def _train_cli(
-    env: dict[str, str], *overrides: str, check: bool = True, timeout: int = 600
-) -> subprocess.CompletedProcess:
+def _train_command(*overrides: str) -> list[str]:
     flags = [o for o in overrides if o.startswith("-")]  # -m must precede the overrides
-    cmd = [
+    return [
         sys.executable,
         "-m",
         "kspace_mim.train",
@@ -82,8 +80,25 @@ def _train_cli(
         "data.crop_size=32",
         *(o for o in overrides if not o.startswith("-")),
     ]
+
+
+@pytest.fixture(scope="session")
+def train_command():
+    """``train_command(*overrides)``: the ``python -m kspace_mim.train`` command line of a
+    test run (tiny grid, no workers), for tests that start it themselves."""
+    return _train_command
+
+
+def _train_cli(
+    env: dict[str, str], *overrides: str, check: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=env["root"]
+        _train_command(*overrides),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=env["root"],
     )
     if check:
         assert result.returncode == 0, result.stderr[-4000:]

@@ -19,20 +19,17 @@ from kspace_mim.modules import load_module
 from kspace_mim.train import run
 
 
-def test_kill_and_resume_continues_at_the_checkpointed_step(env, tmp_path, train_cli, train_log):
+def test_kill_and_resume_continues_at_the_checkpointed_step(
+    env, tmp_path, train_cli, train_command, train_log
+):
     run_dir = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "kspace_mim.train",
-        "data.num_workers=0",
-        "data.crop_size=32",
+    cmd = train_command(
         "encoder.size=tiny",
         "data.batch_size=1",
         "trainer.max_epochs=1000",
         "checkpoint.every_n_train_steps=3",
         f"hydra.run.dir={run_dir}",
-    ]
+    )
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=env["root"]
     )

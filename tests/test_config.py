@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import hydra
 import lightning as L
@@ -13,7 +11,6 @@ import pytest
 import yaml
 
 from kspace_mim.config import CONFIG_DIR, compose
-from kspace_mim.data.synthesize import synthesize_set
 from kspace_mim.models.simmim import ConfigError
 from kspace_mim.modules.base import ReconstructionModule
 
@@ -117,31 +114,9 @@ def test_paper_sweep_config_composes():
 
 
 @pytest.mark.slow
-def test_concurrent_sweeps_never_share_a_directory(tmp_path):
-    synthesize_set(
-        tmp_path / "data" / "synthetic",
-        splits=("train", "val"),
-        volumes=2,
-        slices=1,
-        coils=2,
-        size=16,
-        progress=False,
-    )
-    env = {
-        **os.environ,
-        "KSPACE_MIM_DATA": str(tmp_path / "data"),
-        "KSPACE_MIM_OUTPUT": str(tmp_path / "out"),
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "kspace_mim.train",
-        "-m",
-        "encoder=zero_filled",
-        "data.crop_size=16",
-        "data.num_workers=0",
-        "seed=0,1",
-    ]
+def test_concurrent_sweeps_never_share_a_directory(env, tmp_path, train_command):
+    env = {**env, "KSPACE_MIM_OUTPUT": str(tmp_path / "out")}
+    cmd = train_command("-m", "encoder=zero_filled", "seed=0,1")
     procs = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(2)
