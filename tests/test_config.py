@@ -26,7 +26,7 @@ def test_data_groups_instantiate(group):
         assert hydra.utils.instantiate(cfg[group]) is not None
 
 
-@pytest.mark.parametrize("encoder", ["swin", "vit", "unet", "zero_filled"])
+@pytest.mark.parametrize("encoder", ["swin", "vit", "unet", "varnet", "unrolled", "zero_filled"])
 def test_encoders_instantiate(encoder):
     extra = [] if encoder == "zero_filled" else ["encoder.size=tiny"]
     cfg = compose([f"encoder={encoder}", *extra])

@@ -56,8 +56,10 @@ def zero_filled_ssim(overfit_dir, tmp_path_factory):
         ["encoder=swin", "encoder.domain=kspace"],
         ["encoder=vit", "encoder.patch_size=4"],
         ["encoder=unet"],
+        ["encoder=varnet", "encoder.num_cascades=2", "encoder.pools=3"],
+        ["encoder=unrolled", "encoder.cascades=2", "encoder.pools=3"],
     ],
-    ids=["swin-image", "swin-kspace", "vit-image", "unet"],
+    ids=["swin-image", "swin-kspace", "vit-image", "unet", "varnet", "unrolled"],
 )
 def test_each_encoder_overfits_a_few_slices(
     model, overfit_dir, zero_filled_ssim, tmp_path, train_log
@@ -283,3 +285,35 @@ def test_same_seed_same_metrics(data_root, tmp_path, small_overrides):
     for key in ("ssim", "psnr", "nmse", "kspace_ssim"):
         assert first[key] == second[key]
     assert first["ssim"] != other["ssim"]
+
+
+def test_unrolled_pretrained_weights_land_in_every_cascade(overfit_dir, tmp_path):
+    """The paper's two stages for the unrolled network: SimMIM patch masks, then Cartesian."""
+    import torch
+
+    from kspace_mim.modules.unrolled import UnrolledModule
+
+    run(
+        compose(
+            overrides(overfit_dir, "encoder=unrolled", "mask=random0.6", "trainer.max_steps=3")
+        ),
+        tmp_path / "pre",
+    )
+    ckpt = tmp_path / "pre" / "checkpoints" / "last.ckpt"
+    pretrained = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    fine = compose(
+        overrides(overfit_dir, "encoder=unrolled", "trainer.max_steps=1", f"model.init_from={ckpt}")
+    )
+    datamodule = build_datamodule(fine)
+    from kspace_mim.train import build_model
+
+    model = build_model(fine, datamodule)
+    assert isinstance(model, UnrolledModule)
+    state = model.state_dict()
+    for i in range(len(model.model.cascades)):
+        keys = [k for k in pretrained if k.startswith(f"model.cascades.{i}.")]
+        assert keys and all(torch.equal(state[k], pretrained[k]) for k in keys)
+    first = [k for k in pretrained if k.startswith("model.first.")]
+    assert first and all(torch.equal(state[k], pretrained[k]) for k in first)
+    fresh = build_model(compose(overrides(overfit_dir, "encoder=unrolled")), datamodule)
+    assert not torch.equal(fresh.state_dict()[keys[0]], pretrained[keys[0]])

@@ -26,6 +26,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "small": dict(chans=16, num_pool_layers=4),
         "base": dict(chans=32, num_pool_layers=4),
     },
+    # fastmri.models.VarNet arguments; base is fastMRI's leaderboard model
+    "varnet": {
+        "tiny": dict(num_cascades=4, chans=8, pools=4, sens_chans=4, sens_pools=4),
+        "small": dict(num_cascades=8, chans=12, pools=4, sens_chans=6, sens_pools=4),
+        "base": dict(num_cascades=12, chans=18, pools=4, sens_chans=8, sens_pools=4),
+    },
+    # models.unrolled.Unrolled; the U-Net denoiser and sensitivity sizes match VarNet's
+    # preset of the same name (the SimMIM first estimate adds its Swin of that size)
+    "unrolled": {
+        "tiny": dict(cascades=4, chans=8, pools=4, sens_chans=4, sens_pools=4),
+        "small": dict(cascades=8, chans=12, pools=4, sens_chans=6, sens_pools=4),
+        "base": dict(cascades=8, chans=18, pools=4, sens_chans=8, sens_pools=4),
+    },
 }
 
 

@@ -42,6 +42,23 @@ class ReconOutput(NamedTuple):
     prediction: Tensor | None = None
 
 
+def common_low_frequencies(batch: KspaceSample) -> int | None:
+    """The centre width fastMRI's sensitivity model estimates the coil maps from.
+
+    The slices' fully sampled centre when they agree; None for Cartesian masks that
+    differ (fastMRI then reads each slice's centre off its mask); every column for
+    masks that are not Cartesian (SimMIM's patch masks), where a centre read off one row
+    can be empty and the maps 0 / 0.
+    """
+    counts = torch.as_tensor(batch.num_low_frequencies).reshape(-1)
+    if counts.numel() and bool((counts == counts[0]).all()) and int(counts[0]) > 0:
+        return int(counts[0])
+    mask = batch.mask
+    if bool((mask == mask[..., :1, :]).all()):  # every row alike: Cartesian
+        return None
+    return mask.shape[-1]
+
+
 class ReconstructionModule(L.LightningModule):
     """Base of every model. Subclasses set ``self.trainable`` and implement ``reconstruct``.
 
@@ -111,6 +128,14 @@ class ReconstructionModule(L.LightningModule):
             kspace = data_consistency(prediction, batch.masked_kspace, batch.mask)
             image = form_image(kspace, batch.scale, batch.offset, batch.crop_size)
         return ReconOutput(image, kspace, prediction)
+
+    def unrolled_output(self, batch: KspaceSample, kspace: Tensor) -> ReconOutput:
+        """The k-space of an unrolled network (soft data consistency in every cascade, so
+        no hard data consistency after the last) -> image in original units."""
+        with torch.autocast(self.device.type, enabled=False):
+            kspace = kspace.to(torch.complex64)
+            image = form_image(kspace, batch.scale, batch.offset, batch.crop_size)
+        return ReconOutput(image, kspace, kspace)
 
     def zero_filled_image(self, batch: KspaceSample) -> Tensor:
         return form_image(batch.masked_kspace, batch.scale, batch.offset, batch.crop_size)

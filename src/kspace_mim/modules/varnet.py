@@ -1,0 +1,61 @@
+"""fastMRI's E2E-VarNet (``fastmri.models.VarNet``) as a model family of this package.
+
+Our pipeline feeds it (masked k-space on the model grid, the mask, the centre width) and
+our base module scores it (image in original units, cropped, fastMRI metrics), so
+``reconstruct``, ``evaluate``, sweeps and DDP work as for every model. The network is
+fastMRI's, unchanged: its own sensitivity model and cascades run here one after the
+other, exactly as ``VarNet.forward`` does, because we also need the final k-space
+(k-space SSIM, k-space losses) and not only its RSS image.
+"""
+
+from __future__ import annotations
+
+import torch
+from fastmri.models import VarNet
+
+from kspace_mim.data.transforms import KspaceSample
+from kspace_mim.models.presets import resolve
+from kspace_mim.modules.base import ReconOutput, ReconstructionModule, common_low_frequencies
+
+
+class VarNetModule(ReconstructionModule):
+    """E2E-VarNet. ``size``: tiny (4 cascades, chans 8, sens_chans 4: CPU), small, base
+    (fastMRI's leaderboard model: 12 cascades, chans 18, sens_chans 8); explicit
+    arguments override the preset."""
+
+    def __init__(
+        self,
+        num_coils: int,
+        img_size: tuple[int, int],
+        size: str = "tiny",
+        num_cascades: int | None = None,
+        chans: int | None = None,
+        pools: int | None = None,
+        sens_chans: int | None = None,
+        sens_pools: int | None = None,
+        loss: dict | None = None,
+        optim: dict | None = None,
+        data: dict | None = None,
+        on_nonfinite: str = "stop",
+    ):
+        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite)
+        self.save_hyperparameters()
+        arch = resolve(
+            "varnet",
+            size,
+            num_cascades=num_cascades,
+            chans=chans,
+            pools=pools,
+            sens_chans=sens_chans,
+            sens_pools=sens_pools,
+        )
+        self.varnet = VarNet(**arch)
+
+    def reconstruct(self, batch: KspaceSample) -> ReconOutput:
+        ref = torch.view_as_real(batch.masked_kspace)
+        mask = batch.mask.unsqueeze(-1)  # fastMRI's (B, 1, H, W, 1)
+        sens_maps = self.varnet.sens_net(ref, mask, common_low_frequencies(batch))
+        kspace = ref.clone()
+        for cascade in self.varnet.cascades:
+            kspace = cascade(kspace, ref, mask, sens_maps)
+        return self.unrolled_output(batch, torch.view_as_complex(kspace.float().contiguous()))

@@ -1,0 +1,137 @@
+"""E2E-VarNet as a family (equal to fastMRI's) and the unrolled network's options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fastmri.models import VarNet
+
+from kspace_mim.data.transforms import KspaceSample
+from kspace_mim.models.simmim import ConfigError
+from kspace_mim.models.unrolled import Unrolled
+from kspace_mim.modules.unrolled import UnrolledModule
+from kspace_mim.modules.varnet import VarNetModule
+from kspace_mim.physics import center_crop
+
+B, C, H, W = 2, 4, 32, 24
+
+
+def make_batch(scale: float = 1.0) -> KspaceSample:
+    g = torch.Generator().manual_seed(0)
+    kspace = torch.randn(B, C, H, W, dtype=torch.complex64, generator=g)
+    mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
+    mask[..., ::3] = True
+    mask[..., W // 2 - 2 : W // 2 + 2] = True
+    return KspaceSample(
+        masked_kspace=torch.where(mask, kspace, 0),
+        mask=mask,
+        kspace=kspace,
+        target=torch.rand(B, 20, 20, generator=g),
+        scale=torch.full((B,), scale),
+        offset=torch.zeros(B, C, dtype=torch.complex64),
+        max_value=torch.ones(B),
+        crop_size=torch.tensor([[20, 20]] * B),
+        fname=["f.h5"] * B,
+        slice_num=torch.arange(B),
+        num_low_frequencies=torch.tensor([4] * B),
+    )
+
+
+def test_varnet_module_equals_fastmri_varnet():
+    """Same weights, same masked k-space: our module's image is fastMRI's VarNet's,
+    in original units and cropped to the recon size."""
+    torch.manual_seed(0)
+    module = VarNetModule(C, (H, W), size="tiny").eval()
+    reference = VarNet(num_cascades=4, chans=8, pools=4, sens_chans=4, sens_pools=4).eval()
+    reference.load_state_dict(module.varnet.state_dict())
+    batch = make_batch(scale=3.5)
+    with torch.no_grad():
+        ours = module.reconstruct(batch)
+        theirs = reference(torch.view_as_real(batch.masked_kspace), batch.mask.unsqueeze(-1), 4)
+    expected = center_crop(theirs, (20, 20)) * 3.5
+    torch.testing.assert_close(ours.image, expected, rtol=1e-5, atol=1e-6)
+    assert ours.kspace is not None and ours.kspace.shape == (B, C, H, W)
+
+
+@pytest.mark.parametrize("denoiser", ["unet", "swin", "vit"])
+@pytest.mark.parametrize("first_estimate", ["none", "simmim"])
+def test_unrolled_learns_with_every_denoiser(denoiser, first_estimate):
+    torch.manual_seed(0)
+    module = UnrolledModule(
+        C, (H, W), size="tiny", cascades=2, denoiser=denoiser, first_estimate=first_estimate
+    )
+    batch = make_batch()
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(4):
+        loss = module.loss(batch, module.reconstruct(batch))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert (module.model.first is not None) == (first_estimate == "simmim")
+
+
+def test_first_estimate_keeps_the_acquired_samples():
+    torch.manual_seed(0)
+    net = Unrolled(C, (H, W), cascades=1, first_estimate="simmim")
+    batch = make_batch()
+    first = net.first_estimate(batch.masked_kspace, batch.mask)
+    assert torch.equal(
+        first[batch.mask.expand_as(first)], batch.masked_kspace[batch.mask.expand_as(first)]
+    )
+    assert not torch.equal(first, batch.masked_kspace)  # the missing samples are predicted
+
+
+def test_shared_weights_are_one_denoiser():
+    shared = Unrolled(C, (H, W), cascades=3, share_weights=True, first_estimate="none")
+    separate = Unrolled(C, (H, W), cascades=3, share_weights=False, first_estimate="none")
+    assert all(c.model is shared.cascades[0].model for c in shared.cascades)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    denoiser = count(separate.cascades[0].model)
+    assert count(separate) - count(shared) == 2 * denoiser
+
+
+def test_checkpointing_gives_the_same_values_and_gradients():
+    batch = make_batch()
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        net = Unrolled(C, (H, W), cascades=2, checkpointing=checkpointing).train()
+        out = net(batch.masked_kspace, batch.mask, 4)
+        out.abs().sum().backward()
+        grads.append((out.detach(), [p.grad for p in net.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        assert (a is None) == (b is None)  # e.g. SimMIM's mask token, unused here
+        if a is not None:
+            torch.testing.assert_close(a, b)
+
+
+def test_bad_options_are_configuration_errors():
+    with pytest.raises(ConfigError, match="encoder.denoiser='cnn'"):
+        Unrolled(C, (H, W), denoiser="cnn")
+    with pytest.raises(ConfigError, match="encoder.first_estimate='zero'"):
+        Unrolled(C, (H, W), first_estimate="zero")
+
+
+def test_patch_masks_give_finite_sensitivity_maps():
+    """SimMIM patch masks have no fully sampled centre column: the coil maps are
+    estimated from every column instead of an empty centre (0 / 0)."""
+    from kspace_mim.data.masks import RandomPatchMask
+    from kspace_mim.modules.base import common_low_frequencies
+
+    batch = make_batch()
+    patches = RandomPatchMask(0.6, 4)((H, W), seed=0).mask
+    batch = batch._replace(
+        mask=patches.expand(B, 1, H, W),
+        masked_kspace=torch.where(patches, batch.kspace, 0),
+        num_low_frequencies=torch.zeros(B, dtype=torch.long),
+    )
+    assert common_low_frequencies(batch) == W
+    torch.manual_seed(0)
+    for module in (VarNetModule(C, (H, W)), UnrolledModule(C, (H, W), cascades=1)):
+        assert torch.isfinite(module.reconstruct(batch).image).all()
+    cartesian = make_batch()._replace(num_low_frequencies=torch.tensor([4, 6]))
+    assert common_low_frequencies(cartesian) is None  # fastMRI reads each slice's centre
