@@ -29,10 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     # _train_one: one encoder, in the process that bench train starts for it
     for p in (p_train, sub.add_parser("_train_one")):
         p.add_argument("--size", default="tiny")
-        p.add_argument("--grid", type=int, default=128)
+        p.add_argument("--grid", default="128", help="N (square) or HxW, e.g. 640x368")
         p.add_argument("--coils", type=int, default=8)
         p.add_argument("--batch", type=int, default=4)
         p.add_argument("--repeats", type=int, default=5)
+        p.add_argument("--override", action="append", default=[], help="encoder config override")
+    p_train.add_argument("--encoders", default=",".join(ENCODERS), help="comma-separated")
     sub.choices["_train_one"].add_argument("name", choices=sorted(ENCODERS))
     sub.choices["_train_one"].add_argument("--device", default="cpu")
     for p in (p_data, p_train):
@@ -47,7 +49,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.what == "_train_one":
         row = train_step_rate(
-            args.name, args.size, args.grid, args.coils, args.batch, args.repeats, args.device
+            args.name,
+            args.size,
+            args.grid,
+            args.coils,
+            args.batch,
+            args.repeats,
+            args.device,
+            tuple(args.override),
         )
         print(json.dumps(row))
         return
@@ -55,7 +64,18 @@ def main(argv: list[str] | None = None) -> None:
         args_ = (args.data, args.workers, args.repeats, args.size, args.coils, args.batch)
         result = {"data": bench_data(*args_)}
     else:
-        result = {"train": bench_train(args.size, args.grid, args.coils, args.batch, args.repeats)}
+        encoders = tuple(args.encoders.split(","))
+        result = {
+            "train": bench_train(
+                args.size,
+                args.grid,
+                args.coils,
+                args.batch,
+                args.repeats,
+                encoders,
+                tuple(args.override),
+            )
+        }
     result["machine"] = machine()
     text = json.dumps(result, indent=2)
     print(text)

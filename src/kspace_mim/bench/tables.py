@@ -61,11 +61,13 @@ def bench_markdown(runs: list[dict]) -> str:
             )
     for r in (r for r in runs if "train" in r):
         first = next(iter(r["train"].values()))
+        grid = first["grid"] if isinstance(first["grid"], list) else [first["grid"]] * 2
+        extra = ", ".join(f"`{o}`" for o in first.get("overrides", []))
         lines += [
             "",
             f"Training step on {_machine_label(r['machine'])} (forward, loss, backward, "
             f"optimizer; `{first['size']}` models, {first['coils']} coils, "
-            f"{first['grid']}x{first['grid']} grid, batch {first['batch']}):",
+            f"{grid[0]}x{grid[1]} grid, batch {first['batch']}{', ' + extra if extra else ''}):",
             "",
             "| encoder | slices/s | parameters (M) | GFLOP / slice | peak CPU RSS (GB) "
             "| peak GPU memory (GB) | TFLOP/s | of bf16 peak |",
@@ -80,15 +82,17 @@ def bench_markdown(runs: list[dict]) -> str:
                 f"| {_num(row.get('achieved_tflops'), '.2f')} "
                 f"| {'-' if peak is None else f'{100 * peak:.1f}%'} |"
             )
-        unet = r["train"].get("unet")
-        if unet:
+        for name, label in (("unet", "fastmri.models.Unet"), ("varnet", "fastmri.models.VarNet")):
+            row = r["train"].get(name, {})
+            bare = row.get(f"bare_fastmri_{name}_slices_per_s")
+            if bare is None:
+                continue
             lines += [
                 "",
-                f"U-Net: our Lightning module's step against a bare `fastmri.models.Unet` "
-                f"step on the same batch: {unet['bare_fastmri_unet_slices_per_s']:.1f} "
-                f"against {unet['slices_per_s']:.1f} slices/s, overhead "
-                f"{unet['module_overhead_ratio']:.2f}x (our step adds the FFTs, data "
-                "consistency and the image losses).",
+                f"{name}: a bare `{label}` step on the same batch (same weights, an L1 on "
+                f"its output) runs {bare:.1f} slices/s against our module's "
+                f"{row['slices_per_s']:.1f}: overhead {row['module_overhead_ratio']:.2f}x "
+                "(our step adds the pipeline's units, data consistency and the image losses).",
             ]
     return "\n".join(lines) + "\n"
 

@@ -36,43 +36,55 @@ def bf16_peak_tflops(device_name: str) -> float | None:
     return None
 
 
-ENCODERS = {
-    "swin": ["encoder=swin"],
-    "vit": ["encoder=vit"],
-    "unet": ["encoder=unet"],
-}
+ENCODERS = ("swin", "vit", "unet", "varnet", "unrolled")
+
+
+def parse_grid(grid: str | int) -> tuple[int, int]:
+    """ "128" -> (128, 128); "640x368" -> (640, 368)."""
+    parts = [int(p) for p in str(grid).lower().split("x")]
+    return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 
 def train_step_rate(
-    name: str, size: str, grid: int, coils: int, batch: int, repeats: int, device: str
+    name: str,
+    size: str,
+    grid: str | int,
+    coils: int,
+    batch: int,
+    repeats: int,
+    device: str,
+    overrides: tuple[str, ...] = (),
 ) -> dict:
-    """One encoder's training step (forward, loss, backward, optimizer) on a random batch."""
+    """One encoder's training step (forward, loss, backward, optimizer) on a random batch.
+    ``overrides``: config overrides of the encoder (e.g. ``encoder.checkpointing=true``)."""
     import hydra
 
     from kspace_mim.config import compose
     from kspace_mim.data.transforms import KspaceSample
 
-    cfg = compose([*ENCODERS[name], f"encoder.size={size}"])
+    h, w = parse_grid(grid)
+    cfg = compose([f"encoder={name}", f"encoder.size={size}", *overrides])
     model = hydra.utils.instantiate(cfg.encoder)(
-        num_coils=coils, img_size=(grid, grid), loss=dict(cfg.loss), optim=dict(cfg.optim)
+        num_coils=coils, img_size=(h, w), loss=dict(cfg.loss), optim=dict(cfg.optim)
     ).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)
-    kspace = torch.randn(batch, coils, grid, grid, dtype=torch.complex64, generator=g)
-    mask = torch.zeros(batch, 1, grid, grid, dtype=torch.bool)
+    kspace = torch.randn(batch, coils, h, w, dtype=torch.complex64, generator=g)
+    mask = torch.zeros(batch, 1, h, w, dtype=torch.bool)
     mask[..., ::4] = True
+    mask[..., w // 2 - 4 : w // 2 + 4] = True  # a fully sampled centre (coil maps)
     sample = KspaceSample(
         masked_kspace=torch.where(mask, kspace, 0),
         mask=mask,
         kspace=kspace,
-        target=torch.rand(batch, grid, grid, generator=g),
+        target=torch.rand(batch, h, w, generator=g),
         scale=torch.ones(batch),
         offset=torch.zeros(batch, coils, dtype=torch.complex64),
         max_value=torch.ones(batch),
-        crop_size=torch.tensor([[grid, grid]] * batch),
+        crop_size=torch.tensor([[h, w]] * batch),
         fname=["bench.h5"] * batch,
         slice_num=torch.arange(batch),
-        num_low_frequencies=torch.zeros(batch),
+        num_low_frequencies=torch.full((batch,), 8),
     )
     sample = KspaceSample(*(x.to(device) if torch.is_tensor(x) else x for x in sample))
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
@@ -92,10 +104,11 @@ def train_step_rate(
     out = {
         "slices_per_s": rate,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "grid": grid,
+        "grid": [h, w],
         "coils": coils,
         "batch": batch,
         "size": size,
+        "overrides": list(overrides),
     }
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -110,51 +123,80 @@ def train_step_rate(
         out["bf16_peak_tflops"] = peak
         out["fraction_of_bf16_peak"] = None if peak is None else out["achieved_tflops"] / peak
     out["cpu_peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    if name == "unet":
-        from fastmri.models import Unet
-
-        bare = Unet(1, 1, chans=model.unet.chans, num_pool_layers=model.unet.num_pool_layers)
-        bare = bare.to(device)
-        bare_opt = torch.optim.AdamW(bare.parameters(), lr=1e-4)
-        x = torch.randn(batch, 1, grid, grid, generator=g).to(device)
-
-        def bare_step() -> int:
-            with autocast:
-                loss = torch.nn.functional.l1_loss(bare(x), x)
-            loss.backward()
-            bare_opt.step()
-            bare_opt.zero_grad(set_to_none=True)
-            return batch
-
-        out["bare_fastmri_unet_slices_per_s"] = timed(bare_step, repeats)
-        out["module_overhead_ratio"] = out["bare_fastmri_unet_slices_per_s"] / rate
+    bare = bare_fastmri_step(name, model, sample, autocast, g) if name in BARE else None
+    if bare is not None:
+        out[f"bare_fastmri_{name}_slices_per_s"] = timed(bare, repeats)
+        out["module_overhead_ratio"] = out[f"bare_fastmri_{name}_slices_per_s"] / rate
     return out
 
 
-def bench_train(size: str, grid: int, coils: int, batch: int, repeats: int) -> dict:
+BARE = ("unet", "varnet")
+
+
+def bare_fastmri_step(name: str, model, sample, autocast, g: torch.Generator):
+    """fastMRI's own network on the same batch, with the module's weights, and nothing
+    else (an L1 on its output): what our module's step costs beyond it."""
+    import copy
+
+    device = sample.masked_kspace.device
+    batch = sample.masked_kspace.shape[0]
+    shape = sample.masked_kspace.shape[-2:]
+    if name == "unet":
+        net = copy.deepcopy(model.unet)  # a fastmri.models.Unet
+        x = torch.randn(batch, 1, *shape, generator=g).to(device)
+
+        def forward():
+            return net(x), x
+    else:
+        net = copy.deepcopy(model.varnet)  # a fastmri.models.VarNet
+        kspace = torch.view_as_real(sample.masked_kspace)
+        mask = sample.mask.unsqueeze(-1)
+        target = torch.rand(batch, *shape, generator=g).to(device)
+
+        def forward():
+            return net(kspace, mask, 8), target
+
+    net = net.to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+
+    def step() -> int:
+        with autocast:
+            out, target = forward()
+            loss = torch.nn.functional.l1_loss(out.float(), target)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(device)
+        return batch
+
+    return step
+
+
+def bench_train(
+    size: str,
+    grid: str | int,
+    coils: int,
+    batch: int,
+    repeats: int,
+    encoders: tuple[str, ...] = ENCODERS,
+    overrides: tuple[str, ...] = (),
+) -> dict:
     """Each encoder in its own process, so peak memory is its own."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results = {}
-    for name in ENCODERS:
+    for name in encoders:
         cmd = [
             sys.executable,
             "-m",
             "kspace_mim.bench",
             "_train_one",
             name,
-            "--size",
-            size,
-            "--grid",
-            str(grid),
-            "--coils",
-            str(coils),
-            "--batch",
-            str(batch),
-            "--repeats",
-            str(repeats),
-            "--device",
-            device,
+            *("--size", size, "--grid", str(grid), "--coils", str(coils)),
+            *("--batch", str(batch), "--repeats", str(repeats), "--device", device),
+            *(f"--override={o}" for o in overrides),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench train {name}: {proc.stderr[-2000:]}")
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
     return results
