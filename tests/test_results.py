@@ -1,8 +1,14 @@
-"""The generated results table."""
+"""The generated results table: every model at an equal budget, means over seeds."""
 
 from __future__ import annotations
 
-from kspace_mim.results import MARK_END, MARK_START, make_results
+import statistics
+
+import pytest
+
+from kspace_mim.results import MARK_END, MARK_START, MODELS, as_max_time, make_results, summarize
+
+pytestmark = pytest.mark.slow
 
 
 def test_results_table_is_generated(data_root, tmp_path):
@@ -11,10 +17,29 @@ def test_results_table_is_generated(data_root, tmp_path):
     (data / "multicoil_train").symlink_to(data_root / "multicoil_train")
     (data / "multicoil_val").symlink_to(data_root / "multicoil_val")
     (tmp_path / "README.md").write_text(f"# x\n{MARK_START}\nold\n{MARK_END}\nend\n")
-    rows = make_results(steps=2, data=data, out_dir=tmp_path / "runs", batch_size=2, root=tmp_path)
-    assert len(rows) == 10  # 5 models x 2 accelerations
+    rows = make_results(
+        steps=2, seeds=(0, 1), data=data, out_dir=tmp_path / "runs", batch_size=2, root=tmp_path
+    )
+    trained = len(MODELS) - 1  # zero-filled runs once
+    assert len(rows) == 2 * (1 + 2 * trained)  # 2 accelerations, 2 seeds per trained model
+    assert all(r["steps"] == 2 and r["parameters"] > 0 for r in rows if r["trained"])
+    assert len(list((tmp_path / "runs").glob("pretrain_*_seed*"))) == 2  # once per seed
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme and readme.endswith(f"{MARK_END}\nend\n")
-    for row in rows:
-        assert f"| {row['model']} | {row['acceleration']}x | {row['ssim']:.4f} |" in readme
-    assert "the U-Net at equal budget" in (tmp_path / "docs" / "results.md").read_text()
+    for s in summarize(rows):
+        runs = [
+            r["ssim"]
+            for r in rows
+            if r["model"] == s["model"] and r["acceleration"] == s["acceleration"]
+        ]
+        assert s["ssim"] == pytest.approx(statistics.fmean(runs))
+        cell = f"{s['ssim']:.4f}" + (f" ({min(runs):.4f}-{max(runs):.4f})" if len(runs) > 1 else "")
+        assert f"| {s['model']} | {s['acceleration']}x | {cell} |" in readme
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert "At 4x the best unrolled variant" in page and "At 8x the best unrolled variant" in page
+    assert (tmp_path / "docs" / "overview.png").is_file()
+
+
+def test_budget_in_lightning_format():
+    assert as_max_time(90) == "00:00:01:30"
+    assert as_max_time(3725) == "00:01:02:05"

@@ -1,9 +1,11 @@
 """The README's results table, generated: ``python -m kspace_mim.results`` (``make results``).
 
-Every model trains with the same budget (steps x batch) on the synthetic set and is
-validated at 4x and 8x (equispaced, fastMRI centre fractions). The table goes to
-``docs/results.md`` and into the README between the results markers: no number in it
-is typed by hand.
+Every model trains for the same wall-clock budget on the same machine
+(``trainer.max_time``: what a user pays for; the steps each model reached are shown)
+on the synthetic set, once per seed, and is validated at 4x and 8x (equispaced,
+fastMRI centre fractions). Rows are means over the seeds with their range. The table
+goes to ``docs/results.md`` and into the README between the results markers: no number
+in it is typed by hand.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from kspace_mim.bench.timing import machine
 from kspace_mim.config import compose, project_root
@@ -23,116 +28,211 @@ from kspace_mim.utils import markers, write_generated
 
 MARK_START, MARK_END = markers("results")
 
-# name -> (overrides, pre-trained first)
+# name -> (overrides, pre-trained with SimMIM patch masks first); `tiny` presets: VarNet
+# and the unrolled network have about the same parameters (2.1 and 2.2 M).
 MODELS: dict[str, tuple[list[str], bool]] = {
     "zero-filled": (["encoder=zero_filled"], False),
     "U-Net (fastMRI)": (["encoder=unet", "encoder.size=tiny"], False),
-    "SimMIM-ViT": (["encoder=vit", "encoder.size=tiny", "encoder.patch_size=8"], False),
-    "SimMIM-Swin, fine-tuned only": (["encoder=swin", "encoder.size=tiny"], False),
-    "SimMIM-Swin, pre-trained + fine-tuned": (["encoder=swin", "encoder.size=tiny"], True),
+    "E2E-VarNet (fastMRI)": (["encoder=varnet", "encoder.size=tiny"], False),
+    "SimMIM-Swin": (["encoder=swin", "encoder.size=tiny"], False),
+    "unrolled": (["encoder=unrolled", "encoder.size=tiny"], False),
+    "unrolled, pre-trained + fine-tuned": (["encoder=unrolled", "encoder.size=tiny"], True),
 }
+VARNET, UNROLLED = "E2E-VarNet (fastMRI)", ("unrolled", "unrolled, pre-trained + fine-tuned")
 
 
 def default_data(root: Path) -> Path:
-    """The synthetic default set (written if missing, as `make train` does)."""
+    """The synthetic default set (written if missing, as on any first use)."""
     folder = root / "synthetic"
     ensure_synthetic({s: folder / f"multicoil_{s}" for s in ("train", "val")}, "multicoil")
     return folder
 
 
+def as_max_time(seconds: int) -> str:
+    """Seconds -> Lightning's ``DD:HH:MM:SS``."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"00:{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
+def _steps_and_parameters(run_dir: Path) -> tuple[int, int]:
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        return 0, 0
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    params = sum(v.numel() for k, v in state["state_dict"].items() if v.is_floating_point())
+    return int(state["global_step"]), params
+
+
 def make_results(
-    steps: int = 600,
+    budget_s: int = 90,
+    seeds: tuple[int, ...] = (0, 1),
     data: Path | None = None,
     out_dir: Path | None = None,
     batch_size: int = 4,
     root: Path | None = None,
+    steps: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Train and validate every model; write docs/results.md and the README table in
-    ``root`` (the repository by default)."""
+    """Train and validate every model at an equal wall-clock budget (or, for tests, an
+    equal number of ``steps``), once per seed; write docs/results.md and the README table
+    in ``root`` (the repository by default). Returns one row per model, acceleration
+    and seed."""
     root = Path(root or project_root())
     data = Path(data) if data else default_data(root / "data")
     out_dir = Path(out_dir) if out_dir else root / "outputs" / "results"
+    bound = (
+        [f"trainer.max_steps={steps}", "trainer.max_epochs=100000"]
+        if steps
+        else ["trainer.max_epochs=-1", f"trainer.max_time={as_max_time(budget_s)}"]
+    )
     common = [
         f"data.train_path={data}/multicoil_train",
         f"data.val_path={data}/multicoil_val",
         f"data.batch_size={batch_size}",
         "data.num_workers=0",
-        f"trainer.max_steps={steps}",
-        "trainer.max_epochs=100000",
-        "trainer.check_val_every_n_epoch=100000",
+        "trainer.check_val_every_n_epoch=100000",  # validate once, after the budget
+        "trainer.enable_progress_bar=false",
+        *bound,
     ]
-    pretrained = out_dir / "pretrain_random0.6"
     rows = []
     for accel in (4, 8):
         for name, (overrides, pretrain) in MODELS.items():
-            run_overrides = [*common, *overrides, f"mask=equispaced{accel}x"]
-            budget = f"{steps} x {batch_size}" if name != "zero-filled" else "-"
-            if pretrain:
-                ckpt = pretrained / "checkpoints" / "last.ckpt"
-                if not ckpt.is_file():  # SimMIM pre-training: random patch masks
-                    run(compose([*common, *overrides, "mask=random0.6"]), pretrained)
-                run_overrides.append(f"model.init_from={ckpt}")
-                budget = f"{steps} x {batch_size} + {steps} x {batch_size} pre-training"
-            start = time.perf_counter()
-            run_name = name.split(",")[0].replace(" ", "_") + ("_pretrained" if pretrain else "")
-            metrics = run(compose(run_overrides), out_dir / f"{accel}x" / run_name)
-            rows.append(
-                {
-                    "model": name,
-                    "acceleration": accel,
-                    "ssim": metrics["ssim"],
-                    "psnr": metrics["psnr"],
-                    "nmse": metrics["nmse"],
-                    "kspace_ssim": metrics.get("kspace_ssim"),
-                    "budget": budget,
-                    "minutes": (time.perf_counter() - start) / 60,
-                }
-            )
-    write_table(rows, steps, batch_size, root)
-    save_overview(out_dir, root)
+            trained = name != "zero-filled"
+            for seed in seeds if trained else seeds[:1]:
+                run_overrides = [*common, *overrides, f"mask=equispaced{accel}x", f"seed={seed}"]
+                if pretrain:  # SimMIM pre-training with random patch masks, once per seed
+                    pre_dir = out_dir / f"pretrain_{_slug(name)}_seed{seed}"
+                    ckpt = pre_dir / "checkpoints" / "last.ckpt"
+                    if not ckpt.is_file():
+                        pre = [*common, *overrides, "mask=random0.6", f"seed={seed}"]
+                        run(compose(pre), pre_dir)
+                    run_overrides.append(f"model.init_from={ckpt}")
+                run_dir = out_dir / f"{accel}x" / _slug(name) / f"seed{seed}"
+                start = time.perf_counter()
+                metrics = run(compose(run_overrides), run_dir)
+                reached, params = _steps_and_parameters(run_dir)
+                rows.append(
+                    {
+                        "model": name,
+                        "acceleration": accel,
+                        "seed": seed,
+                        "ssim": metrics["ssim"],
+                        "psnr": metrics["psnr"],
+                        "nmse": metrics["nmse"],
+                        "kspace_ssim": metrics.get("kspace_ssim"),
+                        "steps": reached,
+                        "parameters": params,
+                        "pretrained": pretrain,
+                        "trained": trained,
+                        "minutes": (time.perf_counter() - start) / 60,
+                        "run_dir": str(run_dir),
+                    }
+                )
+    write_table(rows, budget_s, steps, batch_size, len(seeds), root)
+    save_overview(rows, root)
     return rows
 
 
-def save_overview(out_dir: Path, root: Path) -> Path | None:
-    """The README's picture: validation panels of the default SimMIM-Swin at 4x."""
-    figures = sorted((out_dir / "4x" / "SimMIM-Swin").glob("figures/val_epoch*.png"))
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and range over seeds per (model, acceleration), in the order of the rows."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["acceleration"]), []).append(r)
+    out = []
+    for (model, accel), runs in groups.items():
+        summary: dict[str, Any] = {"model": model, "acceleration": accel, "seeds": len(runs)}
+        for key in ("ssim", "psnr", "nmse", "kspace_ssim", "steps"):
+            values = [r[key] for r in runs if r[key] is not None]
+            summary[key] = statistics.fmean(values) if values else None
+            summary[f"{key}_range"] = (min(values), max(values)) if values else None
+        summary["parameters"] = runs[0]["parameters"]
+        summary["pretrained"], summary["trained"] = runs[0]["pretrained"], runs[0]["trained"]
+        out.append(summary)
+    return out
+
+
+def save_overview(rows: list[dict[str, Any]], root: Path) -> Path | None:
+    """The README's picture: validation panels of the best model at 4x (first seed)."""
+    best = max(
+        (s for s in summarize(rows) if s["acceleration"] == 4 and s["trained"]),
+        key=lambda s: s["ssim"],
+        default=None,
+    )
+    if best is None:
+        return None
+    run_dir = next(
+        Path(r["run_dir"]) for r in rows if r["model"] == best["model"] and r["acceleration"] == 4
+    )
+    figures = sorted(run_dir.glob("figures/val_epoch*.png"))
     if not figures:
         return None
     target = root / "docs" / "overview.png"
-    target.parent.mkdir(exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(figures[-1], target)
     return target
 
 
-def table_markdown(rows: list[dict[str, Any]], steps: int, batch_size: int) -> str:
+def _mean_range(s: dict[str, Any], key: str, fmt: str) -> str:
+    if s[key] is None:
+        return "-"
+    low, high = s[f"{key}_range"]
+    text = format(s[key], fmt)
+    return text if s["seeds"] == 1 else f"{text} ({format(low, fmt)}-{format(high, fmt)})"
+
+
+def table_markdown(
+    rows: list[dict[str, Any]], budget_s: int, steps: int | None, batch_size: int, seeds: int
+) -> str:
+    budget = f"{steps} steps" if steps else f"{budget_s} s of training"
     lines = [
-        f"Synthetic validation set (4 volumes x 8 slices, 8 coils, 128x128 grid), `tiny` models, "
-        f"{steps} steps of batch {batch_size} each on CPU; image metrics with the fastMRI "
-        "definitions, k-space SSIM as the paper's.",
+        f"Synthetic validation set (4 volumes x 8 slices, 8 coils, 128x128 grid), `tiny` "
+        f"models, {budget} each (batch {batch_size}, the same machine), {seeds} seeds: "
+        "means with their range in brackets. Image metrics with the fastMRI definitions, "
+        "k-space SSIM as the paper's. Pre-training (random patch masks, 0.6) gets the same "
+        "budget again.",
         "",
-        "| model | accel. | SSIM | PSNR | NMSE | k-space SSIM | budget (steps x batch) | minutes |",
+        "| model | accel. | SSIM | PSNR | NMSE | k-space SSIM | parameters (M) | steps reached |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        kssim = f"{r['kspace_ssim']:.4f}" if r["kspace_ssim"] is not None else "-"
+    summaries = summarize(rows)
+    for s in summaries:
+        steps_text = f"{s['steps']:.0f}" if s["trained"] else "-"
+        params = f"{s['parameters'] / 1e6:.2f}" if s["trained"] else "-"
         lines.append(
-            f"| {r['model']} | {r['acceleration']}x | {r['ssim']:.4f} | {r['psnr']:.2f} | "
-            f"{r['nmse']:.4f} | {kssim} | {r['budget']} | {r['minutes']:.1f} |"
+            f"| {s['model']} | {s['acceleration']}x | {_mean_range(s, 'ssim', '.4f')} "
+            f"| {_mean_range(s, 'psnr', '.2f')} | {_mean_range(s, 'nmse', '.4f')} "
+            f"| {_mean_range(s, 'kspace_ssim', '.4f')} | {params} | {steps_text} |"
         )
     for accel in (4, 8):
-        at = {r["model"]: r["ssim"] for r in rows if r["acceleration"] == accel}
-        best_mim = max(v for k, v in at.items() if k.startswith("SimMIM"))
-        verdict = "beats" if best_mim > at["U-Net (fastMRI)"] else "does not beat"
-        lines.append("")
-        lines.append(
-            f"At {accel}x the best masked-image-modeling model {verdict} the U-Net at "
-            f"equal budget (SSIM {best_mim:.4f} against {at['U-Net (fastMRI)']:.4f})."
-        )
+        at = {s["model"]: s for s in summaries if s["acceleration"] == accel}
+        if VARNET not in at or not any(u in at for u in UNROLLED):
+            continue
+        best = max((at[u] for u in UNROLLED if u in at), key=lambda s: s["ssim"])
+        gap = best["ssim"] - at[VARNET]["ssim"]
+        verdict = "is at or above" if gap >= 0 else "is below"
+        lines += [
+            "",
+            f"At {accel}x the best unrolled variant ({best['model']}) {verdict} E2E-VarNet at "
+            f"equal budget: SSIM {best['ssim']:.4f} against {at[VARNET]['ssim']:.4f} "
+            f"({gap:+.4f}, means over {best['seeds']} seeds), PSNR {best['psnr']:.2f} "
+            f"against {at[VARNET]['psnr']:.2f} dB.",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_table(rows: list[dict[str, Any]], steps: int, batch_size: int, root: Path) -> None:
-    table = table_markdown(rows, steps, batch_size)
+def write_table(
+    rows: list[dict[str, Any]],
+    budget_s: int,
+    steps: int | None,
+    batch_size: int,
+    seeds: int,
+    root: Path,
+) -> None:
+    table = table_markdown(rows, budget_s, steps, batch_size, seeds)
     write_generated(root, "results", "Results", "make results", table)
 
 
@@ -140,12 +240,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m kspace_mim.results", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--steps", type=int, default=600, help="training steps per model")
+    parser.add_argument("--budget", type=int, default=90, help="seconds of training per model")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
     parser.add_argument("--batch", type=int, default=4, help="batch size")
     parser.add_argument("--data", type=Path, help="synthetic set (default: data/synthetic)")
     parser.add_argument("--out", type=Path, help="write the rows as JSON here too")
     args = parser.parse_args(argv)
-    rows = make_results(args.steps, args.data, batch_size=args.batch)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    rows = make_results(args.budget, seeds, args.data, batch_size=args.batch)
     text = json.dumps({"results": rows, "machine": machine()}, indent=2)
     print(text)
     if args.out:
