@@ -138,3 +138,29 @@ def test_checkpoint_on_other_grids_widths_and_coils(data_root, tmp_path, read_h5
     assert {"ssim", "psnr", "nmse", "volumes", "acquisitions"} <= metrics.keys()
     assert "SSIM" in result.stdout
     assert torch.isfinite(torch.tensor(metrics["psnr"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("encoder", ["varnet", "unrolled"])
+def test_unrolled_families_reconstruct_test_files(encoder, data_root, tmp_path, read_h5):
+    """VarNet and the unrolled network go through reconstruct like every model: test
+    files with their own masks, submission files of the recon size."""
+    train_cfg = compose(
+        [
+            f"encoder={encoder}",
+            f"data.train_path={data_root}/multicoil_train",
+            f"data.val_path={data_root}/multicoil_val",
+            "data.crop_size=32",
+            "data.num_workers=0",
+            "encoder.size=tiny",
+            "trainer.max_steps=1",
+        ]
+    )
+    train(train_cfg, tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "pred"
+    cfg = recon_cfg(f"ckpt={ckpt}", f"input={data_root}/multicoil_test", f"output={out}")
+    assert reconstruct(cfg) == 0
+    files = sorted(out.glob("*.h5"))
+    assert len(files) == 2
+    assert all(read_h5(p).shape == (3, 32, 32) and np.isfinite(read_h5(p)).all() for p in files)
