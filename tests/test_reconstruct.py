@@ -21,6 +21,19 @@ from kspace_mim.reconstruct import run as reconstruct
 from kspace_mim.train import run as train
 
 
+def train_tiny(data_root, run_dir, *extra):
+    """A tiny model trained on the multicoil folders (32x32 grid): a checkpoint to use."""
+    overrides = [
+        f"data.train_path={data_root}/multicoil_train",
+        f"data.val_path={data_root}/multicoil_val",
+        "data.crop_size=32",
+        "data.num_workers=0",
+        "encoder.size=tiny",
+        *extra,
+    ]
+    return train(compose(overrides), run_dir)
+
+
 def recon_cfg(*overrides):
     return compose(list(overrides), config_name="reconstruct")
 
@@ -100,17 +113,7 @@ def test_bad_volumes_reported_good_ones_written(copy_folder, tmp_path):
 def test_checkpoint_on_other_grids_widths_and_coils(data_root, tmp_path, read_h5):
     """A model trained on a 32x32, 4-coil grid runs on 48x48 volumes with 6 coils and on
     test files with their own widths; evaluate then scores it from the command line."""
-    train_cfg = compose(
-        [
-            f"data.train_path={data_root}/multicoil_train",
-            f"data.val_path={data_root}/multicoil_val",
-            "data.crop_size=32",
-            "data.num_workers=0",
-            "encoder.size=tiny",
-            "trainer.max_steps=2",
-        ]
-    )
-    train(train_cfg, tmp_path / "run")
+    train_tiny(data_root, tmp_path / "run", "trainer.max_steps=2")
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     other = tmp_path / "other"
     synthesize(other, "multicoil", "val", volumes=1, slices=2, coils=6, size=48, progress=False)
@@ -145,18 +148,7 @@ def test_checkpoint_on_other_grids_widths_and_coils(data_root, tmp_path, read_h5
 def test_unrolled_families_reconstruct_test_files(encoder, data_root, tmp_path, read_h5):
     """VarNet and the unrolled network go through reconstruct like every model: test
     files with their own masks, submission files of the recon size."""
-    train_cfg = compose(
-        [
-            f"encoder={encoder}",
-            f"data.train_path={data_root}/multicoil_train",
-            f"data.val_path={data_root}/multicoil_val",
-            "data.crop_size=32",
-            "data.num_workers=0",
-            "encoder.size=tiny",
-            "trainer.max_steps=1",
-        ]
-    )
-    train(train_cfg, tmp_path / "run")
+    train_tiny(data_root, tmp_path / "run", f"encoder={encoder}", "trainer.max_steps=1")
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     out = tmp_path / "pred"
     cfg = recon_cfg(f"ckpt={ckpt}", f"input={data_root}/multicoil_test", f"output={out}")
