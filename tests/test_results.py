@@ -43,3 +43,24 @@ def test_results_table_is_generated(data_root, tmp_path):
 def test_budget_in_lightning_format():
     assert as_max_time(90) == "00:00:01:30"
     assert as_max_time(3725) == "00:01:02:05"
+
+
+def test_command_line_passes_budget_and_seeds_and_writes_json(tmp_path, monkeypatch, capsys):
+    """`python -m kspace_mim.results --budget 30 --seeds 3,4 --out F` (what `make results`
+    runs), with the training itself stubbed: arguments reach make_results, rows reach F."""
+    import json
+
+    from kspace_mim import results
+
+    seen = {}
+
+    def fake(budget_s, seeds, data, batch_size):
+        seen.update(budget_s=budget_s, seeds=seeds, data=data, batch_size=batch_size)
+        return [{"model": "zero-filled", "ssim": 0.5}]
+
+    monkeypatch.setattr(results, "make_results", fake)
+    out = tmp_path / "results.json"
+    results.main(["--budget", "30", "--seeds", "3,4", "--batch", "2", "--out", str(out)])
+    assert seen == {"budget_s": 30, "seeds": (3, 4), "data": None, "batch_size": 2}
+    assert json.loads(out.read_text())["results"] == [{"model": "zero-filled", "ssim": 0.5}]
+    assert json.loads(capsys.readouterr().out)["machine"]["cpu_cores"] >= 1

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from kspace_mim.models.decoders import DECODERS, build_decoder
 from kspace_mim.models.encoders import SwinEncoder, ViTEncoder
 from kspace_mim.models.presets import resolve
+from kspace_mim.physics import channels_to_complex, complex_to_channels, fft2c, ifft2c
 
 
 class ConfigError(ValueError):
@@ -111,3 +112,21 @@ class SimMIM(nn.Module):
         features = self.encoder(inputs, token_mask)
         out = x + self.decoder([inputs, *features])
         return out[..., pads[2] : pads[2] + h, pads[0] : pads[0] + w]
+
+
+def predict_kspace(network: nn.Module, masked_kspace: Tensor, mask: Tensor, domain: str) -> Tensor:
+    """A SimMIM network's predicted k-space (before data consistency).
+
+    masked_kspace: complex (B, C, H, W); mask: bool (B, 1, H, W). ``domain`` "kspace": the
+    encoder sees the acquired k-space, mask tokens where nothing was acquired (the
+    paper's); "image": it sees the zero-filled coil images. The FFTs and the complex <->
+    channels conversions run in float32 with autocast off; the network may run in bf16.
+    """
+    device = masked_kspace.device.type
+    with torch.autocast(device, enabled=False):
+        source = masked_kspace if domain == "kspace" else ifft2c(masked_kspace)
+        x = complex_to_channels(source)
+    y = network(x, mask, use_mask_tokens=domain == "kspace")
+    with torch.autocast(device, enabled=False):
+        y = channels_to_complex(y.float())
+        return y if domain == "kspace" else fft2c(y)

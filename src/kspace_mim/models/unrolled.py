@@ -17,14 +17,8 @@ from fastmri.models.varnet import NormUnet, SensitivityModel, VarNetBlock
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from kspace_mim.models.simmim import ConfigError, SimMIM
-from kspace_mim.physics import (
-    channels_to_complex,
-    complex_to_channels,
-    data_consistency,
-    fft2c,
-    ifft2c,
-)
+from kspace_mim.models.simmim import ConfigError, SimMIM, predict_kspace
+from kspace_mim.physics import data_consistency
 
 DENOISERS = ("unet", "swin", "vit")
 FIRST_ESTIMATES = ("none", "simmim")
@@ -126,11 +120,8 @@ class Unrolled(nn.Module):
         or the acquired samples themselves."""
         if self.first is None:
             return masked_kspace
+        prediction = predict_kspace(self.first, masked_kspace, mask, "image")
         with torch.autocast(masked_kspace.device.type, enabled=False):
-            x = complex_to_channels(ifft2c(masked_kspace))
-        y = self.first(x, mask, use_mask_tokens=False)
-        with torch.autocast(masked_kspace.device.type, enabled=False):
-            prediction = fft2c(channels_to_complex(y.float()))
             return data_consistency(prediction, masked_kspace, mask)
 
     def forward(

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 
 from kspace_mim.data.transforms import KspaceSample
-from kspace_mim.models.simmim import ConfigError, SimMIM
+from kspace_mim.models.simmim import ConfigError, SimMIM, predict_kspace
 from kspace_mim.modules.base import ReconOutput, ReconstructionModule
-from kspace_mim.physics import channels_to_complex, complex_to_channels, fft2c, ifft2c
 
 DOMAINS = ("kspace", "image")
 
@@ -62,11 +61,5 @@ class SimMIMModule(ReconstructionModule):
         self.network = torch.compile(self.model) if compile else self.model
 
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
-        with torch.autocast(self.device.type, enabled=False):
-            source = batch.masked_kspace if self.domain == "kspace" else ifft2c(batch.masked_kspace)
-            x = complex_to_channels(source)
-        y = self.network(x, batch.mask, use_mask_tokens=self.domain == "kspace")
-        with torch.autocast(self.device.type, enabled=False):
-            y = channels_to_complex(y.float())
-            prediction = y if self.domain == "kspace" else fft2c(y)
+        prediction = predict_kspace(self.network, batch.masked_kspace, batch.mask, self.domain)
         return self.kspace_output(batch, prediction)
