@@ -143,3 +143,23 @@ def test_missing_or_empty_folder(tmp_path):
         SliceDataset(tmp_path, "multicoil")
     with pytest.raises(ValueError, match="challenge"):
         SliceDataset(tmp_path, "triplecoil")
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_adjacent_slices_repeat_the_edge_slice(data_root, n):
+    """Each slice with its n neighbours on either side, in order, the edge slice repeated
+    at the volume's ends (3-slice volumes: n=2 repeats at both ends); the target is the
+    middle slice's."""
+    folder = data_root / "multicoil_train"
+    plain = SliceDataset(folder, "multicoil")
+    stacked = SliceDataset(folder, "multicoil", adjacent_slices=n)
+    for i, (v, s) in enumerate(plain.index):
+        last = plain.volumes[v].num_slices - 1
+        kspace, _, target, _, _, slice_num = stacked.read(i)
+        rows = [plain.index.index((v, min(max(j, 0), last))) for j in range(s - n, s + n + 1)]
+        assert kspace.shape == (2 * n + 1, *plain.volumes[v].shape)
+        np.testing.assert_array_equal(kspace, np.stack([plain.read(r)[0] for r in rows]))
+        np.testing.assert_array_equal(target, plain.read(i)[2])
+        assert slice_num == s
+    with pytest.raises(ValueError, match="adjacent_slices"):
+        SliceDataset(folder, "multicoil", adjacent_slices=-1)

@@ -144,11 +144,26 @@ def test_checkpoint_on_other_grids_widths_and_coils(data_root, tmp_path, read_h5
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("encoder", ["varnet", "unrolled"])
-def test_unrolled_families_reconstruct_test_files(encoder, data_root, tmp_path, read_h5):
-    """VarNet and the unrolled network go through reconstruct like every model: test
-    files with their own masks, submission files of the recon size."""
-    train_tiny(data_root, tmp_path / "run", f"encoder={encoder}", "trainer.max_steps=1")
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["encoder=varnet"],
+        ["encoder=unrolled"],
+        ["encoder=unrolled", "data.adjacent_slices=1"],
+        ["encoder=unet", "encoder.size=tiny", "data.adjacent_slices=1"],
+    ],
+    ids=["varnet", "unrolled", "unrolled-adjacent", "unet-adjacent"],
+)
+def test_unrolled_families_reconstruct_test_files(overrides, data_root, tmp_path, read_h5):
+    """VarNet, the unrolled network and models on adjacent slices go through reconstruct
+    like every model: test files with their own masks (a checkpoint trained on stacks of
+    slices reads stacks), submission files of the recon size."""
+    train_tiny(
+        data_root,
+        tmp_path / "run",
+        *overrides,
+        "trainer.max_steps=1",
+    )
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     out = tmp_path / "pred"
     cfg = recon_cfg(f"ckpt={ckpt}", f"input={data_root}/multicoil_test", f"output={out}")

@@ -13,13 +13,17 @@ from kspace_mim.data.masks import CartesianMask, NoMask, RandomPatchMask
 from kspace_mim.data.mri_data import DataError, SliceDataset
 from kspace_mim.data.transforms import (
     KspaceTransform,
+    SliceSample,
     collate_slices,
     prepare_batch,
     prepare_slice,
+    stack_slice,
 )
 from kspace_mim.physics import (
     channels_to_complex,
+    coil_compression_matrix,
     complex_to_channels,
+    compress_coils,
     kspace_to_image,
     to_original_units,
 )
@@ -224,3 +228,53 @@ def test_nonfinite_slice_names_file_and_slice(copy_folder, bad):
     prepare_batch(collate_slices([ds[3], ds[4]]))  # the first slices are fine
     with pytest.raises(DataError, match=rf"{path.name}: slice 2: k-space contains NaN or Inf"):
         prepare_batch(collate_slices([ds[4], ds[5]]))
+
+
+def _original(sample):
+    return to_original_units(sample.masked_kspace, sample.scale, sample.offset)
+
+
+def test_adjacent_slices_are_stacked_as_coils(data_root):
+    """With adjacent slices each slice of the stack is that slice as prepared alone (in
+    original units: one scale for the stack); the mask and target are the middle slice's."""
+
+    def dataset(n: int) -> SliceDataset:
+        mask = CartesianMask(EquispacedMaskFractionFunc([0.08], [4]))
+        transform = KspaceTransform(mask, 32, adjacent_slices=n)
+        return SliceDataset(data_root / "multicoil_val", "multicoil", transform, adjacent_slices=n)
+
+    plain, stacked = dataset(0), dataset(1)
+    for i in (0, 1):  # slice 0 (the edge, repeated) and slice 1 (both neighbours exist)
+        batch = prepare_batch(collate_slices([stacked[i]]))
+        assert batch.masked_kspace.shape[1] == 3 * 4
+        middle = prepare_batch(collate_slices([plain[i]]))
+        for j, neighbour in enumerate((max(i - 1, 0), i, i + 1)):
+            alone = prepare_batch(collate_slices([plain[neighbour]]))
+            torch.testing.assert_close(
+                _original(stack_slice(batch, j, 3)), _original(alone), rtol=1e-4, atol=1e-6
+            )
+        torch.testing.assert_close(stack_slice(batch, 1, 3).target, middle.target)
+        torch.testing.assert_close(batch.mask, middle.mask)
+
+
+def test_a_stack_is_compressed_with_its_middle_slice_matrix():
+    """Coil compression of a stack: one matrix, the middle slice's, for every slice (so
+    the virtual coils mean the same across the stack)."""
+    g = torch.Generator().manual_seed(0)
+    kspace = torch.randn(3, 4, 16, 16, dtype=torch.complex64, generator=g)
+    item = SliceSample(
+        kspace=kspace,
+        mask=torch.ones(1, 16, 16, dtype=torch.bool),
+        target=torch.zeros(0, 0),
+        max_value=torch.tensor(1.0),
+        crop_size=torch.tensor([16, 16]),
+        undersampled=torch.tensor(False),
+        fname="f.h5",
+        slice_num=0,
+        num_low_frequencies=0,
+    )
+    batch = prepare_batch(collate_slices([item]), virtual_coils=2)
+    matrix = coil_compression_matrix(kspace[None, 1], 2)
+    for j in range(3):
+        expected = compress_coils(kspace[None, j], matrix)
+        torch.testing.assert_close(_original(stack_slice(batch, j, 3)), expected)

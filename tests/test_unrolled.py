@@ -16,9 +16,9 @@ from kspace_mim.physics import center_crop
 B, C, H, W = 2, 4, 32, 24
 
 
-def make_batch(scale: float = 1.0) -> KspaceSample:
+def make_batch(scale: float = 1.0, coils: int = C) -> KspaceSample:
     g = torch.Generator().manual_seed(0)
-    kspace = torch.randn(B, C, H, W, dtype=torch.complex64, generator=g)
+    kspace = torch.randn(B, coils, H, W, dtype=torch.complex64, generator=g)
     mask = torch.zeros(B, 1, H, W, dtype=torch.bool)
     mask[..., ::3] = True
     mask[..., W // 2 - 2 : W // 2 + 2] = True
@@ -28,7 +28,7 @@ def make_batch(scale: float = 1.0) -> KspaceSample:
         kspace=kspace,
         target=torch.rand(B, 20, 20, generator=g),
         scale=torch.full((B,), scale),
-        offset=torch.zeros(B, C, dtype=torch.complex64),
+        offset=torch.zeros(B, coils, dtype=torch.complex64),
         max_value=torch.ones(B),
         crop_size=torch.tensor([[20, 20]] * B),
         fname=["f.h5"] * B,
@@ -135,3 +135,63 @@ def test_patch_masks_give_finite_sensitivity_maps():
         assert torch.isfinite(module.reconstruct(batch).image).all()
     cartesian = make_batch()._replace(num_low_frequencies=torch.tensor([4, 6]))
     assert common_low_frequencies(cartesian) is None  # fastMRI reads each slice's centre
+
+
+ADJACENT = {"adjacent_slices": 1}  # stacks of 3 slices: C coils each, 3 * C channels
+
+
+@pytest.mark.parametrize(
+    "family, kwargs",
+    [
+        ("unrolled", {"denoiser": "unet", "first_estimate": "none"}),
+        ("unrolled", {"denoiser": "swin", "first_estimate": "simmim"}),
+        ("unet", {}),
+        ("swin", {}),
+    ],
+)
+def test_adjacent_slices_reach_the_network_and_the_image_is_the_middle(family, kwargs):
+    """With a stack of 3 slices the network sees the neighbours (changing one changes the
+    image), the image and k-space are the middle slice's, and the loss trains."""
+    from kspace_mim.modules.simmim import SimMIMModule
+    from kspace_mim.modules.unet import UnetModule
+
+    torch.manual_seed(0)
+    build = {
+        "unrolled": lambda: UnrolledModule(3 * C, (H, W), cascades=1, data=ADJACENT, **kwargs),
+        "unet": lambda: UnetModule(3 * C, (H, W), size="tiny", data=ADJACENT),
+        "swin": lambda: SimMIMModule(3 * C, (H, W), size="tiny", data=ADJACENT),
+    }
+    module = build[family]()
+    batch = make_batch(coils=3 * C)
+    out = module.reconstruct(batch)
+    assert out.image.shape == (B, 20, 20)
+    if out.kspace is not None:
+        assert out.kspace.shape == (B, C, H, W)  # the middle slice's coils
+        middle = batch.masked_kspace[:, C : 2 * C]
+        acquired = batch.mask.expand_as(middle)
+        if family == "swin":  # hard data consistency: the middle slice's samples exactly
+            assert torch.equal(out.kspace[acquired], middle[acquired])
+    neighbour = batch.masked_kspace.clone()
+    neighbour[:, :C] *= 2  # the first slice of the stack only
+    changed = module.reconstruct(batch._replace(masked_kspace=neighbour)).image
+    assert not torch.allclose(changed, out.image)
+    loss = module.loss(batch, out)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+def test_adjacent_slices_zero_filled_is_the_middle_slice():
+    from kspace_mim.modules.zero_filled import ZeroFilledModule
+
+    batch = make_batch(coils=3 * C)
+    stacked = ZeroFilledModule(3 * C, (H, W), data=ADJACENT).reconstruct(batch).image
+    middle = batch._replace(
+        masked_kspace=batch.masked_kspace[:, C : 2 * C], offset=batch.offset[:, C : 2 * C]
+    )
+    alone = ZeroFilledModule(C, (H, W)).reconstruct(middle).image
+    torch.testing.assert_close(stacked, alone)
+
+
+def test_varnet_refuses_adjacent_slices():
+    with pytest.raises(ConfigError, match="adjacent_slices"):
+        VarNetModule(3 * C, (H, W), data=ADJACENT)

@@ -64,7 +64,8 @@ def reconstruct_volume(
             targets.append(batch.target.float().cpu())
         if middle in idx and out.kspace is not None:
             j = middle - start
-            pictures = (kspace_picture(batch.masked_kspace[j]), kspace_picture(out.kspace[j]))
+            acquired = model.centre_slice(batch).masked_kspace[j]
+            pictures = (kspace_picture(acquired), kspace_picture(out.kspace[j]))
     target = torch.cat(targets).numpy() if targets else None
     return VolumeResult(torch.cat(images).numpy(), torch.cat(zero_filled).numpy(), target, pictures)
 
@@ -96,7 +97,10 @@ def reconstruct_folder(
     report = Report(failed=list(failed))
     for volume in tqdm(volumes, desc="reconstruct", unit="volume"):
         try:
-            dataset = SliceDataset([volume], challenge, transform_factory(volume))
+            transform = transform_factory(volume)
+            dataset = SliceDataset(
+                [volume], challenge, transform, adjacent_slices=transform.adjacent_slices
+            )
             result = reconstruct_volume(model, dataset, batch_size, device)
         except (DataError, ValueError, RuntimeError) as err:
             report.failed.append((volume.path, str(err)))

@@ -46,14 +46,18 @@ def run(cfg: DictConfig) -> int:
     challenge = cfg.challenge or model.data_config.get("challenge", "multicoil")
     mask = hydra.utils.instantiate(cfg.mask)
     augmentation = eval_augmentation(model)
-    coils = None if isinstance(model, ZeroFilledModule) else model.num_coils
+    # Coils per slice: a model trained on adjacent slices sees slices x coils channels.
+    coils = None if isinstance(model, ZeroFilledModule) else model.num_coils // model.slices
+    adjacent = model.slices // 2
 
     def transform_for(volume: Volume) -> KspaceTransform:
         # A checkpoint's model expects its own coil count: compress (or zero-pad) to it.
         virtual = (
             coils if coils and challenge == "multicoil" and volume.num_coils != coils else None
         )
-        return KspaceTransform(mask, cfg.crop_size, virtual, augmentation, deterministic=True)
+        return KspaceTransform(
+            mask, cfg.crop_size, virtual, augmentation, True, adjacent_slices=adjacent
+        )
 
     device = (
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

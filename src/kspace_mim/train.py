@@ -56,6 +56,7 @@ def build_model(cfg: DictConfig, datamodule: FastMRIDataModule) -> Reconstructio
             "normalize": bool(cfg.augmentation.normalize),
             "crop_size": cfg.data.crop_size,
             "virtual_coils": cfg.data.virtual_coils,
+            "adjacent_slices": cfg.data.adjacent_slices,
         },
         on_nonfinite=cfg.train.on_nonfinite,
     )

@@ -68,6 +68,9 @@ class FastMRIDataModule(L.LightningDataModule):
         synthetic_root: the folder of the embedded synthetic data set. A configured
             folder ``<synthetic_root>/<challenge>_<split>`` that is missing is written
             on first use; any other missing folder is an error.
+        adjacent_slices: N neighbours on either side of each slice, stacked as extra
+            coils (2N + 1 slices, the edge slice repeated at a volume's ends), for the
+            models whose denoiser sees images; the target stays the middle slice's.
     """
 
     def __init__(
@@ -89,8 +92,12 @@ class FastMRIDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         prepare_on: str = "auto",
         synthetic_root: str | None = None,
+        adjacent_slices: int = 0,
     ):
         super().__init__()
+        if adjacent_slices < 0:
+            raise ValueError(f"data.adjacent_slices must be >= 0, got {adjacent_slices}")
+        self.adjacent_slices = adjacent_slices
         if prepare_on not in ("auto", "device", "loader"):
             raise ValueError(f"data.prepare_on must be auto, device or loader, got {prepare_on!r}")
         self.prepare_on = prepare_on
@@ -132,8 +139,11 @@ class FastMRIDataModule(L.LightningDataModule):
             virtual_coils=self.virtual_coils,
             augmentation=self.augmentation if train else eval_augmentation,
             deterministic=not train,
+            adjacent_slices=self.adjacent_slices,
         )
-        return SliceDataset(volumes, self.challenge, transform)
+        return SliceDataset(
+            volumes, self.challenge, transform, adjacent_slices=self.adjacent_slices
+        )
 
     def _check_coils(self, volumes: list[Volume], stage: str) -> None:
         coils = Counter(v.num_coils for v in volumes)

@@ -193,6 +193,9 @@ class SliceDataset(torch.utils.data.Dataset):
         transform: called as fastMRI's transforms are:
             ``transform(kspace, mask, target, attrs, fname, slice_num)``.
         skip_bad_files: warn about and skip unusable files instead of raising.
+        adjacent_slices: N > 0 reads each slice with its N neighbours on either side:
+            k-space (2N + 1, *slice_shape), the slice itself in the middle, the edge
+            slice repeated at the volume's ends (the target stays the middle slice's).
     """
 
     def __init__(
@@ -201,8 +204,12 @@ class SliceDataset(torch.utils.data.Dataset):
         challenge: str,
         transform: Callable | None = None,
         skip_bad_files: bool = False,
+        adjacent_slices: int = 0,
     ):
         check_challenge(challenge)
+        if adjacent_slices < 0:
+            raise ValueError(f"data.adjacent_slices must be >= 0, got {adjacent_slices}")
+        self.adjacent_slices = adjacent_slices
         if isinstance(volumes, (str, os.PathLike)):
             volumes = scan_volumes(list_h5(volumes), challenge, skip_bad_files)
         self.volumes = list(volumes)
@@ -236,12 +243,22 @@ class SliceDataset(torch.utils.data.Dataset):
         vol = self.volumes[v]
         hf = self._open(vol.path)
         try:
-            kspace = hf["kspace"][slice_num]
+            kspace = self._read_kspace(hf["kspace"], slice_num, vol.num_slices)
             target = hf[self.recons_key][slice_num] if vol.has_target else None
         except (OSError, KeyError) as err:
             raise DataError(f"{vol.path}: slice {slice_num}: read failed ({err})") from None
         mask = None if vol.mask is None else vol.mask.copy()
         return kspace, mask, target, dict(vol.metadata), vol.path.name, slice_num
+
+    def _read_kspace(self, kspace: h5py.Dataset, slice_num: int, num_slices: int) -> np.ndarray:
+        n = self.adjacent_slices
+        if n == 0:
+            return kspace[slice_num]
+        # One contiguous read of the neighbours that exist; the edge slice is repeated.
+        lo, hi = max(0, slice_num - n), min(num_slices, slice_num + n + 1)
+        block = kspace[lo:hi]
+        wanted = np.clip(np.arange(slice_num - n, slice_num + n + 1), 0, num_slices - 1)
+        return block[wanted - lo]
 
     def __getitem__(self, i: int):
         sample = self.read(i)

@@ -47,7 +47,8 @@ class SliceSample(NamedTuple):
     """What the loader hands over for one slice (no FFT done yet); a batch adds a leading B.
 
     kspace: complex (C, H, W) as stored in the file (only the acquired samples when the
-        file was acquired undersampled), or already on the grid after augmentation.
+        file was acquired undersampled), or already on the grid after augmentation;
+        (S, C, H, W) with adjacent slices (the slice itself in the middle).
     mask: bool (1, gh, gw), drawn on the model grid (the file's own mask for test files).
     target: float (rh, rw), the file's target cropped to the recon size; (0, 0) when the
         device forms it from the k-space (no target in the file, or augmented) or it is
@@ -71,7 +72,10 @@ class KspaceSample(NamedTuple):
     """One slice ready for a model. Shapes are per slice; a batch adds a leading B.
 
     masked_kspace: complex (C, H, W) acquired samples, model units, true zeros elsewhere.
-    mask: bool (1, H, W), True where acquired.
+        With S adjacent slices (``data.adjacent_slices``) the coils of the slices are
+        stacked, slice by slice: (S * C, H, W), the slice itself in the middle
+        (:func:`stack_slice` takes one out).
+    mask: bool (1, H, W), True where acquired (the same for every slice of a stack).
     kspace: complex (C, H, W) fully sampled k-space, model units (zeros when unknown).
     target: float (rh, rw) target image in original units ((0, 0) when the file has none).
     scale: float () and offset: complex (C,): original = model * scale (+ offset image).
@@ -116,6 +120,25 @@ def collate_slices(
     return [default_collate(group) for group in groups.values()]
 
 
+def slice_coils(x: Tensor, index: int, slices: int) -> Tensor:
+    """The coils of slice ``index`` of a (B, S * C, ...) stack of ``slices`` adjacent slices."""
+    coils = x.shape[1] // slices
+    return x.narrow(1, index * coils, coils)
+
+
+def stack_slice(batch: KspaceSample, index: int, slices: int) -> KspaceSample:
+    """Slice ``index`` of a stack of ``slices`` adjacent slices (coils stacked slice by
+    slice): its own coils of ``masked_kspace``, ``kspace`` and ``offset``."""
+    if slices == 1:
+        return batch
+    return batch._replace(
+        **{
+            name: slice_coils(getattr(batch, name), index, slices)
+            for name in ("masked_kspace", "kspace", "offset")
+        }
+    )
+
+
 def _slice_names(batch: SliceSample, which: Tensor) -> str:
     return ", ".join(
         f"{batch.fname[i]}: slice {int(batch.slice_num[i])}" for i in which.nonzero()[:, 0].tolist()
@@ -144,8 +167,11 @@ def _take(batch: SliceSample, i: int) -> SliceSample:
 def _prepare_group(batch: SliceSample, virtual_coils: int | None, normalize: bool) -> KspaceSample:
     """One same-shape group of loader items -> model sample (batched, on any device)."""
     h, w = batch.mask.shape[-2:]
+    # Adjacent slices (B, S, C, H, W) are stacked as coils, slice by slice.
+    slices = batch.kspace.shape[1] if batch.kspace.ndim == 5 else 1
+    kspace = batch.kspace.flatten(1, 2) if batch.kspace.ndim == 5 else batch.kspace
     # Test files only get their readout cropped (the mask's width is the file's).
-    k = crop_image_domain(batch.kspace, (h, w))
+    k = crop_image_domain(kspace, (h, w))
     # One pass over the (smaller) grid finds NaN / Inf (min and max propagate them, and
     # the FFTs of the crop spread them over the slice) and all-zero slices.
     low, high = torch.aminmax(torch.view_as_real(k).flatten(1), dim=1)
@@ -159,13 +185,16 @@ def _prepare_group(batch: SliceSample, virtual_coils: int | None, normalize: boo
     target = batch.target
     if target.shape[-1] == 0 and not undersampled:  # fully sampled: the image of this grid
         crop = (int(batch.crop_size[0, 0]), int(batch.crop_size[0, 1]))
-        target = kspace_to_image(k, crop)
+        target = kspace_to_image(k.unflatten(1, (slices, -1))[:, slices // 2], crop)
 
     mask = batch.mask
     masked = apply_mask(k, mask)
-    if virtual_coils and k.shape[1] > 1:
-        matrix = coil_compression_matrix(masked, virtual_coils)
-        masked, k = compress_coils(masked, matrix), compress_coils(k, matrix)
+    if virtual_coils and k.shape[1] > slices:
+        # One matrix per stack, from its middle slice, applied to every slice alike.
+        stacks = masked.unflatten(1, (slices, -1))
+        matrix = coil_compression_matrix(stacks[:, slices // 2], virtual_coils)[:, None]
+        masked = compress_coils(stacks, matrix).flatten(1, 2)
+        k = compress_coils(k.unflatten(1, (slices, -1)), matrix).flatten(1, 2)
 
     # Per-slice normalisation from the acquired samples alone, without an FFT
     # (Parseval): a coil image's mean is its k=0 sample / sqrt(HW), and the images'
@@ -278,6 +307,8 @@ class KspaceTransform:
         prepare_in_loader: return the prepared :class:`KspaceSample` per slice instead
             (:func:`prepare_slice` in the loader): right when training on a CPU, where
             the workers do the FFTs in parallel with the training step.
+        adjacent_slices: N > 0 for k-space read with N neighbours on either side
+            (``SliceDataset(adjacent_slices=N)``); one mask for the whole stack.
     """
 
     def __init__(
@@ -288,7 +319,9 @@ class KspaceTransform:
         augmentation: Augmentation | None = None,
         deterministic: bool = True,
         prepare_in_loader: bool = False,
+        adjacent_slices: int = 0,
     ):
+        self.adjacent_slices = adjacent_slices
         self.mask_func = mask_func if mask_func is not None else NoMask()
         self.prepare_in_loader = prepare_in_loader
         self.crop_size = crop_size
@@ -315,7 +348,9 @@ class KspaceTransform:
         k = torch.from_numpy(kspace)  # no copy: the read is the only pass over the slice
         if k.dtype != torch.complex64:
             k = k.to(torch.complex64)
-        if k.ndim == 2:  # singlecoil
+        if self.adjacent_slices:  # (S, [C,] H, W) -> (S, C, H, W)
+            k = k.reshape(2 * self.adjacent_slices + 1, -1, *k.shape[-2:])
+        elif k.ndim == 2:  # singlecoil
             k = k.unsqueeze(0)
         recon = tuple(attrs["recon_size"][:2])
         grid = (self.crop_size, self.crop_size) if self.crop_size else recon

@@ -13,6 +13,7 @@ Shapes follow fastMRI inside the cascades (real, ``(..., 2)`` last); the public
 from __future__ import annotations
 
 import torch
+from fastmri.models import Unet
 from fastmri.models.varnet import NormUnet, SensitivityModel, VarNetBlock
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
@@ -27,36 +28,73 @@ FIRST_ESTIMATES = ("none", "simmim")
 class ImageDenoiser(nn.Module):
     """A real-channel network as a cascade's denoiser, in fastMRI's layout.
 
-    x: (B, 1, H, W, 2) coil-combined image -> same shape. Normalised per image and
-    real / imaginary channel (mean, std), as fastMRI's ``NormUnet`` does for its U-Net;
-    the network runs on (B, 2, H, W) and its output returns to float32 (FFTs follow).
+    x: (B, S, H, W, 2) coil-combined images (S = 1, or a stack of adjacent slices) ->
+    same shape. Normalised per image and real / imaginary channel (mean, std), as
+    fastMRI's ``NormUnet`` does for its U-Net; the network runs on (B, 2S, H, W) and its
+    output returns to float32 (FFTs follow). ``network`` is a SimMIM network (called
+    with an all-ones mask and no mask tokens) or, with ``takes_mask=False``, a plain
+    image-to-image network such as fastMRI's ``Unet``.
     """
 
-    def __init__(self, network: nn.Module):
+    def __init__(self, network: nn.Module, takes_mask: bool = True):
         super().__init__()
         self.network = network
+        self.takes_mask = takes_mask
 
     def forward(self, x: Tensor) -> Tensor:
-        b, _, h, w, _ = x.shape
-        y = x[:, 0].permute(0, 3, 1, 2)  # (B, 2, H, W)
+        b, s, h, w, _ = x.shape
+        y = x.permute(0, 1, 4, 2, 3).reshape(b, 2 * s, h, w)
         mean = y.mean(dim=(-2, -1), keepdim=True)
         std = y.std(dim=(-2, -1), keepdim=True) + 1e-6
-        ones = torch.ones(b, 1, h, w, device=x.device, dtype=x.dtype)
-        out = self.network((y - mean) / std, ones, use_mask_tokens=False).float()
-        return (out * std + mean).permute(0, 2, 3, 1).unsqueeze(1)
+        y = (y - mean) / std
+        if self.takes_mask:
+            ones = torch.ones(b, 1, h, w, device=x.device, dtype=x.dtype)
+            out = self.network(y, ones, use_mask_tokens=False).float()
+        else:
+            out = self.network(y).float()
+        return (out * std + mean).reshape(b, s, 2, h, w).permute(0, 1, 3, 4, 2)
+
+
+class StackDenoiser(nn.Module):
+    """Lets a cascade's denoiser see a stack of adjacent slices as channels.
+
+    The cascades run slice by slice, (B * S, 1, H, W, 2) coil-combined images; the
+    denoiser gets (B, S, H, W, 2), each slice's neighbours beside it, and returns the
+    same (hand-written: fastMRI's cascades know one slice only).
+    """
+
+    def __init__(self, denoiser: nn.Module, slices: int):
+        super().__init__()
+        self.denoiser = denoiser
+        self.slices = slices
+
+    def forward(self, x: Tensor) -> Tensor:
+        stack = x.reshape(-1, self.slices, *x.shape[2:])
+        return self.denoiser(stack).reshape(x.shape)
 
 
 def build_denoiser(
-    name: str, size: str, img_size: tuple[int, int], chans: int, pools: int, patch_size: int
+    name: str,
+    size: str,
+    img_size: tuple[int, int],
+    chans: int,
+    pools: int,
+    patch_size: int,
+    slices: int = 1,
 ) -> nn.Module:
     """``encoder.denoiser``: fastMRI's NormUnet (VarNet's own) or this package's SimMIM
-    network (Swin / ViT encoder + skip decoder, no mask token) on the complex image."""
-    if name == "unet":
-        return NormUnet(chans, pools)
-    if name in ("swin", "vit"):
-        network = SimMIM(name, 1, img_size, patch_size, None, "skip", size, mask_channel=False)
-        return ImageDenoiser(network)
-    raise ConfigError(f"encoder.denoiser={name!r}: one of {DENOISERS}")
+    network (Swin / ViT encoder + skip decoder, no mask token) on the complex image of
+    each slice (of every slice of a stack of ``slices`` adjacent slices)."""
+    if name == "unet" and slices == 1:
+        denoiser = NormUnet(chans, pools)
+    elif name == "unet":  # NormUnet normalises exactly 2 channels: normalise here instead
+        denoiser = ImageDenoiser(Unet(2 * slices, 2 * slices, chans, pools), takes_mask=False)
+    elif name in ("swin", "vit"):
+        network = SimMIM(name, slices, img_size, patch_size, None, "skip", size, mask_channel=False)
+        denoiser = ImageDenoiser(network)
+    else:
+        raise ConfigError(f"encoder.denoiser={name!r}: one of {DENOISERS}")
+    return denoiser if slices == 1 else StackDenoiser(denoiser, slices)
 
 
 class Unrolled(nn.Module):
@@ -74,6 +112,9 @@ class Unrolled(nn.Module):
         size: preset of the first estimate and of a Swin / ViT denoiser.
         chans, pools: the U-Net denoiser's; sens_chans, sens_pools: the sensitivity U-Net's.
         patch_size: patch size of the SimMIM networks.
+        slices: slices per input stack (adjacent slices stacked as coils, slice by slice:
+            ``num_coils`` is slices x coils). Sensitivity maps and data consistency are per
+            slice; the first estimate and the denoisers see the whole stack.
     """
 
     def __init__(
@@ -91,8 +132,12 @@ class Unrolled(nn.Module):
         sens_chans: int = 4,
         sens_pools: int = 4,
         patch_size: int = 2,
+        slices: int = 1,
     ):
         super().__init__()
+        if num_coils % slices:
+            raise ConfigError(f"{num_coils} input coils do not split into {slices} slices")
+        self.slices = slices
         if first_estimate not in FIRST_ESTIMATES:
             raise ConfigError(
                 f"encoder.first_estimate={first_estimate!r}: one of {FIRST_ESTIMATES}"
@@ -108,7 +153,7 @@ class Unrolled(nn.Module):
         )
 
         def make() -> nn.Module:
-            return build_denoiser(denoiser, size, tuple(img_size), chans, pools, patch_size)
+            return build_denoiser(denoiser, size, tuple(img_size), chans, pools, patch_size, slices)
 
         shared = make() if share_weights else None
         self.cascades = nn.ModuleList(
@@ -127,14 +172,20 @@ class Unrolled(nn.Module):
     def forward(
         self, masked_kspace: Tensor, mask: Tensor, num_low_frequencies: int | None
     ) -> Tensor:
-        """masked_kspace: complex (B, C, H, W); mask: bool (B, 1, H, W) -> complex k-space."""
-        ref = torch.view_as_real(masked_kspace)
-        mask5 = mask.unsqueeze(-1)
+        """masked_kspace: complex (B, C, H, W) (C = slices x coils); mask: bool (B, 1, H, W)
+        -> complex k-space (B, C, H, W)."""
+        b, _, h, w = masked_kspace.shape
+
+        def per_slice(x: Tensor) -> Tensor:  # (B, S * C, H, W) -> (B * S, C, H, W, 2)
+            return torch.view_as_real(x.reshape(b * self.slices, -1, h, w))
+
+        ref = per_slice(masked_kspace)
+        mask5 = mask.repeat_interleave(self.slices, 0).unsqueeze(-1)
         sens_maps = self.sens_net(ref, mask5, num_low_frequencies)
-        kspace = torch.view_as_real(self.first_estimate(masked_kspace, mask))
+        kspace = per_slice(self.first_estimate(masked_kspace, mask))
         for cascade in self.cascades:
             if self.checkpointing and self.training:
                 kspace = checkpoint(cascade, kspace, ref, mask5, sens_maps, use_reentrant=False)
             else:
                 kspace = cascade(kspace, ref, mask5, sens_maps)
-        return torch.view_as_complex(kspace.float().contiguous())
+        return torch.view_as_complex(kspace.float().contiguous()).reshape(b, -1, h, w)

@@ -20,7 +20,7 @@ from fastmri.losses import SSIMLoss
 from lightning.pytorch.utilities import grad_norm
 from torch import Tensor
 
-from kspace_mim.data.transforms import KspaceSample
+from kspace_mim.data.transforms import KspaceSample, slice_coils, stack_slice
 from kspace_mim.figures import comparison_figure, save_figure
 from kspace_mim.metrics import VolumeMetrics, kspace_picture, kspace_ssim
 from kspace_mim.modules.schedule import lr_factor
@@ -69,8 +69,10 @@ class ReconstructionModule(L.LightningModule):
         optim: ``lr``, ``weight_decay``, ``warmup_fraction`` (AdamW, linear warm-up, cosine
             over the run's horizon: :mod:`kspace_mim.modules.schedule`).
         data: the data settings the model is trained with (``challenge``, ``normalize``,
-            ``crop_size``, ``virtual_coils``), saved with the hyperparameters so that
-            ``reconstruct`` rebuilds the inputs from the checkpoint alone.
+            ``crop_size``, ``virtual_coils``, ``adjacent_slices``), saved with the
+            hyperparameters so that ``reconstruct`` rebuilds the inputs from the checkpoint
+            alone. With adjacent slices the network sees the whole stack (``num_coils`` is
+            slices x coils) and everything after it (image, losses, metrics) the middle slice.
         on_nonfinite: a NaN / Inf loss "stop"s training (naming the batch) or "skip"s
             the optimizer step.
     """
@@ -92,6 +94,8 @@ class ReconstructionModule(L.LightningModule):
         self.on_nonfinite = on_nonfinite
         # The data settings the model was trained with (challenge, normalize, ...).
         self.data_config: dict[str, Any] = dict(data or {})
+        # Slices per input stack (data.adjacent_slices on either side of the middle one).
+        self.slices = 2 * int(self.data_config.get("adjacent_slices") or 0) + 1
         self.num_coils = num_coils
         self.img_size = tuple(img_size)
         self.loss_weights = {**DEFAULT_LOSS, **(loss or {})}
@@ -117,6 +121,13 @@ class ReconstructionModule(L.LightningModule):
         raise NotImplementedError
 
     # --- shared physics ---------------------------------------------------------------
+    def centre_slice(self, batch: KspaceSample) -> KspaceSample:
+        """The slice being reconstructed (the middle of a stack of adjacent slices)."""
+        return stack_slice(batch, self.slices // 2, self.slices)
+
+    def _centre_coils(self, kspace: Tensor) -> Tensor:
+        return slice_coils(kspace, self.slices // 2, self.slices)
+
     def kspace_output(self, batch: KspaceSample, prediction: Tensor) -> ReconOutput:
         """Predicted k-space (model units) -> data consistency -> image in original units.
 
@@ -126,23 +137,30 @@ class ReconstructionModule(L.LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             prediction = prediction.to(torch.complex64)
             kspace = data_consistency(prediction, batch.masked_kspace, batch.mask)
-            image = form_image(kspace, batch.scale, batch.offset, batch.crop_size)
-        return ReconOutput(image, kspace, prediction)
+        return self.unrolled_output(batch, kspace, prediction)
 
-    def unrolled_output(self, batch: KspaceSample, kspace: Tensor) -> ReconOutput:
+    def unrolled_output(
+        self, batch: KspaceSample, kspace: Tensor, prediction: Tensor | None = None
+    ) -> ReconOutput:
         """The k-space of an unrolled network (soft data consistency in every cascade, so
         no hard data consistency after the last) -> image in original units."""
         with torch.autocast(self.device.type, enabled=False):
-            kspace = kspace.to(torch.complex64)
-            image = form_image(kspace, batch.scale, batch.offset, batch.crop_size)
-        return ReconOutput(image, kspace, kspace)
+            kspace = self._centre_coils(kspace.to(torch.complex64))
+            prediction = kspace if prediction is None else self._centre_coils(prediction)
+            centre = self.centre_slice(batch)
+            image = form_image(kspace, centre.scale, centre.offset, centre.crop_size)
+        return ReconOutput(image, kspace, prediction)
 
-    def zero_filled_image(self, batch: KspaceSample) -> Tensor:
-        return form_image(batch.masked_kspace, batch.scale, batch.offset, batch.crop_size)
+    def zero_filled_image(self, batch: KspaceSample, index: int | None = None) -> Tensor:
+        """The zero-filled image of the middle slice (or of slice ``index`` of the stack)."""
+        index = self.slices // 2 if index is None else index
+        one = stack_slice(batch, index, self.slices)
+        return form_image(one.masked_kspace, one.scale, one.offset, one.crop_size)
 
     # --- losses -----------------------------------------------------------------------
     def loss(self, batch: KspaceSample, out: ReconOutput) -> dict[str, Tensor]:
         w = self.loss_weights
+        batch = self.centre_slice(batch)
         terms: dict[str, Tensor] = {}
         if w["kspace_l1"] and out.prediction is not None:
             # SimMIM's masked L1: mean over unacquired samples and real/imag channels.
@@ -200,12 +218,13 @@ class ReconstructionModule(L.LightningModule):
         if batch.target.numel() == 0:
             return  # challenge files: no target to score against
         out = self.reconstruct(batch)
+        full_kspace = self.centre_slice(batch).kspace
         image = out.image.float().cpu().numpy()
         target = batch.target.float().cpu().numpy()
         for i, (fname, slice_num) in enumerate(zip(batch.fname, batch.slice_num, strict=True)):
             k_ssim = None
             if out.kspace is not None:
-                k_ssim = kspace_ssim(out.kspace[i], batch.kspace[i])
+                k_ssim = kspace_ssim(out.kspace[i], full_kspace[i])
             max_value = float(batch.max_value[i]) or float(target[i].max())
             self.val_metrics.update(fname, int(slice_num), target[i], image[i], max_value, k_ssim)
         if batch_idx == 0 and self._figure_batch is None:
@@ -261,7 +280,8 @@ class ReconstructionModule(L.LightningModule):
         zero_filled = self.zero_filled_image(batch)[i].float().cpu().numpy()
         k_zf = k_rec = None
         if out.kspace is not None:
-            k_zf, k_rec = kspace_picture(batch.masked_kspace[i]), kspace_picture(out.kspace[i])
+            k_zf = kspace_picture(self.centre_slice(batch).masked_kspace[i])
+            k_rec = kspace_picture(out.kspace[i])
         metrics = {
             "ssim": self.last_metrics[stage]["ssim"],
             "psnr": self.last_metrics[stage]["psnr"],

@@ -31,17 +31,21 @@ class UnetModule(ReconstructionModule):
         super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite)
         self.save_hyperparameters()
         arch = resolve("unet", size, chans=chans, num_pool_layers=num_pool_layers)
-        self.unet = Unet(in_chans=1, out_chans=1, drop_prob=drop_prob, **arch)
+        # Adjacent slices (data.adjacent_slices) are input channels; the output is the middle.
+        self.unet = Unet(in_chans=self.slices, out_chans=1, drop_prob=drop_prob, **arch)
 
     def _normalized(self, batch: KspaceSample):
-        image = self.zero_filled_image(batch)
-        mean = image.mean(dim=(-2, -1), keepdim=True)
-        std = image.std(dim=(-2, -1), keepdim=True) + 1e-11
-        return ((image - mean) / std).clamp(-6, 6), mean, std
+        """(B, S, h, w) zero-filled images of the stack, normalised by the middle one's
+        mean and std (B, 1, 1), which the output and the target share."""
+        images = torch.stack([self.zero_filled_image(batch, s) for s in range(self.slices)], 1)
+        middle = images[:, self.slices // 2]
+        mean = middle.mean(dim=(-2, -1), keepdim=True)
+        std = middle.std(dim=(-2, -1), keepdim=True) + 1e-11
+        return ((images - mean[:, None]) / std[:, None]).clamp(-6, 6), mean, std
 
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
         x, mean, std = self._normalized(batch)
-        return ReconOutput(self.unet(x[:, None])[:, 0] * std + mean)
+        return ReconOutput(self.unet(x)[:, 0] * std + mean)
 
     def loss(self, batch: KspaceSample, out: ReconOutput) -> dict[str, torch.Tensor]:
         terms = {}

@@ -54,6 +54,7 @@ class UnrolledModule(ReconstructionModule):
             checkpointing=checkpointing,
             size=size,
             patch_size=patch_size,
+            slices=self.slices,
             **arch,
         )
 

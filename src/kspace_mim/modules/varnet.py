@@ -15,6 +15,7 @@ from fastmri.models import VarNet
 
 from kspace_mim.data.transforms import KspaceSample
 from kspace_mim.models.presets import resolve
+from kspace_mim.models.simmim import ConfigError
 from kspace_mim.modules.base import ReconOutput, ReconstructionModule, common_low_frequencies
 
 
@@ -40,6 +41,12 @@ class VarNetModule(ReconstructionModule):
     ):
         super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite)
         self.save_hyperparameters()
+        if self.slices > 1:
+            raise ConfigError(
+                "data.adjacent_slices: fastMRI's VarNet reconstructs one slice at a time; "
+                "encoder=unrolled (encoder.first_estimate=none is VarNet's shape), unet, "
+                "swin or vit take adjacent slices"
+            )
         arch = resolve(
             "varnet",
             size,
