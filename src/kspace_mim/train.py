@@ -28,6 +28,7 @@ from kspace_mim.jobs import relaunch_this_job_only, run_job
 from kspace_mim.loggers import build_logger
 from kspace_mim.modules import load_pretrained
 from kspace_mim.modules.base import ReconstructionModule
+from kspace_mim.supervision import build_supervision
 from kspace_mim.utils import print_config_tree, print_metrics_table
 
 # Validation metrics are already identical on every rank (gathered per slice, then
@@ -36,10 +37,12 @@ warnings.filterwarnings("ignore", message=".*when logging on epoch level in dist
 
 
 def build_datamodule(cfg: DictConfig) -> FastMRIDataModule:
+    supervision = build_supervision(OmegaConf.to_container(cfg.supervision, resolve=True))
     return hydra.utils.instantiate(
         cfg.data,
         mask=hydra.utils.instantiate(cfg.mask),
         augmentation=hydra.utils.instantiate(cfg.augmentation),
+        train_needs_targets=supervision.needs_targets,
     )
 
 
@@ -59,6 +62,7 @@ def build_model(cfg: DictConfig, datamodule: FastMRIDataModule) -> Reconstructio
             "adjacent_slices": cfg.data.adjacent_slices,
         },
         on_nonfinite=cfg.train.on_nonfinite,
+        supervision=OmegaConf.to_container(cfg.supervision, resolve=True),
     )
     if cfg.model.init_from:
         load_pretrained(model, cfg.model.init_from)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
-from kspace_mim.data.samplers import VolumeBatchSampler
+from kspace_mim.data.samplers import GridBatchSampler, VolumeBatchSampler
 from kspace_mim.data.synthesize import SPLITS, ensure_synthetic
 from kspace_mim.data.transforms import (
     KspaceSample,
@@ -68,6 +68,11 @@ class FastMRIDataModule(L.LightningDataModule):
         synthetic_root: the folder of the embedded synthetic data set. A configured
             folder ``<synthetic_root>/<challenge>_<split>`` that is missing is written
             on first use; any other missing folder is an error.
+        train_volumes: train on the first N volumes of the train folder only (sorted by
+            name; label-efficient studies), None: all.
+        train_needs_targets: whether every training file must hold a fully sampled target
+            (``supervision=supervised``); False accepts undersampled-only files (fastMRI's
+            test layout, their own mask) for ``supervision=ssdu``.
         adjacent_slices: N neighbours on either side of each slice, stacked as extra
             coils (2N + 1 slices, the edge slice repeated at a volume's ends), for the
             models whose denoiser sees images; the target stays the middle slice's.
@@ -93,8 +98,14 @@ class FastMRIDataModule(L.LightningDataModule):
         prepare_on: str = "auto",
         synthetic_root: str | None = None,
         adjacent_slices: int = 0,
+        train_volumes: int | None = None,
+        train_needs_targets: bool = True,
     ):
         super().__init__()
+        if train_volumes is not None and train_volumes < 1:
+            raise ValueError(f"data.train_volumes must be >= 1 (or null), got {train_volumes}")
+        self.train_volumes = train_volumes
+        self.train_needs_targets = train_needs_targets
         if adjacent_slices < 0:
             raise ValueError(f"data.adjacent_slices must be >= 0, got {adjacent_slices}")
         self.adjacent_slices = adjacent_slices
@@ -145,6 +156,25 @@ class FastMRIDataModule(L.LightningDataModule):
             volumes, self.challenge, transform, adjacent_slices=self.adjacent_slices
         )
 
+    def _take_train_volumes(self, train: list[Volume]) -> list[Volume]:
+        """``train_volumes`` of them, and only files with targets when training needs them."""
+        if self.train_volumes is not None:
+            if self.train_volumes > len(train):
+                raise ValueError(
+                    f"data.train_volumes={self.train_volumes}, but the train folder has "
+                    f"{len(train)} volume(s)"
+                )
+            train = train[: self.train_volumes]
+        untargeted = [v.path.name for v in train if not v.has_target]
+        if untargeted and self.train_needs_targets:
+            names = ", ".join(untargeted[:10]) + (", ..." if len(untargeted) > 10 else "")
+            raise ValueError(
+                f"data.train_path: {len(untargeted)} file(s) have no fully sampled target "
+                f"(undersampled, fastMRI's test layout): {names}; supervision=ssdu learns "
+                "from such files, supervised training needs reconstruction_rss / _esc"
+            )
+        return train
+
     def _check_coils(self, volumes: list[Volume], stage: str) -> None:
         coils = Counter(v.num_coils for v in volumes)
         if len(coils) > 1 and not self.virtual_coils:
@@ -185,6 +215,7 @@ class FastMRIDataModule(L.LightningDataModule):
                     len(train),
                     len(val),
                 )
+            train = self._take_train_volumes(train)
             self._check_coils(train + val, "train/val")
             if train:
                 self.datasets["train"] = self._dataset(train, train=True)
@@ -234,6 +265,14 @@ class FastMRIDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
         world, rank = self._world()
+        if any(v.mask is not None for v in dataset.volumes):
+            # Undersampled files keep their own width: batch only slices of one grid.
+            keys = [
+                dataset.volumes[v].shape[-1] if dataset.volumes[v].mask is not None else -1
+                for v, _ in dataset.index
+            ]
+            sampler = GridBatchSampler(keys, self.batch_size, self.split_seed, world, rank)
+            return self._loader(dataset, batch_sampler=sampler)
         if world > 1:
             sampler = DistributedSampler(dataset, world, rank, shuffle=True, drop_last=True)
             return self._loader(

@@ -10,6 +10,7 @@ hold k-space already masked (true zeros), their ``mask`` and the attrs
 ``acceleration`` / ``num_low_frequency``, and no target.
 
     python -m kspace_mim.data.synthesize --out DIR [--challenge multicoil] [--split train]
+    python -m kspace_mim.data.synthesize --out DIR --split train --undersampled  # SSDU data
 """
 
 from __future__ import annotations
@@ -127,9 +128,18 @@ def coil_sensitivities(
 
 
 def synthesize_volume(
-    path: Path, challenge: str, split: str, slices: int, coils: int, size: int, seed: int
+    path: Path,
+    challenge: str,
+    split: str,
+    slices: int,
+    coils: int,
+    size: int,
+    seed: int,
+    undersampled: bool = False,
+    accelerations: tuple[int, ...] = (4, 8),
 ) -> None:
-    """Write one fastMRI volume to ``path``."""
+    """Write one fastMRI volume to ``path``: in the test layout (masked k-space, its
+    ``mask``, no target) for the test split or when ``undersampled``."""
     gen = torch.Generator().manual_seed(seed)
     rows = 2 * size  # 2x readout oversampling, as the knee data (640 -> 320)
     cols = 2 * round(size * 1.15 / 2) + 4 * int(torch.randint(0, 2, (), generator=gen))
@@ -173,8 +183,8 @@ def synthesize_volume(
     }
     with h5py.File(path, "w") as hf:
         hf.create_dataset("ismrmrd_header", data=header.encode())
-        if split == "test":
-            acceleration = (4, 8)[seed % 2]
+        if split == "test" or undersampled:
+            acceleration = accelerations[seed % len(accelerations)]
             center = {4: 0.08, 8: 0.04}[acceleration]
             mask_func = CartesianMask(EquispacedMaskFractionFunc([center], [acceleration]))
             mask, num_low, _ = mask_func((rows, cols), seed_from_fname(path.name))
@@ -201,8 +211,18 @@ def synthesize(
     size: int = 128,
     seed: int = 0,
     progress: bool = True,
+    undersampled: bool = False,
+    accelerations: tuple[int, ...] = (4, 8),
 ) -> list[Path]:
-    """Write ``volumes`` fastMRI files into the folder ``out``; returns their paths."""
+    """Write ``volumes`` fastMRI files into the folder ``out``; returns their paths.
+
+    ``undersampled`` writes any split in fastMRI's test layout, as a scanner that never
+    acquires fully sampled data would: one equispaced Cartesian mask per file (the
+    fastMRI test set's centre fractions), its acceleration drawn from ``accelerations``
+    per file, the same anatomy as without it."""
+    unknown = set(accelerations) - {4, 8}
+    if unknown or not accelerations:
+        raise ValueError(f"accelerations must be 4 and / or 8, got {accelerations}")
     if challenge not in ("singlecoil", "multicoil"):
         raise ValueError(f"challenge must be singlecoil or multicoil, got {challenge!r}")
     if split not in SPLITS:
@@ -217,7 +237,15 @@ def synthesize(
     bar = tqdm(paths, desc=f"{challenge}_{split}", unit="volume", disable=not progress)
     for i, path in enumerate(bar):
         synthesize_volume(
-            path, challenge, split, slices, coils, size, seed * 100003 + FIRST_FILE[split] + i
+            path,
+            challenge,
+            split,
+            slices,
+            coils,
+            size,
+            seed * 100003 + FIRST_FILE[split] + i,
+            undersampled,
+            tuple(accelerations),
         )
     return paths
 
@@ -297,6 +325,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--coils", type=int, default=8)
     parser.add_argument("--size", type=int, default=128, help="recon size (image is size x size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--undersampled",
+        action="store_true",
+        help="write the files in fastMRI's test layout (masked k-space, mask, no target) "
+        "whatever the split: training data for supervision=ssdu",
+    )
+    parser.add_argument(
+        "--accelerations",
+        default="4,8",
+        help="accelerations the undersampled / test masks are drawn from, per file (4,8)",
+    )
     args = parser.parse_args(argv)
     common = dict(
         challenge=args.challenge,
@@ -304,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
         coils=args.coils,
         size=args.size,
         seed=args.seed,
+        undersampled=args.undersampled,
+        accelerations=tuple(int(a) for a in args.accelerations.split(",")),
     )
     if args.split:
         synthesize(args.out, split=args.split, volumes=args.volumes or 4, **common)

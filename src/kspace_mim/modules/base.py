@@ -24,7 +24,9 @@ from kspace_mim.data.transforms import KspaceSample, slice_coils, stack_slice
 from kspace_mim.figures import comparison_figure, save_figure
 from kspace_mim.metrics import VolumeMetrics, kspace_picture, kspace_ssim
 from kspace_mim.modules.schedule import lr_factor
+from kspace_mim.models.simmim import ConfigError
 from kspace_mim.physics import data_consistency, form_image
+from kspace_mim.supervision import build_supervision
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +77,14 @@ class ReconstructionModule(L.LightningModule):
             slices x coils) and everything after it (image, losses, metrics) the middle slice.
         on_nonfinite: a NaN / Inf loss "stop"s training (naming the batch) or "skip"s
             the optimizer step.
+        supervision: what training learns from (:mod:`kspace_mim.supervision`): ``name``
+            "supervised" (the fully sampled target, the default) or "ssdu" (held-out
+            acquired samples), with that class's arguments.
     """
 
     trainable = True
+    # Whether the output passes through k-space (SSDU's loss lives there).
+    has_kspace_output = True
 
     def __init__(
         self,
@@ -87,10 +94,17 @@ class ReconstructionModule(L.LightningModule):
         optim: dict | None = None,
         data: dict | None = None,
         on_nonfinite: str = "stop",
+        supervision: dict | None = None,
     ):
         super().__init__()
         if on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"train.on_nonfinite must be stop or skip, got {on_nonfinite!r}")
+        self.supervision = build_supervision(supervision)
+        if self.supervision.needs_kspace_output and not self.has_kspace_output:
+            raise ConfigError(
+                f"supervision={self.supervision.name} learns in k-space: {type(self).__name__} "
+                "outputs an image only; encoder=swin, vit, varnet or unrolled can"
+            )
         self.on_nonfinite = on_nonfinite
         # The data settings the model was trained with (challenge, normalize, ...).
         self.data_config: dict[str, Any] = dict(data or {})
@@ -183,7 +197,7 @@ class ReconstructionModule(L.LightningModule):
 
     # --- training ---------------------------------------------------------------------
     def training_step(self, batch: KspaceSample, batch_idx: int) -> Tensor | None:
-        terms = self.loss(batch, self.reconstruct(batch))
+        terms = self.supervision.training_terms(self, batch)
         bs = batch.masked_kspace.shape[0]
         if not torch.isfinite(terms["loss"]):
             slices = zip(batch.fname, batch.slice_num, strict=True)

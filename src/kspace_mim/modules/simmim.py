@@ -39,9 +39,10 @@ class SimMIMModule(ReconstructionModule):
         optim: dict | None = None,
         data: dict | None = None,
         on_nonfinite: str = "stop",
+        supervision: dict | None = None,
         **arch,
     ):
-        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite)
+        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite, supervision)
         self.save_hyperparameters()
         if domain not in DOMAINS:
             raise ConfigError(f"encoder.domain={domain!r}: one of {DOMAINS}")

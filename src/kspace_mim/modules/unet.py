@@ -15,6 +15,8 @@ class UnetModule(ReconstructionModule):
     size, instance-normalised (mean/std, clamped to +-6), U-Net, de-normalised; L1 loss on
     the normalised images (``loss.image_ssim`` adds SSIM on the image)."""
 
+    has_kspace_output = False
+
     def __init__(
         self,
         num_coils: int,
@@ -27,8 +29,9 @@ class UnetModule(ReconstructionModule):
         optim: dict | None = None,
         data: dict | None = None,
         on_nonfinite: str = "stop",
+        supervision: dict | None = None,
     ):
-        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite)
+        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite, supervision)
         self.save_hyperparameters()
         arch = resolve("unet", size, chans=chans, num_pool_layers=num_pool_layers)
         # Adjacent slices (data.adjacent_slices) are input channels; the output is the middle.

@@ -38,8 +38,9 @@ class VarNetModule(ReconstructionModule):
         optim: dict | None = None,
         data: dict | None = None,
         on_nonfinite: str = "stop",
+        supervision: dict | None = None,
     ):
-        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite)
+        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite, supervision)
         self.save_hyperparameters()
         if self.slices > 1:
             raise ConfigError(
