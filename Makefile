@@ -8,7 +8,7 @@ SYNTH_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test train data results bench lint clean
+.PHONY: install test train data results results-ssdu bench lint clean
 
 install: $(STAMP)
 
@@ -34,6 +34,11 @@ train: install data
 # (about 40 minutes on 2 CPU cores); the rows also go to docs/results.json.
 results: install data
 	$(BIN)/python -m kspace_mim.results --data $(DATA_ROOT)/synthetic --out docs/results.json
+
+# The README's label-efficient table (SSDU), 4x, 2 seeds (about 20 minutes on 2 CPU cores).
+results-ssdu: install data
+	$(BIN)/python -m kspace_mim.results --table ssdu --data $(DATA_ROOT)/synthetic \
+		--out docs/label_efficiency.json
 
 # Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them
 # (a GPU machine adds its rows beside the CPU ones).

@@ -23,8 +23,8 @@ from torch import Tensor
 from kspace_mim.data.transforms import KspaceSample, slice_coils, stack_slice
 from kspace_mim.figures import comparison_figure, save_figure
 from kspace_mim.metrics import VolumeMetrics, kspace_picture, kspace_ssim
-from kspace_mim.modules.schedule import lr_factor
 from kspace_mim.models.simmim import ConfigError
+from kspace_mim.modules.schedule import lr_factor
 from kspace_mim.physics import data_consistency, form_image
 from kspace_mim.supervision import build_supervision
 
