@@ -213,3 +213,36 @@ def test_only_the_default_synthetic_folders_are_written(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="data.train_path"):
         real.setup("fit")  # real data configs never synthesize
     assert not (tmp_path / "knee_train").exists()
+
+
+def test_undersampled_train_files_need_ssdu(data_root):
+    """A folder of test-layout files: supervised training names the files without a
+    target; with SSDU it trains on them, their own masks, batched by width."""
+    folder = [
+        f"data.train_path={data_root}/multicoil_test",
+        f"data.val_path={data_root}/multicoil_val",
+    ]
+    common = [*folder, "data.crop_size=32", "data.num_workers=0", "data.batch_size=2"]
+    with pytest.raises(ValueError, match="file1002000.h5, file1002001.h5.*supervision=ssdu"):
+        make_datamodule(common).setup("fit")
+    dm = make_datamodule([*common, "supervision=ssdu"])
+    dm.setup("fit")
+    batches = model_batches(dm, dm.train_dataloader())
+    assert batches and all(b.kspace.abs().sum() == 0 for b in batches)  # no full k-space
+    widths = {v.shape[-1] for v in dm.datasets["train"].volumes}
+    assert len(widths) == 2  # the two test files differ in width: never batched together
+    assert {b.masked_kspace.shape[-1] for b in batches} == widths
+    assert all(b.target.numel() == 0 for b in batches)
+
+
+def test_train_volumes_takes_the_first_n(data_root):
+    common = [
+        f"data.train_path={data_root}/multicoil_train",
+        f"data.val_path={data_root}/multicoil_val",
+    ]
+    dm = make_datamodule([*common, "data.train_volumes=2"])
+    dm.setup("fit")
+    names = sorted({v.path.name for v in dm.datasets["train"].volumes})
+    assert names == ["file1000000.h5", "file1000001.h5"]
+    with pytest.raises(ValueError, match="data.train_volumes=9, but the train folder has 5"):
+        make_datamodule([*common, "data.train_volumes=9"]).setup("fit")

@@ -121,3 +121,24 @@ def test_ensure_synthetic_writes_missing_default_folders_once(tmp_path, monkeypa
     assert synth.ensure_synthetic(folders, "multicoil") == []  # present: untouched
     assert folders["train"].stat().st_mtime_ns == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["multicoil_train", "multicoil_val"]
+
+
+def test_undersampled_writes_the_same_anatomy_in_the_test_layout(tmp_path):
+    """`--undersampled` on the train split: fastMRI's test layout (masked k-space with
+    true zeros, its mask, acceleration, no target), the anatomy of the fully sampled file
+    of the same name, only the drawn accelerations."""
+    from kspace_mim.data.synthesize import main
+
+    kw = ["--split", "train", "--volumes", "2", "--slices", "1", "--coils", "2", "--size", "16"]
+    main(["--out", str(tmp_path / "full"), *kw])
+    main(["--out", str(tmp_path / "us"), *kw, "--undersampled", "--accelerations", "4"])
+    for full in sorted((tmp_path / "full").glob("*.h5")):
+        with h5py.File(full) as hf, h5py.File(tmp_path / "us" / full.name) as hu:
+            assert "reconstruction_rss" not in hu and "reconstruction_rss" in hf
+            assert hu.attrs["acceleration"] == 4 and hu.attrs["num_low_frequency"] > 0
+            mask = hu["mask"][()]
+            expected = np.where(mask, hf["kspace"][()], 0)
+            np.testing.assert_array_equal(hu["kspace"][()], expected)
+            assert 0.15 < mask.mean() < 0.4
+    with pytest.raises(ValueError, match="accelerations"):
+        synthesize(tmp_path / "bad", accelerations=(3,), progress=False)

@@ -1,10 +1,13 @@
-"""Evaluate predictions the way the fastMRI leaderboard does.
+"""Evaluate predictions the way the fastMRI leaderboard did.
 
     python -m kspace_mim.evaluate target=DIR predictions=DIR [challenge=...] [acquisition=...]
         [output=FILE.json]
 
-Prints a table (per volume, per acquisition, mean) and writes JSON:
-``{"ssim", "psnr", "nmse", "num_volumes", "volumes": {"<file>.h5": {...}}, "acquisitions": {...}}``.
+Prints a table (per volume, per acquisition, per acceleration, mean) and writes JSON:
+``{"ssim", "psnr", "nmse", "num_volumes", "volumes": {"<file>.h5": {...}},
+"acquisitions": {...}, "accelerations": {"4x": {...}, "8x": {...}}}``. Accelerations come
+from the target files' attributes or, for the benchmark split's ``test_full/``, from the
+``split.json`` beside it (``python -m kspace_mim.data.split``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ def print_result(result: dict) -> None:
     """Per volume, per acquisition and the mean."""
     rows = [(name, m) for name, m in result["volumes"].items()]
     rows += [(f"{acq} ({m['num_volumes']})", m) for acq, m in result["acquisitions"].items()]
+    rows += [(f"{acc} ({m['num_volumes']})", m) for acc, m in result["accelerations"].items()]
     rows.append((f"mean ({result['num_volumes']})", result))
     cells = ((n, f"{m['ssim']:.4f}", f"{m['psnr']:.2f}", f"{m['nmse']:.4f}") for n, m in rows)
     print_table("fastMRI metrics", ("volume", "SSIM", "PSNR", "NMSE"), cells)

@@ -9,6 +9,7 @@ which is exact for every volume and de-duplicates slices seen twice.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -158,6 +159,8 @@ def evaluate_folders(
     predictions_dir = Path(predictions_dir)
     volumes: dict[str, dict[str, float]] = {}
     acquisitions: dict[str, str] = {}
+    accelerations: dict[str, int | None] = {}
+    known = split_accelerations(target_dir)
     targets = list_h5(target_dir)
     missing = [t.name for t in targets if not (predictions_dir / t.name).is_file()]
     if missing:
@@ -169,13 +172,13 @@ def evaluate_folders(
     for path in targets:
         try:
             scored = _score_volume(
-                path, predictions_dir / path.name, key, acquisition, acceleration
+                path, predictions_dir / path.name, key, acquisition, acceleration, known
             )
         except (OSError, ValueError) as err:
             failed[path.name] = str(err)  # named in the result, the others still scored
             continue
         if scored is not None:
-            volumes[path.name], acquisitions[path.name] = scored
+            volumes[path.name], acquisitions[path.name], accelerations[path.name] = scored
     if not volumes:
         detail = "; ".join(f"{k}: {v}" for k, v in failed.items())
         raise ValueError("no target volume could be scored" + (f" ({detail})" if detail else ""))
@@ -190,14 +193,40 @@ def evaluate_folders(
         | {"num_volumes": sum(a == acq for a in acquisitions.values())}
         for acq in sorted(set(acquisitions.values()))
     }
+    # Per acceleration, as papers report the benchmark (known from the files' attrs or
+    # the split's manifest).
+    result["accelerations"] = {
+        f"{accel}x": {
+            k: float(np.mean([volumes[f][k] for f in volumes if accelerations[f] == accel]))
+            for k in METRICS
+        }
+        | {"num_volumes": sum(a == accel for a in accelerations.values())}
+        for accel in sorted({a for a in accelerations.values() if a is not None})
+    }
     result["failed"] = failed
     return result
 
 
+def split_accelerations(target_dir: str | Path) -> dict[str, int]:
+    """Each test file's acceleration from the ``split.json`` that ``python -m
+    kspace_mim.data.split`` writes beside ``test_full/`` (empty when there is none)."""
+    manifest = Path(target_dir).parent / "split.json"
+    if not manifest.is_file():
+        return {}
+    tests = json.loads(manifest.read_text()).get("test", {})
+    return {name: int(v["acceleration"]) for name, v in tests.items()}
+
+
 def _score_volume(
-    target_path: Path, pred_path: Path, key: str, acquisition: str | None, acceleration: int | None
-) -> tuple[dict[str, float], str] | None:
-    """fastMRI's metrics of one volume and its acquisition; None when filtered out."""
+    target_path: Path,
+    pred_path: Path,
+    key: str,
+    acquisition: str | None,
+    acceleration: int | None,
+    known: dict[str, int] | None = None,
+) -> tuple[dict[str, float], str, int | None] | None:
+    """fastMRI's metrics of one volume, its acquisition and acceleration (``known`` by
+    file name, else the file's attribute); None when filtered out."""
     try:
         target_file = h5py.File(target_path, "r")
     except OSError as err:
@@ -206,9 +235,11 @@ def _score_volume(
         if key not in hf:
             raise ValueError(f"target has no '{key}' (a {key.split('_')[-1]} target folder?)")
         attrs = dict(hf.attrs)
+        accel = (known or {}).get(target_path.name, attrs.get("acceleration"))
+        accel = None if accel is None else int(accel)
         if acquisition and attrs.get("acquisition") != acquisition:
             return None
-        if acceleration and attrs.get("acceleration") != acceleration:
+        if acceleration and accel != acceleration:
             return None
         target = hf[key][()]
     try:
@@ -226,4 +257,4 @@ def _score_volume(
         raise ValueError("prediction contains NaN or Inf")
     target = center_crop(torch.from_numpy(target), (width, width)).numpy()
     pred = center_crop(torch.from_numpy(pred), (width, width)).numpy()
-    return volume_metrics(target, pred), str(attrs.get("acquisition", "unknown"))
+    return volume_metrics(target, pred), str(attrs.get("acquisition", "unknown")), accel

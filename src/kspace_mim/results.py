@@ -208,20 +208,21 @@ def make_label_results(
         }
     ]
     for seed in seeds:
-        runs = {
-            SUPERVISED_FEW: [f"data.train_volumes={few}"],
-            SSDU_ONLY: ["supervision=ssdu", f"data.train_path={undersampled}"],
-            SSDU_TUNED: [f"data.train_volumes={few}"],
-            SUPERVISED_ALL: [],
+        ssdu_ckpt = out_dir / "ssdu" / f"seed{seed}" / "checkpoints" / "last.ckpt"
+        runs = {  # run folder -> (row name, overrides), in order: fine-tuning follows SSDU
+            "supervised_few": (SUPERVISED_FEW, [f"data.train_volumes={few}"]),
+            "ssdu": (SSDU_ONLY, ["supervision=ssdu", f"data.train_path={undersampled}"]),
+            "ssdu_finetuned": (
+                SSDU_TUNED,
+                [f"data.train_volumes={few}", f"model.init_from={ssdu_ckpt}"],
+            ),
+            "supervised_all": (SUPERVISED_ALL, []),
         }
-        for template, extra in runs.items():
-            name = template.format(n=few, m=m)
-            run_dir = out_dir / _slug(template.split(",")[0]) / f"seed{seed}"
-            if template == SSDU_TUNED:
-                ssdu_ckpt = out_dir / _slug(SSDU_ONLY.split(",")[0]) / f"seed{seed}"
-                extra = [*extra, f"model.init_from={ssdu_ckpt}/checkpoints/last.ckpt"]
+        for folder, (template, extra) in runs.items():
             overrides = [*common, *SSDU_MODEL, *extra, f"seed={seed}"]
-            rows.append({**_train_row(overrides, run_dir, name, 4, seed), "trained": True})
+            run_dir = out_dir / folder / f"seed{seed}"
+            row = _train_row(overrides, run_dir, template.format(n=few, m=m), 4, seed)
+            rows.append({**row, "trained": True})
     for r in rows:
         r["pretrained"] = r["model"].startswith("SSDU pre-trained")
     table = label_table_markdown(rows, budget_s, steps, batch_size, len(seeds))

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
 from kspace_mim.data.samplers import GridBatchSampler, VolumeBatchSampler
+from kspace_mim.data.split import load_split
 from kspace_mim.data.synthesize import SPLITS, ensure_synthetic
 from kspace_mim.data.transforms import (
     KspaceSample,
@@ -68,6 +69,12 @@ class FastMRIDataModule(L.LightningDataModule):
         synthetic_root: the folder of the embedded synthetic data set. A configured
             folder ``<synthetic_root>/<challenge>_<split>`` that is missing is written
             on first use; any other missing folder is an error.
+        split, split_file: a benchmark split (``val99_test100``, shipped; or any JSON with
+            ``val_list`` / ``test_list``): validation on the ``val_list`` files of
+            ``val_path``, test on the ``test_list`` files of ``test_path`` (default
+            ``<split_dir>/test``, masked by ``python -m kspace_mim.data.split``). Listed
+            files that are missing are named.
+        split_dir: where ``python -m kspace_mim.data.split`` wrote the split.
         train_volumes: train on the first N volumes of the train folder only (sorted by
             name; label-efficient studies), None: all.
         train_needs_targets: whether every training file must hold a fully sampled target
@@ -100,8 +107,14 @@ class FastMRIDataModule(L.LightningDataModule):
         adjacent_slices: int = 0,
         train_volumes: int | None = None,
         train_needs_targets: bool = True,
+        split: str | None = None,
+        split_file: str | None = None,
+        split_dir: str | None = None,
     ):
         super().__init__()
+        self.split_lists = load_split(split, split_file) if split or split_file else None
+        if self.split_lists and not test_path and split_dir:
+            test_path = str(Path(os.path.expanduser(split_dir)) / "test")
         if train_volumes is not None and train_volumes < 1:
             raise ValueError(f"data.train_volumes must be >= 1 (or null), got {train_volumes}")
         self.train_volumes = train_volumes
@@ -132,6 +145,8 @@ class FastMRIDataModule(L.LightningDataModule):
         path = self.paths[stage]
         try:
             files = list_h5(Path(os.path.expanduser(path)))
+            if self.split_lists and stage in ("val", "test"):
+                files = self._split_files(stage, files)
         except FileNotFoundError as err:
             hint = (
                 "point it at a folder of fastMRI .h5 files"
@@ -155,6 +170,18 @@ class FastMRIDataModule(L.LightningDataModule):
         return SliceDataset(
             volumes, self.challenge, transform, adjacent_slices=self.adjacent_slices
         )
+
+    def _split_files(self, stage: str, files: list[Path]) -> list[Path]:
+        """The benchmark split's files of this stage, in the split's order; missing ones named."""
+        names = self.split_lists[f"{stage}_list"]
+        by_name = {f.name: f for f in files}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} file(s) of the split's {stage}_list are not in "
+                f"{files[0].parent}: {', '.join(missing)}"
+            )
+        return [by_name[n] for n in names]
 
     def _take_train_volumes(self, train: list[Volume]) -> list[Volume]:
         """``train_volumes`` of them, and only files with targets when training needs them."""
