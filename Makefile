@@ -8,7 +8,7 @@ SYNTH_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test train data results results-ssdu bench lint clean
+.PHONY: install test train data results results-ssdu bench lint clean mutation
 
 install: $(STAMP)
 
@@ -59,6 +59,11 @@ bench: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Mutation proof of the tests behind the README's promises (not part of make test): each
+# mutation breaks one behaviour and its tests must fail (tests/mutations.py).
+mutation: install
+	$(BIN)/python tests/mutations.py
 
 lint: install
 	$(BIN)/ruff check src tests notebooks

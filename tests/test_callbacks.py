@@ -3,139 +3,142 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
-import sys
 import time
+from pathlib import Path
 
-import fsspec.implementations.local as fsspec_local
-import lightning as L
 import pytest
 import torch
 
-from kspace_mim.config import compose
+from helpers.step_events import PREFIX
+from kspace_mim.checkpoint_io import temporary_name
 from kspace_mim.data.synthesize import synthesize
-from kspace_mim.modules import load_module
-from kspace_mim.train import run
+
+HELPERS = Path(__file__).parent / "helpers"
+EVENTS = "+callbacks.events._target_=step_events.StepEvents"
 
 
-def test_kill_and_resume_continues_at_the_checkpointed_step(
-    env, tmp_path, train_cli, train_command, train_log
-):
-    run_dir = tmp_path / "killed"
-    cmd = train_command(
-        "encoder.size=tiny",
-        "data.batch_size=1",
-        "trainer.max_epochs=1000",
-        "checkpoint.every_n_train_steps=3",
-        f"hydra.run.dir={run_dir}",
+def watched(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start a training process whose finished steps are announced on stdout (StepEvents)."""
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(HELPERS), env.get("PYTHONPATH", "")])}
+    return subprocess.Popen(
+        [*cmd, EVENTS, "trainer.enable_progress_bar=false"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=env.get("root"),
     )
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=env["root"]
+
+
+def steps_of(proc: subprocess.Popen):
+    """The steps the process announces, as they finish."""
+    for line in proc.stdout:
+        if line.startswith(PREFIX):
+            yield int(line.split()[-1])
+
+
+def resumed_steps(base: list[str], last: Path, step: int, run_dir: Path, env, train_log):
+    """Resume from ``last`` for two more steps; the steps the resumed run trained."""
+    result = subprocess.run(
+        [*base, f"trainer.max_steps={step + 2}", f"ckpt_path={last}", f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=env.get("root"),
     )
-    last = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    step = 0
-    while time.time() < deadline and step < 6:
-        time.sleep(1)
-        if last.is_file():
-            try:
-                step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-            except Exception:  # noqa: BLE001 - being written right now
-                continue
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert step >= 6 and step % 3 == 0
-    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-    resumed = tmp_path / "resumed"
-    train_cli(
-        env,
-        "encoder.size=tiny",
-        "data.batch_size=1",
-        f"trainer.max_steps={step + 2}",
-        "trainer.log_every_n_steps=1",
-        f"ckpt_path={last}",
-        f"hydra.run.dir={resumed}",
-    )
-    log = train_log(resumed)
-    steps = log.loc[log["train/loss"].notna(), "step"]
-    assert steps.min() == step and steps.max() == step + 1
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = train_log(run_dir)
+    return log.loc[log["train/loss"].notna(), "step"]
 
 
-def test_interrupted_checkpoint_write_keeps_the_old_one(
-    data_root, tmp_path, monkeypatch, small_overrides
-):
-    run(compose(small_overrides(data_root / "multicoil_val")), tmp_path)
-    last = tmp_path / "checkpoints" / "last.ckpt"
-    before = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-    model = load_module(last)
-    trainer = L.Trainer(
-        accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False
-    )
-    trainer.strategy.connect(model)
-
-    def crash_mid_write(self, data):
-        self.f.write(data[: len(data) // 2])
-        raise OSError("disk full (simulated)")
-
-    monkeypatch.setattr(fsspec_local.LocalFileOpener, "write", crash_mid_write)
-    with pytest.raises(OSError, match="simulated"):
-        trainer.save_checkpoint(last)
-    monkeypatch.undo()
-    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == before
-    assert sorted(p.name for p in last.parent.iterdir() if "last" in p.name) == ["last.ckpt"]
-
-
-@pytest.mark.slow
-def test_sigterm_writes_a_checkpoint_and_resumes(tmp_path, train_log):
-    data = tmp_path / "data"
-    # 240 steps an epoch: the SIGTERM lands mid-epoch (an epoch boundary is Lightning's
-    # end-of-epoch restart, which can resume one step off; see the README).
-    synthesize(data, "multicoil", "val", volumes=8, slices=30, coils=4, size=32, progress=False)
-    run_dir = tmp_path / "run"
-    base = [
-        sys.executable,
-        "-m",
-        "kspace_mim.train",
-        f"data.train_path={data}",
-        f"data.val_path={data}",
-        "data.crop_size=32",
-        "data.num_workers=0",
+@pytest.fixture(scope="module")
+def long_epoch(tmp_path_factory, train_command) -> list[str]:
+    """A training command whose epoch is 30 steps long (batch 1): stops land mid-epoch."""
+    data = tmp_path_factory.mktemp("long_epoch")
+    synthesize(data, "multicoil", "val", volumes=1, slices=30, coils=4, size=32, progress=False)
+    return [
+        *train_command(f"data.train_path={data}", f"data.val_path={data}"),
         "encoder.size=tiny",
         "data.batch_size=1",
         "trainer.log_every_n_steps=1",
     ]
-    proc = subprocess.Popen(
+
+
+def test_kill_and_resume_continues_at_the_checkpointed_step(long_epoch, tmp_path, train_log):
+    """SIGKILL after a periodic checkpoint: resuming from it continues at its step."""
+    run_dir = tmp_path / "killed"
+    proc = watched(
         [
-            *base,
+            *long_epoch,
             "trainer.max_epochs=1000",
-            "checkpoint.every_n_train_steps=2",
+            "checkpoint.every_n_train_steps=3",
             f"hydra.run.dir={run_dir}",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        dict(os.environ),
     )
+    for step in steps_of(proc):
+        if step >= 6:  # the checkpoint of step 6 is written before step 6 is announced
+            proc.kill()
+            break
+    proc.wait()
     last = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    while time.time() < deadline and not last.is_file():
-        time.sleep(0.2)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode != 0
+    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert step >= 6 and step % 3 == 0
+    steps = resumed_steps(long_epoch, last, step, tmp_path / "resumed", dict(os.environ), train_log)
+    assert steps.min() == step and steps.max() == step + 1
+
+
+@pytest.mark.slow
+def test_sigterm_writes_a_checkpoint_and_resumes_at_that_step(long_epoch, tmp_path, train_log):
+    """No periodic checkpoint: SIGTERM mid-epoch alone writes last.ckpt, at the step the
+    run had finished; the exit status is 143 and the resumed run continues there."""
+    run_dir = tmp_path / "run"
+    proc = watched(
+        [*long_epoch, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}"], dict(os.environ)
+    )
+    finished = []
+    for step in steps_of(proc):
+        finished.append(step)
+        if step == 5:
+            proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode == 143, proc.stderr.read()[-3000:]
     status = json.loads((run_dir / "status.json").read_text())
     assert status["status"] == "interrupted" and "ckpt_path=" in status["reason"]
+    last = run_dir / "checkpoints" / "last.ckpt"
     step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-    assert step > 0
-    resumed = tmp_path / "resumed"
-    result = subprocess.run(
-        [*base, f"trainer.max_steps={step + 2}", f"ckpt_path={last}", f"hydra.run.dir={resumed}"],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-
-    log = train_log(resumed)
-    steps = log.loc[log["train/loss"].notna(), "step"]
+    assert step == finished[-1] and 5 <= step < 30  # the last step the run finished
+    steps = resumed_steps(long_epoch, last, step, tmp_path / "resumed", dict(os.environ), train_log)
     assert steps.min() == step and steps.max() == step + 1
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(long_epoch, tmp_path, train_log):
+    """SIGKILL while our code writes last.ckpt (a 94 MB U-Net checkpoint, written every
+    step): the previous last.ckpt is whole, loads and resumes."""
+    run_dir = tmp_path / "run"
+    big = ["encoder=unet", "encoder.size=base", "checkpoint.every_n_train_steps=1"]
+    proc = watched(
+        [*long_epoch, *big, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}"], dict(os.environ)
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    next(steps_of(proc))  # step 1 announced: its last.ckpt is complete
+    size = last.stat().st_size
+    deadline = time.monotonic() + 120
+    # The next write has begun: its temporary file exists (or, were the write not
+    # atomic, last.ckpt itself is being rewritten).
+    while time.monotonic() < deadline:
+        if list(last.parent.glob(temporary_name(last))) or last.stat().st_size != size:
+            break
+    proc.kill()
+    proc.wait()
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    step = checkpoint["global_step"]
+    assert step >= 1 and last.stat().st_size == size
+    steps = resumed_steps(
+        [*long_epoch, *big], last, step, tmp_path / "resumed", dict(os.environ), train_log
+    )
+    assert steps.min() == step

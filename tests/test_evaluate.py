@@ -82,3 +82,37 @@ def test_evaluate_names_bad_predictions_and_scores_the_rest(data_root, tmp_path)
     assert f"{preds[1].name}: prediction contains NaN or Inf" in result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["num_volumes"] == 3 and set(metrics["failed"]) == {preds[0].name, preds[1].name}
+
+
+def test_oversized_predictions_are_centre_cropped_as_fastmri_does(data_root, tmp_path):
+    """Predictions larger than the target (borders of noise around it) are cropped to the
+    target's square before scoring, as fastMRI's evaluate does; per-volume values equal
+    fastMRI's metric functions on the cropped arrays, and the means equal its evaluate."""
+    from fastmri.data.transforms import center_crop
+
+    target_dir = data_root / "multicoil_train"
+    rng = np.random.default_rng(0)
+    expected = {}
+    for path in sorted(target_dir.glob("*.h5")):
+        with h5py.File(path) as hf:
+            target = hf["reconstruction_rss"][()]
+        noisy = target + 0.05 * target.max() * rng.standard_normal(target.shape)
+        padded = np.pad(noisy, ((0, 0), (5, 5), (7, 7)), constant_values=9.0).astype(np.float32)
+        with h5py.File(tmp_path / path.name, "w") as hf:
+            hf["reconstruction"] = padded
+        width = target.shape[-1]
+        crop = center_crop(padded, (width, width))
+        expected[path.name] = {
+            "ssim": fastmri_evaluate.ssim(target, crop).item(),
+            "psnr": fastmri_evaluate.psnr(target, crop),
+            "nmse": fastmri_evaluate.nmse(target, crop),
+        }
+    ours = evaluate_folders(target_dir, tmp_path, "multicoil")
+    for name, values in expected.items():
+        for key, value in values.items():
+            assert ours["volumes"][name][key] == pytest.approx(value, rel=1e-6), (name, key)
+    args = argparse.Namespace(
+        target_path=target_dir, predictions_path=tmp_path, acquisition=None, acceleration=None
+    )
+    theirs = fastmri_evaluate.evaluate(args, "reconstruction_rss").means()
+    assert ours["ssim"] == pytest.approx(theirs["SSIM"], rel=1e-6)

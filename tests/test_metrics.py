@@ -21,11 +21,20 @@ def volumes():
 
 
 def test_volume_metrics_are_fastmris(volumes):
+    """fastMRI's definitions written out: NMSE = ||t - p||^2 / ||t||^2, PSNR against the
+    volume maximum, SSIM per slice (skimage, data range = volume maximum) averaged."""
+    from skimage.metrics import structural_similarity
+
     target, pred = volumes["a.h5"]
+    pred = pred * 1.3  # the prediction's maximum differs from the target's
     ours = volume_metrics(target, pred)
-    assert ours["nmse"] == pytest.approx(evaluate.nmse(target, pred))
-    assert ours["psnr"] == pytest.approx(evaluate.psnr(target, pred))
-    assert ours["ssim"] == pytest.approx(evaluate.ssim(target, pred).item())
+    t, p = target.astype(np.float64), pred.astype(np.float64)
+    top = float(target.max())
+    assert ours["nmse"] == pytest.approx(((t - p) ** 2).sum() / (t**2).sum(), rel=1e-6)
+    assert ours["psnr"] == pytest.approx(10 * np.log10(top**2 / ((t - p) ** 2).mean()), rel=1e-6)
+    ssim = np.mean([structural_similarity(a, b, data_range=top) for a, b in zip(t, p, strict=True)])
+    assert ours["ssim"] == pytest.approx(ssim, rel=1e-5)
+    assert ours["ssim"] == pytest.approx(evaluate.ssim(target, pred).item(), rel=1e-6)
     with pytest.raises(ValueError, match="differ in shape"):
         volume_metrics(target, pred[:2])
 

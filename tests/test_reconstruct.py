@@ -76,6 +76,58 @@ def test_mask_none_returns_stored_target(data_root, tmp_path, folder, challenge,
     assert metrics["ssim"] > 0.9999 and metrics["nmse"] < 1e-8
 
 
+def write_foreign_volume(path, coils: int = 3, slices: int = 2, rows: int = 48, cols: int = 40):
+    """A fastMRI-layout file written with numpy and h5py alone (not by this package): smooth
+    random coil images, their centred orthonormal FFT, the RSS target cropped to the recon
+    size, and a hand-written ISMRMRD header with 2x readout oversampling."""
+    rng = np.random.default_rng(7)
+    y, x = np.mgrid[-1 : 1 : rows * 1j, -1 : 1 : cols * 1j]
+    obj = (x**2 / 0.5 + y**2 / 0.3 < 1) * (1 + 0.3 * np.cos(6 * x))
+    shift = np.fft.ifftshift
+    images = np.stack(
+        [
+            [obj * np.exp(-((x - c / coils) ** 2)) * np.exp(1j * (s + c)) for c in range(coils)]
+            for s in range(slices)
+        ]
+    ) + 0.01 * rng.standard_normal((slices, coils, rows, cols))
+    kspace = np.fft.fftshift(np.fft.fft2(shift(images, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    recon = (rows // 2, cols - 8)
+    coil_images = np.fft.fftshift(
+        np.fft.ifft2(shift(kspace, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+    )
+    rss = np.sqrt((np.abs(coil_images) ** 2).sum(1))
+    r0, c0 = (rows - recon[0]) // 2, (cols - recon[1]) // 2
+    target = rss[:, r0 : r0 + recon[0], c0 : c0 + recon[1]].astype(np.float32)
+    header = (
+        '<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
+        f"<encodedSpace><matrixSize><x>{rows}</x><y>{cols}</y><z>1</z></matrixSize></encodedSpace>"
+        f"<reconSpace><matrixSize><x>{recon[0]}</x><y>{recon[1]}</y><z>1</z></matrixSize>"
+        "</reconSpace><encodingLimits><kspace_encoding_step_1><minimum>0</minimum>"
+        f"<maximum>{cols - 1}</maximum><center>{cols // 2}</center></kspace_encoding_step_1>"
+        "</encodingLimits></encoding></ismrmrdHeader>"
+    )
+    with h5py.File(path, "w") as hf:
+        hf["kspace"] = kspace.astype(np.complex64)
+        hf["reconstruction_rss"] = target
+        hf["ismrmrd_header"] = header.encode()
+        hf.attrs["max"] = float(target.max())
+    return target
+
+
+def test_mask_none_returns_the_target_of_files_we_did_not_write(tmp_path, read_h5):
+    """The mask=none invariant on a file written with numpy and h5py alone (odd sizes,
+    a recon size that crops both axes): the pipeline's image is the file's target."""
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    target = write_foreign_volume(folder / "file1.h5")
+    out = tmp_path / "out"
+    cfg = recon_cfg("model=zero_filled", f"input={folder}", f"output={out}", "mask=none")
+    assert reconstruct(cfg) == 0
+    ours = read_h5(out / "file1.h5")
+    assert ours.shape == target.shape == (2, 24, 32)
+    np.testing.assert_allclose(ours, target, rtol=1e-4, atol=1e-5 * target.max())
+
+
 @pytest.mark.slow
 def test_bad_volumes_reported_good_ones_written(copy_folder, tmp_path):
     folder = copy_folder("multicoil_val")

@@ -10,12 +10,13 @@ import sys
 
 import lightning as L
 import pytest
+import torch
 import yaml
 
 from kspace_mim.config import compose
 from kspace_mim.data.synthesize import synthesize
 from kspace_mim.modules.simmim import SimMIMModule
-from kspace_mim.train import build_datamodule, run
+from kspace_mim.train import build_datamodule, build_model, run
 
 pytestmark = pytest.mark.slow
 
@@ -136,6 +137,12 @@ def test_pretrain_then_finetune(overfit_dir, tmp_path):
             f"model.init_from={ckpt}",
         )
     )
+    # The fine-tuning model starts from the pre-trained weights, every one of them.
+    pretrained = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    start = build_model(fine, build_datamodule(fine)).state_dict()
+    assert start.keys() == pretrained.keys()
+    for key, value in start.items():
+        assert torch.equal(value, pretrained[key]), key
     assert run(fine, tmp_path / "fine")["ssim"] > 0
     wrong = compose(
         overrides(

@@ -17,11 +17,13 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kspace_mim.callbacks import instantiate_callbacks
+from kspace_mim.checkpoint_io import AtomicCheckpointIO
 from kspace_mim.config import CONFIG_DIR, register_resolvers
 from kspace_mim.data.datamodule import FastMRIDataModule
 from kspace_mim.jobs import relaunch_this_job_only, run_job
@@ -69,6 +71,16 @@ def build_model(cfg: DictConfig, datamodule: FastMRIDataModule) -> Reconstructio
     return model
 
 
+def trainer_plugins(cfg: DictConfig) -> list:
+    """``trainer.plugins`` plus same-folder atomic checkpoint writes, unless the config
+    brings a checkpoint writer of its own."""
+    plugins = hydra.utils.instantiate(cfg.trainer.plugins) if cfg.trainer.plugins else []
+    plugins = list(plugins) if isinstance(plugins, (list, tuple, ListConfig)) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train and evaluate ``cfg`` in ``run_dir``; returns the metrics written to metrics.json."""
     run_dir = Path(run_dir)
@@ -83,6 +95,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         callbacks=callbacks,
         logger=build_logger(cfg, run_dir),
         default_root_dir=str(run_dir),
+        plugins=trainer_plugins(cfg),
     )
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)

@@ -1,0 +1,17 @@
+"""A callback for tests that watch a training process from outside: one flushed line per
+finished training step, so a test acts on an event instead of sleeping and polling.
+
+Added to a run with ``+callbacks.events._target_=step_events.StepEvents`` and this folder
+on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+
+PREFIX = "kspace-mim-test step"
+
+
+class StepEvents(L.Callback):
+    def on_train_batch_end(self, trainer: L.Trainer, *args, **kwargs) -> None:
+        print(f"{PREFIX} {trainer.global_step}", flush=True)

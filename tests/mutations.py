@@ -1,0 +1,192 @@
+"""Mutation proof of the tests behind the README's promises (``make mutation``).
+
+Each mutation removes or breaks one behaviour in the source, runs the tests that back it
+and expects them to fail; the source is restored afterwards whatever happens. A mutation
+whose tests still pass is a test that does not test: the script says which and exits 1.
+
+    python tests/mutations.py [--only NAME ...] [--list]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "kspace_mim"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str  # relative to src/kspace_mim
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS = (
+    Mutation(
+        "no checkpoint on SIGTERM",
+        "callbacks.py",
+        '        if isinstance(exception, INTERRUPTS) and trainer.state.fn == "fit":',
+        "        if False:",
+        ("tests/test_callbacks.py::test_sigterm_writes_a_checkpoint_and_resumes_at_that_step",),
+    ),
+    Mutation(
+        "interrupt exits 1, not 143",
+        "jobs.py",
+        "raise SystemExit(130 if isinstance(err, KeyboardInterrupt) else 143) from err",
+        "raise SystemExit(1) from err",
+        ("tests/test_callbacks.py::test_sigterm_writes_a_checkpoint_and_resumes_at_that_step",),
+    ),
+    Mutation(
+        "checkpoints written in place (not atomic)",
+        "checkpoint_io.py",
+        '        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")',
+        "        tmp = path",
+        ("tests/test_callbacks.py::test_a_kill_during_a_checkpoint_write_keeps_the_previous_one",),
+    ),
+    Mutation(
+        "resume unpickles anything",
+        "train.py",
+        "trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)",
+        "trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)",
+        ("tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload[ckpt_path]",),
+    ),
+    Mutation(
+        "fine-tuning unpickles anything",
+        "modules/__init__.py",
+        'state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]',
+        'state = torch.load(path, map_location="cpu")["state_dict"]',
+        (
+            "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload"
+            "[model.init_from]",
+        ),
+    ),
+    Mutation(
+        "reconstruct unpickles anything",
+        "modules/__init__.py",
+        'ckpt = torch.load(path, map_location="cpu", weights_only=True)',
+        'ckpt = torch.load(path, map_location="cpu")',
+        (
+            "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload"
+            "[reconstruct ckpt]",
+        ),
+    ),
+    Mutation(
+        "pre-trained weights not loaded",
+        "modules/__init__.py",
+        "    missing, unexpected = model.load_state_dict(state, strict=False)",
+        "    missing, unexpected = [], []",
+        ("tests/test_train.py::test_pretrain_then_finetune",),
+    ),
+    Mutation(
+        "data range from the prediction",
+        "metrics.py",
+        "    maxval = float(target.max()) if maxval is None else maxval",
+        "    maxval = float(pred.max()) if maxval is None else maxval",
+        ("tests/test_metrics.py::test_volume_metrics_are_fastmris",),
+    ),
+    Mutation(
+        "predictions scored without fastMRI's centre crop",
+        "metrics.py",
+        "    pred = center_crop(torch.from_numpy(pred), (width, width)).numpy()",
+        "    pred = pred[..., : target.shape[-2], : target.shape[-1]]",
+        ("tests/test_evaluate.py::test_oversized_predictions_are_centre_cropped_as_fastmri_does",),
+    ),
+    Mutation(
+        "RSS without the square root",
+        "physics.py",
+        "    return fastmri.rss_complex(torch.view_as_real(coil_images), dim=coil_dim)",
+        "    return fastmri.rss_complex(torch.view_as_real(coil_images), dim=coil_dim) ** 2",
+        ("tests/test_reconstruct.py::test_mask_none_returns_the_target_of_files_we_did_not_write",),
+    ),
+    Mutation(
+        "unacquired samples reach the model",
+        "data/transforms.py",
+        "    masked = apply_mask(k, mask)\n",
+        "    masked = k.clone()\n",
+        ("tests/test_supervision.py::test_the_loss_never_sees_a_sample_that_was_not_acquired",),
+    ),
+    Mutation(
+        "SSDU input keeps the held-out samples",
+        "supervision.py",
+        "        return mask & ~loss_mask, loss_mask",
+        "        return mask.clone(), loss_mask",
+        (
+            "tests/test_supervision.py::test_split_is_disjoint_covers_the_acquisition_and_keeps_the_centre",
+        ),
+    ),
+    Mutation(
+        "adjacent slices wrap around instead of repeating the edge",
+        "data/mri_data.py",
+        "wanted = np.clip(np.arange(slice_num - n, slice_num + n + 1), 0, num_slices - 1)",
+        "wanted = np.arange(slice_num - n, slice_num + n + 1) % num_slices",
+        ("tests/test_mri_data.py::test_adjacent_slices_repeat_the_edge_slice",),
+    ),
+    Mutation(
+        "a stack compressed with its first slice's matrix",
+        "data/transforms.py",
+        "coil_compression_matrix(stacks[:, slices // 2], virtual_coils)",
+        "coil_compression_matrix(stacks[:, 0], virtual_coils)",
+        ("tests/test_transforms.py::test_a_stack_is_compressed_with_its_middle_slice_matrix",),
+    ),
+    Mutation(
+        "benchmark masks seeded otherwise",
+        "data/split.py",
+        "    return tuple(map(ord, name))",
+        "    return tuple(map(ord, name[::-1]))",
+        ("tests/test_split.py::test_test_files_equal_fastmri_apply_mask_bit_for_bit",),
+    ),
+)
+
+
+def run_mutation(m: Mutation) -> tuple[bool, float]:
+    """Apply ``m``, run its tests, restore. True when the tests failed (mutation killed)."""
+    path = SRC / m.file
+    original = path.read_text()
+    if original.count(m.old) != 1:
+        raise SystemExit(f"{m.name}: the text to mutate is not found once in {path}")
+    start = time.perf_counter()
+    try:
+        path.write_text(original.replace(m.old, m.new))
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *m.tests],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        path.write_text(original)
+    return result.returncode != 0, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", help="run only mutations whose name contains this")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    args = parser.parse_args(argv)
+    chosen = [m for m in MUTATIONS if not args.only or any(o in m.name for o in args.only)]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name}: {m.file} -> {', '.join(m.tests)}")
+        return
+    survived = []
+    for m in chosen:
+        killed, seconds = run_mutation(m)
+        print(f"{'killed  ' if killed else 'SURVIVED'} {seconds:6.1f} s  {m.name}", flush=True)
+        if not killed:
+            survived.append(m.name)
+    if survived:
+        print(f"{len(survived)} mutation(s) survived: {', '.join(survived)}", file=sys.stderr)
+        sys.exit(1)
+    print(f"all {len(chosen)} mutations killed")
+
+
+if __name__ == "__main__":
+    main()
