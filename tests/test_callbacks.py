@@ -80,7 +80,7 @@ def test_kill_and_resume_continues_at_the_checkpointed_step(long_epoch, tmp_path
         dict(os.environ),
     )
     for step in steps_of(proc):
-        if step >= 6:  # the checkpoint of step 6 is written before step 6 is announced
+        if step >= 6:  # 6 steps finished, their checkpoints written
             proc.kill()
             break
     proc.wait()
@@ -110,7 +110,8 @@ def test_sigterm_writes_a_checkpoint_and_resumes_at_that_step(long_epoch, tmp_pa
     assert status["status"] == "interrupted" and "ckpt_path=" in status["reason"]
     last = run_dir / "checkpoints" / "last.ckpt"
     step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-    assert step == finished[-1] and 5 <= step < 30  # the last step the run finished
+    # Lightning stops after the step running when the signal came: the last one announced.
+    assert step == finished[-1] + 1 and 6 <= step < 30
     steps = resumed_steps(long_epoch, last, step, tmp_path / "resumed", dict(os.environ), train_log)
     assert steps.min() == step and steps.max() == step + 1
 
@@ -125,7 +126,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(long_epoch, tmp
         [*long_epoch, *big, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}"], dict(os.environ)
     )
     last = run_dir / "checkpoints" / "last.ckpt"
-    next(steps_of(proc))  # step 1 announced: its last.ckpt is complete
+    next(step for step in steps_of(proc) if step >= 1)  # step 1's last.ckpt is complete
     size = last.stat().st_size
     deadline = time.monotonic() + 120
     # The next write has begun: its temporary file exists (or, were the write not
@@ -135,6 +136,8 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(long_epoch, tmp
             break
     proc.kill()
     proc.wait()
+    # The kill cut that write: its temporary file is left, incomplete.
+    assert list(last.parent.glob(temporary_name(last)))
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     step = checkpoint["global_step"]
     assert step >= 1 and last.stat().st_size == size

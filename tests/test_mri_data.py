@@ -107,7 +107,7 @@ def _make_bad_files(folder):
         hf["ismrmrd_header"] = b"<ismrmrdHeader><unclosed>"
     return {
         "not_hdf5.h5": "not a readable HDF5 file",
-        "truncated.h5": "",
+        "truncated.h5": "truncated file",
         "no_kspace.h5": "no 'kspace' dataset",
         "wrong_shape.h5": "multicoil expects 4 dims",
         "bad_header.h5": "header does not parse",

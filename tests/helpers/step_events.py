@@ -1,5 +1,5 @@
 """A callback for tests that watch a training process from outside: one flushed line per
-finished training step, so a test acts on an event instead of sleeping and polling.
+training step, so a test acts on an event instead of sleeping and polling.
 
 Added to a run with ``+callbacks.events._target_=step_events.StepEvents`` and this folder
 on ``PYTHONPATH``.
@@ -13,5 +13,8 @@ PREFIX = "kspace-mim-test step"
 
 
 class StepEvents(L.Callback):
-    def on_train_batch_end(self, trainer: L.Trainer, *args, **kwargs) -> None:
+    """``<PREFIX> N`` as each training batch starts: N steps are finished, with everything
+    Lightning does after a step (checkpoint callbacks run last, after this one would)."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args, **kwargs) -> None:
         print(f"{PREFIX} {trainer.global_step}", flush=True)
