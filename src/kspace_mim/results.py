@@ -83,9 +83,7 @@ def make_results(
     equal number of ``steps``), once per seed; write docs/results.md and the README table
     in ``root`` (the repository by default). Returns one row per model, acceleration
     and seed."""
-    root = Path(root or project_root())
-    data = Path(data) if data else default_data(root / "data")
-    out_dir = Path(out_dir) if out_dir else root / "outputs" / "results"
+    root, data, out_dir = _locations(root, data, out_dir, "results")
     common = _common_overrides(data, batch_size, budget_s, steps)
     rows = []
     for accel in (4, 8):
@@ -106,6 +104,17 @@ def make_results(
     write_table(rows, budget_s, steps, batch_size, len(seeds), root)
     save_overview(rows, root)
     return rows
+
+
+def _locations(
+    root: Path | None, data: Path | None, out_dir: Path | None, runs: str
+) -> tuple[Path, Path, Path]:
+    """The repository, the synthetic set (written if missing) and the folder of the runs
+    (``outputs/<runs>`` by default)."""
+    root = Path(root or project_root())
+    data = Path(data) if data else default_data(root / "data")
+    out_dir = Path(out_dir) if out_dir else root / "outputs" / runs
+    return root, data, out_dir
 
 
 def _common_overrides(data: Path, batch_size: int, budget_s: int, steps: int | None) -> list:
@@ -189,9 +198,7 @@ def make_label_results(
     undersampled only; that SSDU model fine-tuned supervised on the ``few``; supervised on
     every volume fully sampled. Writes docs/label_efficiency.md and the README table.
     ``synthesis``: how the train folder was synthesized (default: the default set)."""
-    root = Path(root or project_root())
-    data = Path(data) if data else default_data(root / "data")
-    out_dir = Path(out_dir) if out_dir else root / "outputs" / "results_ssdu"
+    root, data, out_dir = _locations(root, data, out_dir, "results_ssdu")
     undersampled = undersampled_data(data, **(synthesis or {}))
     m = len(list(undersampled.glob("*.h5")))
     common = [*_common_overrides(data, batch_size, budget_s, steps), "mask=equispaced4x"]
