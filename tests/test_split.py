@@ -184,3 +184,23 @@ def test_datamodule_and_evaluate_use_the_split(release_val, tmp_path, data_root)
     assert result["accelerations"]["8x"]["ssim"] < 0.99
     eight = evaluate_folders(tmp_path / "bench/test_full", preds, "multicoil", acceleration=8)
     assert list(eight["volumes"]) == [TEST[2]]
+
+
+def test_the_shipped_split_by_name_names_what_is_missing(release_val, data_root):
+    """data.split=val99_test100 reads the shipped lists: a val folder holding 2 of its 99
+    files is an error naming the other 97."""
+    folder, _ = release_val
+    dm = build_datamodule(
+        compose(
+            [
+                f"data.train_path={data_root}/multicoil_train",
+                f"data.val_path={folder}",
+                "data.split=val99_test100",
+                "data.crop_size=32",
+                "data.num_workers=0",
+            ]
+        )
+    )
+    with pytest.raises(FileNotFoundError, match="97 file\\(s\\) of the split's val_list") as err:
+        dm.setup("fit")
+    assert SHIPPED["val_list"][-1] in str(err.value) and VAL[0] not in str(err.value)
