@@ -145,3 +145,47 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(long_epoch, tmp
         [*long_epoch, *big], last, step, tmp_path / "resumed", dict(os.environ), train_log
     )
     assert steps.min() == step
+
+
+@pytest.mark.slow
+def test_a_stop_during_end_of_epoch_validation_resumes_with_the_right_steps(
+    tmp_path, train_command, train_log
+):
+    """SIGTERM while the end-of-epoch validation runs (sent by the run itself, so it lands
+    there every time): last.ckpt holds the finished epoch's steps, and resuming trains
+    exactly the steps asked for. Lightning's restart of an interrupted epoch end moves its
+    logging step (and epoch counter) one ahead (Lightning issue 19403); the optimizer steps
+    are right, and so are the weights."""
+    data = tmp_path / "data"
+    synthesize(data, "multicoil", "val", volumes=1, slices=4, coils=4, size=32, progress=False)
+    base = [
+        *train_command(f"data.train_path={data}", f"data.val_path={data}"),
+        "encoder.size=tiny",
+        "data.batch_size=1",
+        "trainer.log_every_n_steps=1",
+        "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(HELPERS)}
+    run_dir = tmp_path / "run"
+    stopped = subprocess.run(
+        [
+            *base,
+            "trainer.max_epochs=1000",
+            f"hydra.run.dir={run_dir}",
+            "+callbacks.stop._target_=step_events.SigtermAtValidation",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert step == 4  # one epoch of 4 slices, batch 1
+    resumed = tmp_path / "resumed"
+    steps = resumed_steps(base, last, step, resumed, env, train_log)
+    assert len(steps) == 2  # two batches trained, no more, no fewer
+    final = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert final["global_step"] == step + 2
+    assert steps.min() == step + 1  # Lightning's logging step, one ahead (issue 19403)
