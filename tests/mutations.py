@@ -107,6 +107,13 @@ MUTATIONS = (
         ("tests/test_mri_data.py::test_every_bad_file_is_named_at_once",),
     ),
     Mutation(
+        "NaN / Inf k-space passes unnamed",
+        "data/transforms.py",
+        "    if nonfinite.any():",
+        "    if False:",
+        ("tests/test_transforms.py::test_nonfinite_slice_names_file_and_slice",),
+    ),
+    Mutation(
         "a non-finite loss trains on",
         "modules/base.py",
         '        if not torch.isfinite(terms["loss"]):',
