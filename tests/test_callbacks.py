@@ -155,7 +155,7 @@ def test_a_stop_during_end_of_epoch_validation_resumes_with_the_right_steps(
     there every time): last.ckpt holds the finished epoch's steps, and resuming trains
     exactly the steps asked for. Lightning's restart of an interrupted epoch end moves its
     logging step (and epoch counter) one ahead (Lightning issue 19403); the optimizer steps
-    are right, and so are the weights."""
+    are right."""
     data = tmp_path / "data"
     synthesize(data, "multicoil", "val", volumes=1, slices=4, coils=4, size=32, progress=False)
     base = [
