@@ -212,6 +212,7 @@ def make_label_results(
                 seeds[0],
             ),
             "trained": False,
+            "kind": "zero_filled",
         }
     ]
     for seed in seeds:
@@ -229,9 +230,9 @@ def make_label_results(
             overrides = [*common, *SSDU_MODEL, *extra, f"seed={seed}"]
             run_dir = out_dir / folder / f"seed{seed}"
             row = _train_row(overrides, run_dir, template.format(n=few, m=m), 4, seed)
-            rows.append({**row, "trained": True})
+            rows.append({**row, "trained": True, "kind": folder})
     for r in rows:
-        r["pretrained"] = r["model"].startswith("SSDU pre-trained")
+        r["pretrained"] = r["kind"] == "ssdu_finetuned"
     table = label_table_markdown(rows, budget_s, steps, batch_size, len(seeds))
     write_generated(root, "label_efficiency", "Label efficiency (SSDU)", "make results-ssdu", table)
     return rows
@@ -259,13 +260,9 @@ def label_table_markdown(
             f"| {s['model']} | {_mean_range(s, 'ssim', '.4f')} | {_mean_range(s, 'psnr', '.2f')}"
             f" | {_mean_range(s, 'nmse', '.4f')} | {steps_text} |"
         )
-    ssdu = next((s for s in summaries if s["model"].startswith("SSDU only")), None)
-    full = next((s for s in summaries if s["model"].startswith("supervised, all")), None)
-    few = next(
-        (s for s in summaries if s["model"].startswith("supervised, ") and s is not full), None
-    )
-    tuned = next((s for s in summaries if s["model"].startswith("SSDU pre-trained")), None)
-    zero = next((s for s in summaries if not s["trained"]), None)
+    by_kind = {s["kind"]: s for s in summaries}
+    ssdu, full, zero = (by_kind.get(k) for k in ("ssdu", "supervised_all", "zero_filled"))
+    few, tuned = by_kind.get("supervised_few"), by_kind.get("ssdu_finetuned")
     if ssdu and full and zero:
         gap = ssdu["ssim"] - full["ssim"]
         verdict = "within" if gap >= -0.03 else "not within"
@@ -298,6 +295,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             summary[f"{key}_range"] = (min(values), max(values)) if values else None
         summary["parameters"] = runs[0]["parameters"]
         summary["pretrained"], summary["trained"] = runs[0]["pretrained"], runs[0]["trained"]
+        summary["kind"] = runs[0].get("kind")  # the label-efficient table's run kind
         out.append(summary)
     return out
 
