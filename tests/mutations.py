@@ -151,8 +151,8 @@ MUTATIONS = (
     Mutation(
         "VarNet's cascades in another order",
         "modules/varnet.py",
-        "        for cascade in self.varnet.cascades:",
-        "        for cascade in list(self.varnet.cascades)[::-1]:",
+        "        for cascade in self.net.cascades:",
+        "        for cascade in list(self.net.cascades)[::-1]:",
         ("tests/test_unrolled.py::test_varnet_module_equals_fastmri_varnet",),
     ),
     Mutation(

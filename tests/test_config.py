@@ -61,7 +61,7 @@ def test_paper_experiments(experiment, family, patch, stride):
     model = hydra.utils.instantiate(cfg.encoder)(
         num_coils=2, img_size=(192, 192), loss=dict(cfg.loss)
     )
-    assert model.model.stride == stride
+    assert model.net.stride == stride
 
 
 def test_wrong_encoder_stride_from_config():

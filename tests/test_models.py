@@ -75,11 +75,19 @@ def test_mask_tokens_replace_unacquired_patches():
         base = model(x, mask)
         model.encoder.mask_token.add_(1.0)
         moved = model(x, mask)
-        # without mask tokens the token value cannot matter
-        assert torch.equal(
-            model(x, mask, use_mask_tokens=False), model(x, mask, use_mask_tokens=False)
-        )
     assert not torch.allclose(base, moved)
+
+
+def test_image_networks_have_no_mask_token():
+    """A network built without mask tokens holds no token parameter (none without a
+    gradient under DDP) and refuses to be asked for one."""
+    model = SimMIM("swin", 1, (16, 16), patch_size=2, size="tiny", mask_tokens=False)
+    assert model.encoder.mask_token is None
+    assert not any("mask_token" in name for name, _ in model.named_parameters())
+    x, mask = torch.randn(1, 2, 16, 16), torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    assert model(x, mask).shape == x.shape
+    with pytest.raises(ValueError, match="without a mask token"):
+        model.encoder.insert_mask_tokens(x.permute(0, 2, 3, 1), torch.ones(1, 16, 16).bool())
 
 
 def test_presets_for_every_encoder():

@@ -26,10 +26,10 @@ def model():
 
 def test_nonfinite_loss_stops_naming_the_batch(model, batch):
     class Diverged(torch.nn.Module):
-        def forward(self, x, mask, use_mask_tokens=True):
+        def forward(self, x, mask):
             return torch.full_like(x, float("nan"))
 
-    model.network = Diverged()
+    model.net = Diverged()
     with pytest.raises(
         FloatingPointError,
         match=r"non-finite loss .* file1001000.h5 slice 0, "

@@ -318,10 +318,10 @@ def test_unrolled_pretrained_weights_land_in_every_cascade(overfit_dir, tmp_path
     model = build_model(fine, datamodule)
     assert isinstance(model, UnrolledModule)
     state = model.state_dict()
-    for i in range(len(model.model.cascades)):
-        keys = [k for k in pretrained if k.startswith(f"model.cascades.{i}.")]
+    for i in range(len(model.net.cascades)):
+        keys = [k for k in pretrained if k.startswith(f"net.cascades.{i}.")]
         assert keys and all(torch.equal(state[k], pretrained[k]) for k in keys)
-    first = [k for k in pretrained if k.startswith("model.first.")]
+    first = [k for k in pretrained if k.startswith("net.first.")]
     assert first and all(torch.equal(state[k], pretrained[k]) for k in first)
     fresh = build_model(compose(overrides(overfit_dir, "encoder=unrolled")), datamodule)
     assert not torch.equal(fresh.state_dict()[keys[0]], pretrained[keys[0]])

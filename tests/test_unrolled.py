@@ -43,7 +43,7 @@ def test_varnet_module_equals_fastmri_varnet():
     torch.manual_seed(0)
     module = VarNetModule(C, (H, W), size="tiny").eval()
     reference = VarNet(num_cascades=4, chans=8, pools=4, sens_chans=4, sens_pools=4).eval()
-    reference.load_state_dict(module.varnet.state_dict())
+    reference.load_state_dict(module.net.state_dict())
     batch = make_batch(scale=3.5)
     with torch.no_grad():
         ours = module.reconstruct(batch)
@@ -70,7 +70,7 @@ def test_unrolled_learns_with_every_denoiser(denoiser, first_estimate):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
-    assert (module.model.first is not None) == (first_estimate == "simmim")
+    assert (module.net.first is not None) == (first_estimate == "simmim")
 
 
 def test_first_estimate_keeps_the_acquired_samples():

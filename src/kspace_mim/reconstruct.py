@@ -50,13 +50,26 @@ def run(cfg: DictConfig) -> int:
     coils = None if isinstance(model, ZeroFilledModule) else model.num_coils // model.slices
     adjacent = model.slices // 2
 
+    data = model.data_config
+    grid, readout = data.get("grid", "square"), data.get("readout", "keep")
+
     def transform_for(volume: Volume) -> KspaceTransform:
-        # A checkpoint's model expects its own coil count: compress (or zero-pad) to it.
-        virtual = (
-            coils if coils and challenge == "multicoil" and volume.num_coils != coils else None
-        )
+        if model.varying_coils:
+            # Any coil count: each volume's own (compressed only as in training).
+            virtual = data.get("virtual_coils")
+        else:
+            # Built for one coil count: compress (or zero-pad, exactly) to it.
+            differs = coils and challenge == "multicoil" and volume.num_coils != coils
+            virtual = coils if differs else None
         return KspaceTransform(
-            mask, cfg.crop_size, virtual, augmentation, True, adjacent_slices=adjacent
+            mask,
+            cfg.crop_size,
+            virtual,
+            augmentation,
+            True,
+            adjacent_slices=adjacent,
+            grid=grid,
+            readout=readout,
         )
 
     device = (

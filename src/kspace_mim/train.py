@@ -28,6 +28,7 @@ from kspace_mim.config import CONFIG_DIR, register_resolvers
 from kspace_mim.data.datamodule import FastMRIDataModule
 from kspace_mim.jobs import relaunch_this_job_only, run_job
 from kspace_mim.loggers import build_logger
+from kspace_mim.models.simmim import ConfigError
 from kspace_mim.modules import load_pretrained
 from kspace_mim.modules.base import ReconstructionModule
 from kspace_mim.supervision import build_supervision
@@ -49,11 +50,11 @@ def build_datamodule(cfg: DictConfig) -> FastMRIDataModule:
 
 
 def build_model(cfg: DictConfig, datamodule: FastMRIDataModule) -> ReconstructionModule:
-    """The encoder group's module, sized from the data (coils after compression, grid)."""
-    num_coils, img_size = datamodule.model_input_shape()
+    """The encoder group's module, sized from the data's facts (coils, grid)."""
+    facts = datamodule.facts()
     model = hydra.utils.instantiate(cfg.encoder)(
-        num_coils=num_coils,
-        img_size=img_size,
+        num_coils=facts.num_coils,
+        img_size=facts.img_size,
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         data={
@@ -62,10 +63,20 @@ def build_model(cfg: DictConfig, datamodule: FastMRIDataModule) -> Reconstructio
             "crop_size": cfg.data.crop_size,
             "virtual_coils": cfg.data.virtual_coils,
             "adjacent_slices": cfg.data.adjacent_slices,
+            "grid": cfg.data.grid,
+            "readout": cfg.data.readout,
         },
         on_nonfinite=cfg.train.on_nonfinite,
         supervision=OmegaConf.to_container(cfg.supervision, resolve=True),
     )
+    if len(facts.coil_counts) > 1 and not model.varying_coils:
+        raise ConfigError(
+            f"the train / val volumes have {', '.join(map(str, facts.coil_counts))} coils and "
+            f"{type(model).__name__} is built for one coil count; set data.virtual_coils "
+            f"(e.g. {min(facts.coil_counts)}) to compress every volume to that many, or use "
+            "a family that takes any coil count (varnet, unet, unrolled with "
+            "encoder.first_estimate=none)"
+        )
     if cfg.model.init_from:
         load_pretrained(model, cfg.model.init_from)
     return model

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kspace_mim.bench import __doc__ as DOC
 from kspace_mim.bench.data import bench_data
+from kspace_mim.bench.parity import bench_parity
 from kspace_mim.bench.tables import write_tables
 from kspace_mim.bench.timing import machine
 from kspace_mim.bench.train import ENCODERS, bench_train, train_step_rate
@@ -39,6 +40,17 @@ def main(argv: list[str] | None = None) -> None:
     sub.choices["_train_one"].add_argument("--device", default="cpu")
     for p in (p_data, p_train):
         p.add_argument("--out", type=Path, help="write the JSON here too")
+    p_parity = sub.add_parser(
+        "parity", help="fastMRI's own VarNet loop beside encoder=varnet / unrolled, equal steps"
+    )
+    p_parity.add_argument("--steps", type=int, default=800)
+    p_parity.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p_parity.add_argument("--size", type=int, default=64, help="synthetic recon size")
+    p_parity.add_argument("--coils", type=int, default=8, help="synthetic coils")
+    p_parity.add_argument("--mask", default="equispaced4x", help="a mask config name")
+    p_parity.add_argument("--rows", nargs="*", help="only these rows (default: all)")
+    p_parity.add_argument("--data", type=Path, help="a folder with train/ and val/ instead")
+    p_parity.add_argument("--out", type=Path, help="write the JSON here too")
     p_tables = sub.add_parser("tables", help="README / docs/bench.md tables from bench JSON files")
     p_tables.add_argument("json", nargs="+", type=Path, help="outputs of bench data / train")
     p_tables.add_argument("--root", type=Path, default=None, help="repository (default: this)")
@@ -60,7 +72,19 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(json.dumps(row))
         return
-    if args.what == "data":
+    if args.what == "parity":
+        result = {
+            "parity": bench_parity(
+                args.steps,
+                tuple(args.seeds),
+                args.size,
+                args.coils,
+                args.mask,
+                tuple(args.rows) if args.rows else None,
+                args.data,
+            )
+        }
+    elif args.what == "data":
         args_ = (args.data, args.workers, args.repeats, args.size, args.coils, args.batch)
         result = {"data": bench_data(*args_)}
     else:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -20,18 +20,36 @@ from torch.utils.data import DataLoader, DistributedSampler
 from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
 from kspace_mim.data.samplers import GridBatchSampler, VolumeBatchSampler
-from kspace_mim.data.split import load_split
+from kspace_mim.data.masks import CartesianMask
+from kspace_mim.data.split import load_split, protocol_mask_func
 from kspace_mim.data.synthesize import SPLITS, ensure_synthetic
 from kspace_mim.data.transforms import (
     KspaceSample,
     KspaceTransform,
     SliceSample,
     collate_slices,
+    model_grid,
     prepare_batch,
-    prepare_slice,
 )
 
 log = logging.getLogger(__name__)
+
+
+class DataFacts(NamedTuple):
+    """What a model needs to know of its data, from the DataModule (:meth:`facts`).
+
+    num_coils: input coils per sample (after compression; the largest count when they
+        vary), times ``slices`` with adjacent slices.
+    coil_counts: the distinct coil counts per slice of the train / val volumes.
+    img_size: the largest model grid (rows, cols); grids: every distinct grid.
+    slices: slices per input stack.
+    """
+
+    num_coils: int
+    coil_counts: tuple[int, ...]
+    img_size: tuple[int, int]
+    grids: tuple[tuple[int, int], ...]
+    slices: int
 
 
 def split_volumes(volumes: list[Volume], val_fraction: float, seed: int) -> tuple[list, list]:
@@ -73,7 +91,8 @@ class FastMRIDataModule(L.LightningDataModule):
             ``val_list`` / ``test_list``): validation on the ``val_list`` files of
             ``val_path``, test on the ``test_list`` files of ``test_path`` (default
             ``<split_dir>/test``, masked by ``python -m kspace_mim.data.split``). Listed
-            files that are missing are named.
+            files that are missing are named. Validation then draws the protocol's
+            masks (fastMRI's test set: random 4x / 8x, seeded by file name).
         split_dir: where ``python -m kspace_mim.data.split`` wrote the split.
         train_volumes: train on the first N volumes of the train folder only (sorted by
             name; label-efficient studies), None: all.
@@ -83,6 +102,11 @@ class FastMRIDataModule(L.LightningDataModule):
         adjacent_slices: N neighbours on either side of each slice, stacked as extra
             coils (2N + 1 slices, the edge slice repeated at a volume's ends), for the
             models whose denoiser sees images; the target stays the middle slice's.
+        grid, readout: the model grid (:func:`kspace_mim.data.transforms.model_grid`):
+            "square" (``crop_size`` x ``crop_size``, both axes cropped before masking) or
+            "native" (the file's own k-space, masks with its padding columns excluded,
+            the readout oversampling kept or cropped; only the image is cropped).
+            Training batches hold slices of one grid and one coil count.
     """
 
     def __init__(
@@ -110,9 +134,16 @@ class FastMRIDataModule(L.LightningDataModule):
         split: str | None = None,
         split_file: str | None = None,
         split_dir: str | None = None,
+        grid: str = "square",
+        readout: str = "keep",
     ):
         super().__init__()
+        model_grid((1, 1), (1, 1), False, grid, readout)  # names checked before any scan
+        self.grid, self.readout = grid, readout
         self.split_lists = load_split(split, split_file) if split or split_file else None
+        # A benchmark split validates as it tests: the protocol's masks (fastMRI's test
+        # set: random, 4x / 0.08 or 8x / 0.04, seeded by file name), whatever trains.
+        self.eval_mask = CartesianMask(protocol_mask_func()) if self.split_lists else mask
         if self.split_lists and not test_path and split_dir:
             test_path = str(Path(os.path.expanduser(split_dir)) / "test")
         if train_volumes is not None and train_volumes < 1:
@@ -160,12 +191,14 @@ class FastMRIDataModule(L.LightningDataModule):
     def _dataset(self, volumes: list[Volume], train: bool) -> SliceDataset:
         eval_augmentation = Augmentation(normalize=self.augmentation.normalize)
         transform = KspaceTransform(
-            mask_func=self.mask,
+            mask_func=self.mask if train else self.eval_mask,
             crop_size=self.crop_size,
             virtual_coils=self.virtual_coils,
             augmentation=self.augmentation if train else eval_augmentation,
             deterministic=not train,
             adjacent_slices=self.adjacent_slices,
+            grid=self.grid,
+            readout=self.readout,
         )
         return SliceDataset(
             volumes, self.challenge, transform, adjacent_slices=self.adjacent_slices
@@ -202,15 +235,6 @@ class FastMRIDataModule(L.LightningDataModule):
             )
         return train
 
-    def _check_coils(self, volumes: list[Volume], stage: str) -> None:
-        coils = Counter(v.num_coils for v in volumes)
-        if len(coils) > 1 and not self.virtual_coils:
-            counts = ", ".join(f"{n} coils: {k} volume(s)" for n, k in sorted(coils.items()))
-            raise ValueError(
-                f"{stage} volumes have different coil counts ({counts}); set data.virtual_coils "
-                f"(e.g. {min(coils)}) to compress every volume to that many coils"
-            )
-
     def prepare_data(self) -> None:
         """Write the synthetic default set on first use: when a configured folder is one of
         its ``<synthetic_root>/<challenge>_{train,val,test}`` folders and is missing, the
@@ -243,13 +267,11 @@ class FastMRIDataModule(L.LightningDataModule):
                     len(val),
                 )
             train = self._take_train_volumes(train)
-            self._check_coils(train + val, "train/val")
             if train:
                 self.datasets["train"] = self._dataset(train, train=True)
             self.datasets["val"] = self._dataset(val, train=False)
         if stage in (None, "test") and self.paths["test"] and "test" not in self.datasets:
             test = self._scan("test")
-            self._check_coils(test, "test")
             self.datasets["test"] = self._dataset(test, train=False)
 
     def _world(self) -> tuple[int, int]:
@@ -260,15 +282,36 @@ class FastMRIDataModule(L.LightningDataModule):
             return torch.distributed.get_world_size(), torch.distributed.get_rank()
         return 1, 0
 
-    def model_input_shape(self) -> tuple[int, tuple[int, int]]:
-        """(coils after compression, model grid (H, W)): what a model is built for, from
-        the first validation slice."""
+    def slice_key(self, volume: Volume) -> tuple[int, tuple[int, int]]:
+        """(coils the model sees per slice, model grid): slices with equal keys batch."""
+        coils = volume.num_coils
+        if self.virtual_coils and self.challenge == "multicoil" and coils > 1:
+            coils = self.virtual_coils  # compressed, or zero-padded up to it
+        own_mask = volume.mask is not None
+        recon = tuple(volume.metadata["recon_size"][:2])
+        shape = tuple(volume.shape[-2:])
+        return coils, model_grid(shape, recon, own_mask, self.grid, self.readout, self.crop_size)
+
+    def facts(self) -> DataFacts:
+        """What a model is built for, from the headers the folder scan parsed (no slice
+        is read): coil counts and grids of the train and val volumes."""
         self.setup("fit")
-        val = self.datasets["val"]
-        sample = prepare_slice(
-            val.transform(*val.read(0)), self.virtual_coils, self.augmentation.normalize
+        volumes = [
+            v for ds in (self.datasets.get("train"), self.datasets["val"]) if ds for v in ds.volumes
+        ]
+        keys = [self.slice_key(v) for v in volumes]
+        slices = 2 * self.adjacent_slices + 1
+        coil_counts = tuple(sorted({c for c, _ in keys}))
+        grids = tuple(sorted({g for _, g in keys}))
+        rows = max(g[0] for g in grids)
+        cols = max(g[1] for g in grids)
+        return DataFacts(
+            num_coils=slices * max(coil_counts),
+            coil_counts=coil_counts,
+            img_size=(rows, cols),
+            grids=grids,
+            slices=slices,
         )
-        return sample.masked_kspace.shape[0], tuple(sample.masked_kspace.shape[-2:])
 
     def prepare_in_loader(self) -> bool:
         """Whether batches are prepared in the loader (see ``prepare_on``)."""
@@ -292,12 +335,11 @@ class FastMRIDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
         world, rank = self._world()
-        if any(v.mask is not None for v in dataset.volumes):
-            # Undersampled files keep their own width: batch only slices of one grid.
-            keys = [
-                dataset.volumes[v].shape[-1] if dataset.volumes[v].mask is not None else -1
-                for v, _ in dataset.index
-            ]
+        by_volume = [self.slice_key(v) for v in dataset.volumes]
+        if len(set(by_volume)) > 1:
+            # Grids (native widths, undersampled files' own widths) or coil counts differ:
+            # batch only slices that share both.
+            keys = [by_volume[v] for v, _ in dataset.index]
             sampler = GridBatchSampler(keys, self.batch_size, self.split_seed, world, rank)
             return self._loader(dataset, batch_sampler=sampler)
         if world > 1:

@@ -102,15 +102,21 @@ class RandomPatchMask:
         return _result(torch.from_numpy(mask), num_low, rows)
 
 
+def exclude_padding(mask: torch.Tensor, padding: tuple[int, int]) -> torch.Tensor:
+    """``mask`` (rows or 1, cols) with the columns outside ``padding = (left, right)``
+    off, as fastMRI's ``apply_mask(..., padding)``: they were never acquired."""
+    out = mask.clone()
+    out[:, : padding[0]] = False
+    out[:, padding[1] :] = False
+    return out
+
+
 def file_mask(mask: np.ndarray, padding: tuple[int, int]) -> torch.Tensor:
     """A test / challenge file's own column mask, with the unacquired padding columns off.
 
     mask: (cols,) from the file. Returns bool (1, cols), as fastMRI's VarNetDataTransform.
     """
-    out = torch.from_numpy(np.asarray(mask).astype(bool)).reshape(1, -1).clone()
-    out[:, : padding[0]] = False
-    out[:, padding[1] :] = False
-    return out
+    return exclude_padding(torch.from_numpy(np.asarray(mask).astype(bool)).reshape(1, -1), padding)
 
 
 def seed_from_fname(fname: str) -> tuple[int, ...]:

@@ -29,7 +29,7 @@ from torch import Tensor
 from torch.utils.data import default_collate
 
 from kspace_mim.data.augment import NO_AUGMENTATION, Augmentation
-from kspace_mim.data.masks import NoMask, file_mask, seed_from_fname
+from kspace_mim.data.masks import NoMask, exclude_padding, file_mask, seed_from_fname
 from kspace_mim.data.mri_data import DataError
 from kspace_mim.physics import (
     apply_mask,
@@ -94,6 +94,38 @@ class KspaceSample(NamedTuple):
     fname: str
     slice_num: int
     num_low_frequencies: int
+
+
+GRIDS = ("square", "native")
+READOUTS = ("keep", "crop")
+
+
+def model_grid(
+    shape: tuple[int, int],
+    recon_size: tuple[int, int],
+    own_mask: bool,
+    grid: str = "square",
+    readout: str = "keep",
+    crop_size: int | None = None,
+) -> tuple[int, int]:
+    """The (rows, cols) grid a slice of k-space ``shape`` is reconstructed on.
+
+    ``grid="native"``: the file's own k-space (as fastMRI, PromptMR and HUMUS-Net train):
+    its phase-encode width, masks drawn with the padding columns excluded; the readout
+    oversampling kept (``readout="keep"``) or cropped to the recon height ("crop").
+    ``grid="square"``: ``crop_size`` x ``crop_size`` (the header's recon size when None),
+    both axes cropped in the image domain before the mask is drawn; files that bring
+    their own mask keep their width (only their readout is cropped).
+    """
+    if grid not in GRIDS:
+        raise ValueError(f"data.grid must be one of {GRIDS}, got {grid!r}")
+    if readout not in READOUTS:
+        raise ValueError(f"data.readout must be one of {READOUTS}, got {readout!r}")
+    rows, cols = shape
+    if grid == "native":
+        return (recon_size[0] if readout == "crop" else rows), cols
+    square = (crop_size, crop_size) if crop_size else tuple(recon_size)
+    return square[0], (cols if own_mask else square[1])
 
 
 def collate_slices(
@@ -309,6 +341,8 @@ class KspaceTransform:
             the workers do the FFTs in parallel with the training step.
         adjacent_slices: N > 0 for k-space read with N neighbours on either side
             (``SliceDataset(adjacent_slices=N)``); one mask for the whole stack.
+        grid, readout: the model grid (:func:`model_grid`): "square" (``crop_size``) or
+            "native" (the file's own width, padding columns never sampled).
     """
 
     def __init__(
@@ -320,7 +354,11 @@ class KspaceTransform:
         deterministic: bool = True,
         prepare_in_loader: bool = False,
         adjacent_slices: int = 0,
+        grid: str = "square",
+        readout: str = "keep",
     ):
+        model_grid((1, 1), (1, 1), False, grid, readout)  # a bad name fails here, not per slice
+        self.grid, self.readout = grid, readout
         self.adjacent_slices = adjacent_slices
         self.mask_func = mask_func if mask_func is not None else NoMask()
         self.prepare_in_loader = prepare_in_loader
@@ -353,13 +391,18 @@ class KspaceTransform:
         elif k.ndim == 2:  # singlecoil
             k = k.unsqueeze(0)
         recon = tuple(attrs["recon_size"][:2])
-        grid = (self.crop_size, self.crop_size) if self.crop_size else recon
-        crop = (min(recon[0], grid[0]), min(recon[1], grid[1]))
+        padding = (attrs["padding_left"], attrs["padding_right"])
+        grid = model_grid(
+            tuple(k.shape[-2:]), recon, mask is not None, self.grid, self.readout, self.crop_size
+        )
+        # The recon size, or less when a square grid is smaller than it.
+        limit = (self.crop_size,) * 2 if self.grid == "square" and self.crop_size else grid
+        crop = (min(recon[0], limit[0]), min(recon[1], limit[1]))
 
         if mask is not None:
             # The file was acquired undersampled: only the readout (rows) may be cropped,
             # which never touches the sampled columns, so its own mask stays exact.
-            sampled = file_mask(mask, (attrs["padding_left"], attrs["padding_right"]))
+            sampled = file_mask(mask, padding)
             sampled = sampled.expand(grid[0], -1)
             num_low = int(attrs.get("num_low_frequency", 0))
         else:
@@ -367,6 +410,10 @@ class KspaceTransform:
                 k = fft2c(self.augmentation(ifft2c(k), grid))
             seed = seed_from_fname(fname) if self.deterministic else int(torch.randint(2**31, ()))
             sampled, num_low, _ = self.mask_func(grid, seed)
+            if self.grid == "native":
+                # fastMRI's apply_mask(padding=...): columns outside the encoding limits
+                # were never acquired, so the mask never samples them.
+                sampled = exclude_padding(sampled, padding)
             sampled = sampled.expand(grid[0], -1) if sampled.shape[0] == 1 else sampled
 
         if target is not None and not self.augmentation.geometric:

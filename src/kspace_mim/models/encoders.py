@@ -16,12 +16,25 @@ from torch import Tensor, nn
 
 
 class MaskedEncoder(nn.Module):
-    """What both encoders share: SimMIM's learned mask token and the stage geometry."""
+    """What both encoders share: SimMIM's learned mask token and the stage geometry.
 
-    def __init__(self, embed_dim: int, patch_size: int, channels: list[int], strides: list[int]):
+    ``mask_token=False`` builds no token: an encoder that never sees a missing patch (the
+    zero-filled image, a cascade's denoiser) would hold a parameter without a gradient,
+    which stops DDP training (``find_unused_parameters=False``) at the first step.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        patch_size: int,
+        channels: list[int],
+        strides: list[int],
+        mask_token: bool = True,
+    ):
         super().__init__()
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim))
-        trunc_normal_(self.mask_token, std=0.02)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, embed_dim)) if mask_token else None
+        if self.mask_token is not None:
+            trunc_normal_(self.mask_token, std=0.02)
         self.patch_size = patch_size
         self.channels = channels  # per returned stage
         self.strides = strides
@@ -35,6 +48,8 @@ class MaskedEncoder(nn.Module):
         """x: embedded patches NHWC; token_mask: bool (B, H, W), True = mask token."""
         if token_mask is None:
             return x
+        if self.mask_token is None:
+            raise ValueError("this encoder was built without a mask token (mask_token=False)")
         return torch.where(token_mask[..., None], self.mask_token.to(x.dtype), x)
 
 
@@ -51,6 +66,7 @@ class SwinEncoder(MaskedEncoder):
         num_heads: tuple[int, ...],
         window_size: int,
         drop_path_rate: float = 0.0,
+        mask_token: bool = True,
     ):
         if len(depths) != len(num_heads):
             raise ValueError(f"depths {depths} and num_heads {num_heads} need the same length")
@@ -60,6 +76,7 @@ class SwinEncoder(MaskedEncoder):
             patch_size,
             [embed_dim * 2**i for i in stages],
             [patch_size * 2**i for i in stages],
+            mask_token,
         )
         self.swin = SwinTransformer(
             img_size=img_size,
@@ -98,8 +115,9 @@ class ViTEncoder(MaskedEncoder):
         depth: int,
         num_heads: int,
         drop_path_rate: float = 0.0,
+        mask_token: bool = True,
     ):
-        super().__init__(embed_dim, patch_size, [embed_dim], [patch_size])
+        super().__init__(embed_dim, patch_size, [embed_dim], [patch_size], mask_token)
         self.vit = VisionTransformer(
             img_size=img_size,
             patch_size=patch_size,

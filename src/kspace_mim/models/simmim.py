@@ -40,6 +40,9 @@ class SimMIM(nn.Module):
         decoder: "linear" (SimMIM, the paper) or "skip" (hierarchical + full-res stem).
         size: preset (tiny|small|base); explicit arguments below override it.
         mask_channel: append the sampling mask as an input channel.
+        mask_tokens: learn SimMIM's mask token (patches without an acquired sample get
+            it). Only a network that sees k-space has such patches; on images (the
+            zero-filled image, a denoiser) it would be a parameter without a gradient.
     """
 
     def __init__(
@@ -53,9 +56,11 @@ class SimMIM(nn.Module):
         size: str = "small",
         mask_channel: bool = True,
         drop_path_rate: float = 0.0,
+        mask_tokens: bool = True,
         **arch,
     ):
         super().__init__()
+        self.mask_tokens = mask_tokens
         params = resolve(family, size, **arch)
         depths = params.get("depths")
         stride = real_stride(family, patch_size, depths)
@@ -81,11 +86,21 @@ class SimMIM(nn.Module):
         padded = tuple(-(-s // self.multiple) * self.multiple for s in img_size)
         if family == "swin":
             self.encoder = SwinEncoder(
-                in_chans, padded, patch_size, drop_path_rate=drop_path_rate, **params
+                in_chans,
+                padded,
+                patch_size,
+                drop_path_rate=drop_path_rate,
+                mask_token=mask_tokens,
+                **params,
             )
         elif family == "vit":
             self.encoder = ViTEncoder(
-                in_chans, padded, patch_size, drop_path_rate=drop_path_rate, **params
+                in_chans,
+                padded,
+                patch_size,
+                drop_path_rate=drop_path_rate,
+                mask_token=mask_tokens,
+                **params,
             )
         else:
             raise ConfigError(f"unknown SimMIM encoder {family!r}: swin or vit")
@@ -93,11 +108,11 @@ class SimMIM(nn.Module):
             decoder, in_chans, self.out_chans, self.encoder.channels, self.encoder.strides
         )
 
-    def forward(self, x: Tensor, mask: Tensor, use_mask_tokens: bool = True) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x: real (B, 2C, H, W); mask: bool (B, 1, H, W) acquired samples.
 
         Returns the prediction, real (B, 2C, H, W). Patches without a single
-        acquired sample get the mask token when ``use_mask_tokens``.
+        acquired sample get the mask token (when the network has one).
         """
         h, w = x.shape[-2:]
         ph, pw = -h % self.multiple, -w % self.multiple
@@ -106,7 +121,7 @@ class SimMIM(nn.Module):
         x, mask = F.pad(x, pads), F.pad(mask.to(x.dtype), pads)
         inputs = torch.cat([x, mask], dim=1) if self.mask_channel else x
         token_mask = None
-        if use_mask_tokens:
+        if self.mask_tokens:
             acquired = F.max_pool2d(mask, self.patch_size)[:, 0]  # any sample in the patch
             token_mask = acquired == 0
         features = self.encoder(inputs, token_mask)
@@ -126,7 +141,7 @@ def predict_kspace(network: nn.Module, masked_kspace: Tensor, mask: Tensor, doma
     with torch.autocast(device, enabled=False):
         source = masked_kspace if domain == "kspace" else ifft2c(masked_kspace)
         x = complex_to_channels(source)
-    y = network(x, mask, use_mask_tokens=domain == "kspace")
+    y = network(x, mask)
     with torch.autocast(device, enabled=False):
         y = channels_to_complex(y.float())
         return y if domain == "kspace" else fft2c(y)

@@ -18,6 +18,7 @@ from fastmri.models.varnet import NormUnet, SensitivityModel, VarNetBlock
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from kspace_mim.models.coils import guard_empty_coils
 from kspace_mim.models.simmim import ConfigError, SimMIM, predict_kspace
 from kspace_mim.physics import data_consistency
 
@@ -31,9 +32,9 @@ class ImageDenoiser(nn.Module):
     x: (B, S, H, W, 2) coil-combined images (S = 1, or a stack of adjacent slices) ->
     same shape. Normalised per image and real / imaginary channel (mean, std), as
     fastMRI's ``NormUnet`` does for its U-Net; the network runs on (B, 2S, H, W) and its
-    output returns to float32 (FFTs follow). ``network`` is a SimMIM network (called
-    with an all-ones mask and no mask tokens) or, with ``takes_mask=False``, a plain
-    image-to-image network such as fastMRI's ``Unet``.
+    output returns to float32 (FFTs follow). ``network`` is a SimMIM network built
+    without mask tokens (called with an all-ones mask) or, with ``takes_mask=False``, a
+    plain image-to-image network such as fastMRI's ``Unet``.
     """
 
     def __init__(self, network: nn.Module, takes_mask: bool = True):
@@ -49,7 +50,7 @@ class ImageDenoiser(nn.Module):
         y = (y - mean) / std
         if self.takes_mask:
             ones = torch.ones(b, 1, h, w, device=x.device, dtype=x.dtype)
-            out = self.network(y, ones, use_mask_tokens=False).float()
+            out = self.network(y, ones).float()
         else:
             out = self.network(y).float()
         return (out * std + mean).reshape(b, s, 2, h, w).permute(0, 1, 3, 4, 2)
@@ -90,11 +91,33 @@ def build_denoiser(
     elif name == "unet":  # NormUnet normalises exactly 2 channels: normalise here instead
         denoiser = ImageDenoiser(Unet(2 * slices, 2 * slices, chans, pools), takes_mask=False)
     elif name in ("swin", "vit"):
-        network = SimMIM(name, slices, img_size, patch_size, None, "skip", size, mask_channel=False)
+        network = SimMIM(
+            name,
+            slices,
+            img_size,
+            patch_size,
+            None,
+            "skip",
+            size,
+            mask_channel=False,
+            mask_tokens=False,
+        )
         denoiser = ImageDenoiser(network)
     else:
         raise ConfigError(f"encoder.denoiser={name!r}: one of {DENOISERS}")
     return denoiser if slices == 1 else StackDenoiser(denoiser, slices)
+
+
+def freeze_first_dc_weight(cascades: nn.ModuleList) -> None:
+    """Freeze the soft data-consistency weight of the first cascade.
+
+    The first cascade starts from k-space that equals the acquired samples where they
+    were acquired (VarNet's start, or an estimate after hard data consistency), so its
+    data-consistency term is exactly zero and its weight's gradient is zero at every
+    step: it never learns. Frozen, it is no parameter without a gradient (which DDP and
+    the gradient tests would flag) and weight decay cannot move it either.
+    """
+    cascades[0].dc_weight.requires_grad_(False)
 
 
 class Unrolled(nn.Module):
@@ -145,9 +168,19 @@ class Unrolled(nn.Module):
         if cascades < 1:
             raise ConfigError(f"encoder.cascades={cascades}: at least 1")
         self.checkpointing = checkpointing
-        self.sens_net = SensitivityModel(sens_chans, sens_pools)
+        self.sens_net = guard_empty_coils(SensitivityModel(sens_chans, sens_pools))
         self.first = (
-            SimMIM("swin", num_coils, tuple(img_size), patch_size, None, "skip", size)
+            # On the zero-filled image (every patch has data): no mask token.
+            SimMIM(
+                "swin",
+                num_coils,
+                tuple(img_size),
+                patch_size,
+                None,
+                "skip",
+                size,
+                mask_tokens=False,
+            )
             if first_estimate == "simmim"
             else None
         )
@@ -159,6 +192,7 @@ class Unrolled(nn.Module):
         self.cascades = nn.ModuleList(
             [VarNetBlock(shared if shared is not None else make()) for _ in range(cascades)]
         )
+        freeze_first_dc_weight(self.cascades)
 
     def first_estimate(self, masked_kspace: Tensor, mask: Tensor) -> Tensor:
         """complex (B, C, H, W): the SimMIM estimate with the acquired samples put back,

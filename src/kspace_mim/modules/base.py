@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import hydra
 import lightning as L
 import numpy as np
 import torch
@@ -24,14 +25,15 @@ from kspace_mim.data.transforms import KspaceSample, slice_coils, stack_slice
 from kspace_mim.figures import comparison_figure, save_figure
 from kspace_mim.metrics import VolumeMetrics, kspace_picture, kspace_ssim
 from kspace_mim.models.simmim import ConfigError
-from kspace_mim.modules.schedule import lr_factor
 from kspace_mim.physics import data_consistency, form_image
 from kspace_mim.supervision import build_supervision
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LOSS = {"kspace_l1": 0.0, "image_l1": 1.0, "image_ssim": 0.0}
-DEFAULT_OPTIM = {"lr": 1e-3, "weight_decay": 0.01, "warmup_fraction": 0.05}
+# The optim group's default (conf/optim/warmup_cosine.yaml); a dict without _target_ is
+# read as its arguments (checkpoints written before the group existed).
+DEFAULT_OPTIM = {"_target_": "kspace_mim.optim.WarmupCosine"}
 
 
 class ReconOutput(NamedTuple):
@@ -68,8 +70,9 @@ class ReconstructionModule(L.LightningModule):
         num_coils: coils of the data (after compression); img_size: model grid (H, W).
         loss: weights ``kspace_l1`` (SimMIM's, on unacquired samples), ``image_l1`` and
             ``image_ssim`` (on the image after data consistency, data range = volume max).
-        optim: ``lr``, ``weight_decay``, ``warmup_fraction`` (AdamW, linear warm-up, cosine
-            over the run's horizon: :mod:`kspace_mim.modules.schedule`).
+        optim: the optimiser and its schedule, a config of the ``optim`` group
+            (``_target_`` a recipe of :mod:`kspace_mim.optim` and its arguments; default
+            AdamW with warm-up and cosine).
         data: the data settings the model is trained with (``challenge``, ``normalize``,
             ``crop_size``, ``virtual_coils``, ``adjacent_slices``), saved with the
             hyperparameters so that ``reconstruct`` rebuilds the inputs from the checkpoint
@@ -85,6 +88,9 @@ class ReconstructionModule(L.LightningModule):
     trainable = True
     # Whether the output passes through k-space (SSDU's loss lives there).
     has_kspace_output = True
+    # Whether one network takes any coil count (batches of one count each): true where
+    # the coils meet the network only through coil maps or a coil combination.
+    varying_coils = True
 
     def __init__(
         self,
@@ -116,7 +122,8 @@ class ReconstructionModule(L.LightningModule):
         unknown = set(self.loss_weights) - set(DEFAULT_LOSS)
         if unknown:
             raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {sorted(DEFAULT_LOSS)}")
-        self.optim = {**DEFAULT_OPTIM, **(optim or {})}
+        optim = dict(optim or {})
+        self.optim = {**DEFAULT_OPTIM, **optim} if "_target_" not in optim else optim
         self.ssim_loss = SSIMLoss()
         self.val_metrics = VolumeMetrics()
         self.best: dict[str, float] = {}
@@ -219,13 +226,9 @@ class ReconstructionModule(L.LightningModule):
         if "grad_2.0_norm_total" in norms:
             self.log("train/grad_norm", norms["grad_2.0_norm_total"])
 
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(
-            self.parameters(), lr=self.optim["lr"], weight_decay=self.optim["weight_decay"]
-        )
-        factor = lr_factor(self.trainer, self.optim["warmup_fraction"])
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def configure_optimizers(self) -> dict[str, Any]:
+        recipe = hydra.utils.instantiate(self.optim)
+        return recipe([p for p in self.parameters() if p.requires_grad], self.trainer)
 
     # --- evaluation -------------------------------------------------------------------
     def _eval_step(self, batch: KspaceSample, batch_idx: int) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from kspace_mim.data.transforms import KspaceSample
 from kspace_mim.models.simmim import ConfigError, SimMIM, predict_kspace
 from kspace_mim.modules.base import ReconOutput, ReconstructionModule
@@ -21,6 +19,8 @@ class SimMIMModule(ReconstructionModule):
         compile: ``torch.compile`` the real-valued network (never the complex FFTs).
         Other arguments: see :class:`kspace_mim.models.simmim.SimMIM`.
     """
+
+    varying_coils = False  # every coil is a pair of input channels
 
     def __init__(
         self,
@@ -47,7 +47,8 @@ class SimMIMModule(ReconstructionModule):
         if domain not in DOMAINS:
             raise ConfigError(f"encoder.domain={domain!r}: one of {DOMAINS}")
         self.domain = domain
-        self.model = SimMIM(
+        self.compile_net = compile
+        self.net = SimMIM(
             family,
             num_coils,
             tuple(img_size),
@@ -57,10 +58,18 @@ class SimMIMModule(ReconstructionModule):
             size,
             mask_channel,
             drop_path_rate,
+            # Mask tokens only where the encoder sees k-space: on the zero-filled image
+            # every patch has data, and a token without a gradient stops DDP training.
+            mask_tokens=domain == "kspace",
             **arch,
         )
-        self.network = torch.compile(self.model) if compile else self.model
+
+    def setup(self, stage: str) -> None:
+        # In place (``nn.Module.compile``): the state dict keeps its keys, so compiled and
+        # uncompiled configs share checkpoints.
+        if self.compile_net:
+            self.net.compile()
 
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
-        prediction = predict_kspace(self.network, batch.masked_kspace, batch.mask, self.domain)
+        prediction = predict_kspace(self.net, batch.masked_kspace, batch.mask, self.domain)
         return self.kspace_output(batch, prediction)

@@ -35,7 +35,7 @@ class UnetModule(ReconstructionModule):
         self.save_hyperparameters()
         arch = resolve("unet", size, chans=chans, num_pool_layers=num_pool_layers)
         # Adjacent slices (data.adjacent_slices) are input channels; the output is the middle.
-        self.unet = Unet(in_chans=self.slices, out_chans=1, drop_prob=drop_prob, **arch)
+        self.net = Unet(in_chans=self.slices, out_chans=1, drop_prob=drop_prob, **arch)
 
     def _normalized(self, batch: KspaceSample):
         """(B, S, h, w) zero-filled images of the stack, normalised by the middle one's
@@ -48,7 +48,7 @@ class UnetModule(ReconstructionModule):
 
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
         x, mean, std = self._normalized(batch)
-        return ReconOutput(self.unet(x)[:, 0] * std + mean)
+        return ReconOutput(self.net(x)[:, 0] * std + mean)
 
     def loss(self, batch: KspaceSample, out: ReconOutput) -> dict[str, torch.Tensor]:
         terms = {}

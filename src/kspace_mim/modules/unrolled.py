@@ -46,7 +46,7 @@ class UnrolledModule(ReconstructionModule):
             sens_chans=sens_chans,
             sens_pools=sens_pools,
         )
-        self.model = Unrolled(
+        self.net = Unrolled(
             num_coils,
             tuple(img_size),
             denoiser=denoiser,
@@ -59,6 +59,11 @@ class UnrolledModule(ReconstructionModule):
             **arch,
         )
 
+    @property
+    def varying_coils(self) -> bool:
+        # The SimMIM first estimate sees every coil as channels; cascades see coil maps.
+        return self.net.first is None
+
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
-        kspace = self.model(batch.masked_kspace, batch.mask, common_low_frequencies(batch))
+        kspace = self.net(batch.masked_kspace, batch.mask, common_low_frequencies(batch))
         return self.unrolled_output(batch, kspace)
