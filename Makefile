@@ -8,7 +8,7 @@ SYNTH_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test train data results results-ssdu bench lint clean mutation
+.PHONY: install test train data results results-ssdu bench parity lint clean mutation
 
 install: $(STAMP)
 
@@ -56,6 +56,13 @@ bench: install
 	    --repeats 3 --encoders unrolled --override encoder.checkpointing=true \
 	    --out docs/bench/train_gpu_unrolled_knee.json; fi
 	$(BIN)/python -m kspace_mim.bench tables docs/bench/*.json
+
+# The reference-parity row: fastMRI's own E2E-VarNet loop beside encoder=varnet and
+# encoder=unrolled (and their grid / recipe variants), equal steps, 2 seeds (about 40
+# minutes on 2 CPU cores).
+parity: install
+	mkdir -p docs/bench
+	$(BIN)/python -m kspace_mim.bench parity --out docs/bench/parity_cpu.json
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -199,6 +199,68 @@ MUTATIONS = (
         "    return tuple(map(ord, name[::-1]))",
         ("tests/test_split.py::test_test_files_equal_fastmri_apply_mask_bit_for_bit",),
     ),
+    Mutation(
+        "image-domain SimMIM keeps a mask token (no gradient under DDP)",
+        "modules/simmim.py",
+        '            mask_tokens=domain == "kspace",',
+        "            mask_tokens=True,",
+        ("tests/test_families.py::test_every_trainable_parameter_gets_a_nonzero_gradient",),
+    ),
+    Mutation(
+        "first cascade's data-consistency weight trainable (zero gradient)",
+        "models/unrolled.py",
+        "    cascades[0].dc_weight.requires_grad_(False)",
+        "    pass",
+        ("tests/test_families.py::test_every_trainable_parameter_gets_a_nonzero_gradient",),
+    ),
+    Mutation(
+        "padded coils divided by a zero std (NaN coil maps)",
+        "models/coils.py",
+        "    sens_net.norm_unet.__class__ = GuardedNormUnet",
+        "    pass",
+        (
+            "tests/test_grid_coils.py::test_empty_coils_get_zero_maps_and_real_coils_fastmri_s",
+            "tests/test_grid_coils.py::test_coils_padded_to_a_fixed_count_train_without_nan",
+        ),
+    ),
+    Mutation(
+        "native grid samples the padding columns",
+        "data/transforms.py",
+        "                sampled = exclude_padding(sampled, padding)",
+        "                pass",
+        (
+            "tests/test_grid_coils.py::test_native_grid_equals_fastmri_varnet_transform",
+            "tests/test_grid_coils.py::test_release_widths_are_what_the_native_grid_batches",
+        ),
+    ),
+    Mutation(
+        "native grid crops the width",
+        "data/transforms.py",
+        '        return (recon_size[0] if readout == "crop" else rows), cols',
+        '        return (recon_size[0] if readout == "crop" else rows), recon_size[1]',
+        ("tests/test_grid_coils.py::test_release_widths_are_what_the_native_grid_batches",),
+    ),
+    Mutation(
+        "training batches mix coil counts",
+        "data/datamodule.py",
+        "        if len(set(by_volume)) > 1:",
+        "        if False:",
+        ("tests/test_grid_coils.py::test_any_coil_count_without_compression",),
+    ),
+    Mutation(
+        "the recipe's optimiser ignored (always AdamW)",
+        "optim.py",
+        "    cls = get_class(path)",
+        '    cls = get_class("torch.optim.AdamW")',
+        ("tests/test_families.py::test_the_checkpoint_holds_the_configured_recipe",),
+    ),
+    Mutation(
+        "benchmark validation with the training mask",
+        "data/datamodule.py",
+        "CartesianMask(protocol_mask_func()) if self.split_lists else mask",
+        "mask",
+        ("tests/test_grid_coils.py::test_split_validates_with_the_protocol_masks",),
+    ),
 )
 
 

@@ -73,16 +73,15 @@ def test_train_folder_alone_splits_80_20_by_volume(data_root):
     assert {v.path.name for v in dm2.datasets["val"].volumes} == val
 
 
-def test_mixed_coils_need_virtual_coils(data_root):
+def test_mixed_coils_compressed_to_virtual_coils(data_root):
+    """Mixed coil counts are the model's question (tests/test_grid_coils.py); compressed,
+    every batch has the virtual count."""
     overrides = [
         f"data.train_path={data_root}/mixed_coils",
         "data.val_path=null",
         "data.crop_size=32",
     ]
-    with pytest.raises(
-        ValueError, match=r"different coil counts \(4 coils: 2 volume\(s\), 6 coils"
-    ):
-        make_datamodule(overrides).setup("fit")
+    assert make_datamodule(overrides).facts().coil_counts == (4, 6)
     dm = make_datamodule(overrides + ["data.virtual_coils=4", "data.batch_size=2"])
     dm.setup("fit")
     for batch in model_batches(dm, dm.train_dataloader()):
@@ -200,7 +199,8 @@ def test_only_the_default_synthetic_folders_are_written(tmp_path, monkeypatch):
     monkeypatch.setitem(synth.DEFAULT_VOLUMES, "test", 1)
     root = tmp_path / "synthetic"
     dm = make_datamodule([f"data.synthetic_root={root}", "data.crop_size=32"])
-    assert dm.model_input_shape() == (8, (32, 32))  # written on first use, then read
+    facts = dm.facts()  # written on first use, then read
+    assert (facts.num_coils, facts.img_size) == (8, (32, 32))
     assert len(list((root / "multicoil_train").glob("*.h5"))) == 2
     other = make_datamodule(
         [f"data.synthetic_root={root}", f"data.val_path={tmp_path}/mine", "data.crop_size=32"]

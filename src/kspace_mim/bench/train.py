@@ -142,13 +142,13 @@ def bare_fastmri_step(name: str, model, sample, autocast, g: torch.Generator):
     batch = sample.masked_kspace.shape[0]
     shape = sample.masked_kspace.shape[-2:]
     if name == "unet":
-        net = copy.deepcopy(model.unet)  # a fastmri.models.Unet
+        net = copy.deepcopy(model.net)  # a fastmri.models.Unet
         x = torch.randn(batch, 1, *shape, generator=g).to(device)
 
         def forward():
             return net(x), x
     else:
-        net = copy.deepcopy(model.varnet)  # a fastmri.models.VarNet
+        net = copy.deepcopy(model.net)  # a fastmri.models.VarNet
         kspace = torch.view_as_real(sample.masked_kspace)
         mask = sample.mask.unsqueeze(-1)
         target = torch.rand(batch, *shape, generator=g).to(device)

@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from kspace_mim.data.augment import Augmentation
+from kspace_mim.data.masks import CartesianMask
 from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
 from kspace_mim.data.samplers import GridBatchSampler, VolumeBatchSampler
-from kspace_mim.data.masks import CartesianMask
 from kspace_mim.data.split import load_split, protocol_mask_func
 from kspace_mim.data.synthesize import SPLITS, ensure_synthetic
 from kspace_mim.data.transforms import (
