@@ -250,8 +250,8 @@ MUTATIONS = (
     Mutation(
         "the recipe's optimiser ignored (always AdamW)",
         "optim.py",
-        "    cls = get_class(path)",
-        '    cls = get_class("torch.optim.AdamW")',
+        "        cls = get_class(self.optimizer)",
+        '        cls = get_class("torch.optim.AdamW")',
         ("tests/test_families.py::test_the_checkpoint_holds_the_configured_recipe",),
     ),
     Mutation(

@@ -23,14 +23,20 @@ from hydra.utils import get_class
 from kspace_mim.modules.schedule import lr_factor
 
 
-def _optimizer(path: str, params: Iterable[torch.nn.Parameter], **kwargs) -> torch.optim.Optimizer:
-    cls = get_class(path)
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        raise ValueError(f"optim.optimizer={path!r} is not a torch optimiser class")
-    return cls(params, **kwargs)
+class Recipe:
+    """What every recipe shares: a torch optimiser class by path, its rate and decay."""
+
+    def __init__(self, optimizer: str, lr: float, weight_decay: float):
+        self.optimizer, self.lr, self.weight_decay = optimizer, lr, weight_decay
+
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        cls = get_class(self.optimizer)
+        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+            raise ValueError(f"optim.optimizer={self.optimizer!r} is not a torch optimiser class")
+        return cls(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
-class WarmupCosine:
+class WarmupCosine(Recipe):
     """``optimizer`` (default AdamW) with a linear warm-up over ``warmup_fraction`` of the
     horizon, then cosine decay to zero; stepped every optimizer step."""
 
@@ -43,16 +49,16 @@ class WarmupCosine:
     ):
         if not 0.0 <= warmup_fraction < 1.0:
             raise ValueError(f"optim.warmup_fraction must be in [0, 1), got {warmup_fraction}")
-        self.optimizer, self.lr, self.weight_decay = optimizer, lr, weight_decay
+        super().__init__(optimizer, lr, weight_decay)
         self.warmup_fraction = warmup_fraction
 
     def __call__(self, params: Iterable[torch.nn.Parameter], trainer: L.Trainer) -> dict[str, Any]:
-        opt = _optimizer(self.optimizer, params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = self.make_optimizer(params)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(trainer, self.warmup_fraction))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-class StepDecay:
+class StepDecay(Recipe):
     """``optimizer`` at ``lr``, multiplied by ``gamma`` every ``step_size`` epochs
     (``torch.optim.lr_scheduler.StepLR``), as fastMRI's ``VarNetModule`` / ``UnetModule``."""
 
@@ -66,10 +72,10 @@ class StepDecay:
     ):
         if step_size < 1:
             raise ValueError(f"optim.step_size must be >= 1 epoch, got {step_size}")
-        self.optimizer, self.lr, self.weight_decay = optimizer, lr, weight_decay
+        super().__init__(optimizer, lr, weight_decay)
         self.step_size, self.gamma = step_size, gamma
 
     def __call__(self, params: Iterable[torch.nn.Parameter], trainer: L.Trainer) -> dict[str, Any]:
-        opt = _optimizer(self.optimizer, params, lr=self.lr, weight_decay=self.weight_decay)
+        opt = self.make_optimizer(params)
         sched = torch.optim.lr_scheduler.StepLR(opt, self.step_size, self.gamma)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -8,10 +8,22 @@ from pathlib import Path
 
 from kspace_mim.bench import __doc__ as DOC
 from kspace_mim.bench.data import bench_data
-from kspace_mim.bench.parity import bench_parity
+from kspace_mim.bench.parity import bench_parity, parity_markdown
 from kspace_mim.bench.tables import write_tables
 from kspace_mim.bench.timing import machine
 from kspace_mim.bench.train import ENCODERS, bench_train, train_step_rate
+from kspace_mim.config import project_root
+from kspace_mim.utils import write_generated
+
+
+def write_parity(result: dict, source: Path) -> Path:
+    """docs/parity.md and the README's parity section from ``bench parity`` JSON."""
+    root = Path(project_root()).resolve()
+    source = source.resolve()
+    shown = source.relative_to(root) if source.is_relative_to(root) else source
+    command = f"make parity  # python -m kspace_mim.bench parity --out {shown}"
+    title = "Reference parity: fastMRI's E2E-VarNet loop beside this package"
+    return write_generated(project_root(), "parity", title, command, parity_markdown(result))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,6 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     p_parity.add_argument("--rows", nargs="*", help="only these rows (default: all)")
     p_parity.add_argument("--data", type=Path, help="a folder with train/ and val/ instead")
     p_parity.add_argument("--out", type=Path, help="write the JSON here too")
+    p_parity.add_argument(
+        "--table", type=Path, help="only write the README table from this parity JSON"
+    )
     p_tables = sub.add_parser("tables", help="README / docs/bench.md tables from bench JSON files")
     p_tables.add_argument("json", nargs="+", type=Path, help="outputs of bench data / train")
     p_tables.add_argument("--root", type=Path, default=None, help="repository (default: this)")
@@ -71,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
             tuple(args.override),
         )
         print(json.dumps(row))
+        return
+    if args.what == "parity" and args.table:
+        print(write_parity(json.loads(args.table.read_text())["parity"], args.table))
         return
     if args.what == "parity":
         result = {
@@ -105,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.out:
         args.out.write_text(text)
+        if args.what == "parity":
+            print(write_parity(result["parity"], args.out))
 
 
 if __name__ == "__main__":

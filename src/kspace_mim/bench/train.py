@@ -11,6 +11,7 @@ import sys
 import torch
 
 from kspace_mim.bench.timing import sync, timed
+from kspace_mim.config import CONFIG_DIR
 
 # Dense bf16 tensor-core peaks from the vendors' data sheets (TFLOP/s, no sparsity).
 BF16_PEAK_TFLOPS = {
@@ -36,7 +37,10 @@ def bf16_peak_tflops(device_name: str) -> float | None:
     return None
 
 
-ENCODERS = ("swin", "vit", "unet", "varnet", "unrolled")
+# Every trainable family, read from its config group (a new family is benchmarked too).
+ENCODERS = tuple(
+    sorted(p.stem for p in (CONFIG_DIR / "encoder").glob("*.yaml") if p.stem != "zero_filled")
+)
 
 
 def parse_grid(grid: str | int) -> tuple[int, int]:

@@ -1,0 +1,52 @@
+"""The optim group's recipes: the optimiser named by its class, schedules, bad values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kspace_mim.optim import StepDecay, WarmupCosine
+
+
+class _Trainer:  # what lr_factor reads of a trainer with a step horizon
+    estimated_stepping_batches = 10
+    callbacks: list = []
+
+
+def _params():
+    return [torch.nn.Parameter(torch.zeros(3))]
+
+
+def test_step_decay_is_fastmri_s_schedule():
+    out = StepDecay("torch.optim.RMSprop", lr=1e-3, step_size=2, gamma=0.5)(_params(), None)
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.RMSprop) and out["lr_scheduler"]["interval"] == "epoch"
+    rates = []
+    for _ in range(5):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
+
+
+def test_warmup_cosine_rises_then_decays_over_the_steps():
+    out = WarmupCosine(lr=1e-2, warmup_fraction=0.2)(_params(), _Trainer())
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    assert isinstance(opt, torch.optim.AdamW) and out["lr_scheduler"]["interval"] == "step"
+    rates = []
+    for _ in range(10):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    peak = rates.index(max(rates))
+    assert 0 < peak <= 2 and rates[-1] < 0.1 * max(rates)
+    assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1 :], strict=False))
+
+
+def test_bad_recipes_are_named():
+    with pytest.raises(ValueError, match="optim.optimizer='torch.nn.Linear' is not a torch"):
+        StepDecay("torch.nn.Linear")(_params(), None)
+    with pytest.raises(ValueError, match="optim.step_size must be >= 1"):
+        StepDecay(step_size=0)
+    with pytest.raises(ValueError, match=r"optim.warmup_fraction must be in \[0, 1\)"):
+        WarmupCosine(warmup_fraction=1.0)
