@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> None:
     p_parity.add_argument("--size", type=int, default=64, help="synthetic recon size")
     p_parity.add_argument("--coils", type=int, default=8, help="synthetic coils")
     p_parity.add_argument("--mask", default="equispaced4x", help="a mask config name")
-    p_parity.add_argument("--rows", nargs="*", help="only these rows (default: all)")
+    p_parity.add_argument(
+        "--rows",
+        nargs="*",
+        help="these rows (default: the parity rows; an existing --out keeps its others)",
+    )
     p_parity.add_argument("--data", type=Path, help="a folder with train/ and val/ instead")
     p_parity.add_argument("--out", type=Path, help="write the JSON here too")
     p_parity.add_argument(
@@ -91,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         print(write_parity(json.loads(args.table.read_text())["parity"], args.table))
         return
     if args.what == "parity":
+        # With --rows, an existing --out keeps its other rows (one table, run in parts).
+        keep = args.rows and args.out and args.out.is_file()
+        previous = json.loads(args.out.read_text())["parity"] if keep else None
         result = {
             "parity": bench_parity(
                 args.steps,
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.mask,
                 tuple(args.rows) if args.rows else None,
                 args.data,
+                previous,
             )
         }
     elif args.what == "data":

@@ -36,18 +36,34 @@ from kspace_mim.data.synthesize import synthesize
 from kspace_mim.metrics import VolumeMetrics
 from kspace_mim.models.presets import resolve
 
-# The rows: (name, overrides of python -m kspace_mim.train); "fastmri_loop" is the bare loop.
-ROWS: list[tuple[str, list[str]]] = [
-    ("fastmri_loop", []),
-    ("varnet", ["encoder=varnet"]),
-    ("varnet_square_grid", ["encoder=varnet", "data.grid=square"]),
-    ("unrolled", ["encoder=unrolled"]),
-    ("unrolled_square_grid", ["encoder=unrolled", "data.grid=square"]),
+# The rows: name -> (overrides of python -m kspace_mim.train, the row it is paired
+# against); "fastmri_loop" is the bare loop.
+ROWS: dict[str, tuple[list[str], str | None]] = {
+    "fastmri_loop": ([], None),
+    "varnet": (["encoder=varnet"], "fastmri_loop"),
+    "varnet_square_grid": (["encoder=varnet", "data.grid=square"], "fastmri_loop"),
+    "unrolled": (["encoder=unrolled"], "fastmri_loop"),
+    "unrolled_square_grid": (["encoder=unrolled", "data.grid=square"], "fastmri_loop"),
     # This package's own recipe (AdamW + warm-up / cosine, L1 + SSIM + 0.1 k-space L1,
     # batch 4) on the native grid: what the recipe is worth.
-    ("unrolled_package_recipe", ["encoder=unrolled", "recipe=package", "data.grid=native"]),
-    ("varnet_package_recipe", ["encoder=varnet", "recipe=package", "data.grid=native"]),
-]
+    "unrolled_package_recipe": (
+        ["encoder=unrolled", "recipe=package", "data.grid=native"],
+        "fastmri_loop",
+    ),
+    "varnet_package_recipe": (
+        ["encoder=varnet", "recipe=package", "data.grid=native"],
+        "fastmri_loop",
+    ),
+    # The grid of the single-pass families, each against its own default (square).
+    "unet": (["encoder=unet"], None),
+    "unet_native_grid": (["encoder=unet", "data.grid=native"], "unet"),
+    "swin": (["encoder=swin"], None),
+    "swin_native_grid": (["encoder=swin", "data.grid=native"], "swin"),
+}
+# What `bench parity` runs without --rows: the reference-parity rows.
+PARITY_ROWS = tuple(
+    name for name, (_, ref) in ROWS.items() if ref == "fastmri_loop" or name == "fastmri_loop"
+)
 
 
 def write_data(root: Path, size: int, coils: int) -> tuple[Path, Path]:
@@ -163,8 +179,14 @@ def bench_parity(
     mask: str = "equispaced4x",
     rows: tuple[str, ...] | None = None,
     data: Path | None = None,
+    previous: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Every row of :data:`ROWS` (or those named) for every seed; means over seeds."""
+    """The rows named (default :data:`PARITY_ROWS`) for every seed; means over seeds.
+    ``previous``: an earlier result of the same settings whose other rows are kept."""
+    rows = rows or PARITY_ROWS
+    unknown = set(rows) - set(ROWS)
+    if unknown:
+        raise ValueError(f"unknown rows {sorted(unknown)}; known: {sorted(ROWS)}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         train, val = (data / "train", data / "val") if data else write_data(tmp, size, coils)
@@ -177,8 +199,13 @@ def bench_parity(
             else f"synthetic, recon {size}, {coils} coils, 12 + 4 volumes",
             "rows": {},
         }
-        for name, overrides in ROWS:
-            if rows and name not in rows:
+        if previous:
+            same = ("steps", "seeds", "mask", "data")
+            if any(previous.get(k) != result[k] for k in same):
+                raise ValueError(f"the earlier result was made with other {same}; write anew")
+            result["rows"] = dict(previous["rows"])
+        for name, (overrides, reference) in ROWS.items():
+            if name not in rows:
                 continue
             runs = []
             for seed in seeds:
@@ -189,6 +216,7 @@ def bench_parity(
                     runs.append(package_run(overrides, train, val, steps, seed, mask, out, size))
             result["rows"][name] = {
                 "overrides": overrides,
+                "reference": reference,
                 "runs": runs,
                 **{
                     f"{k}_mean": float(np.mean([r[k] for r in runs]))
@@ -200,6 +228,10 @@ def bench_parity(
 
 
 LABELS = {
+    "unet": "`encoder=unet` (defaults: fastMRI's U-Net recipe, square grid)",
+    "unet_native_grid": "`encoder=unet data.grid=native`",
+    "swin": "`encoder=swin` (defaults: the package's recipe, square grid)",
+    "swin_native_grid": "`encoder=swin data.grid=native`",
     "fastmri_loop": (
         "fastMRI's own loop: `SliceDataset` + `VarNetDataTransform`, `VarNet`, Adam, "
         "`SSIMLoss`, batch 1 (reference)"
@@ -238,29 +270,31 @@ def paired(row: dict, reference: dict, metric: str = "ssim", seed: int = 0) -> d
 
 def parity_markdown(result: dict[str, Any]) -> str:
     """The README's reference-parity table from ``bench parity`` JSON."""
-    rows, ref = result["rows"], result["rows"]["fastmri_loop"]
+    rows = result["rows"]
     lines = [
         f"{result['steps']} optimizer steps per run, seeds {result['seeds']}, "
         f"mask `{result['mask']}`, data: {result['data']}; scored at the final step on the "
         "validation volumes (no checkpoint selection, nothing tuned on them). "
-        "Differences are paired per (seed, volume) against fastMRI's loop: mean, 95 % "
-        "bootstrap interval, Wilcoxon p; * where the interval excludes 0.",
+        "Differences are paired per (seed, volume) against each row's reference (fastMRI's "
+        "loop; a family's own default grid for the grid rows): mean, 95 % bootstrap "
+        "interval, Wilcoxon p; * where the interval excludes 0.",
         "",
-        "| training | SSIM per seed | SSIM mean | PSNR mean | vs fastMRI's loop (SSIM) "
+        "| training | SSIM per seed | SSIM mean | PSNR mean | vs its reference (SSIM) "
         "| train s / run |",
         "|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
         per_seed = " / ".join(f"{r['ssim']:.4f}" for r in row["runs"])
-        if name == "fastmri_loop":
-            versus = "-"
+        reference = row.get("reference", None if name == "fastmri_loop" else "fastmri_loop")
+        if reference is None or reference not in rows:
+            versus = "(reference)"
         else:
-            stat = paired(row, ref)
+            stat = paired(row, rows[reference])
             lo, hi = stat["ci95"]
             star = " *" if lo > 0 or hi < 0 else ""
             versus = (
                 f"{stat['mean_difference']:+.4f} [{lo:+.4f}, {hi:+.4f}] "
-                f"p={stat['wilcoxon_p']:.2g}{star}"
+                f"p={stat['wilcoxon_p']:.2g}{star} vs `{reference}`"
             )
         lines.append(
             f"| {LABELS.get(name, name)} | {per_seed} | {row['ssim_mean']:.4f} | "
