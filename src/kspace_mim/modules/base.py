@@ -39,11 +39,14 @@ DEFAULT_OPTIM = {"_target_": "kspace_mim.optim.WarmupCosine"}
 class ReconOutput(NamedTuple):
     """image: (B, h, w) original units, cropped to the recon size.
     kspace: complex (B, C, H, W) model units after data consistency (None: image-only model).
-    prediction: complex (B, C, H, W) model units before data consistency (None likewise)."""
+    prediction: complex (B, C, H, W) model units before data consistency (None likewise).
+    normalization: (mean, std), each (B, 1, 1), of an image model's input normalisation,
+        which its loss is computed in (the U-Net's, as fastMRI's), so it is not formed twice."""
 
     image: Tensor
     kspace: Tensor | None = None
     prediction: Tensor | None = None
+    normalization: tuple[Tensor, Tensor] | None = None
 
 
 def common_low_frequencies(batch: KspaceSample) -> int | None:

@@ -48,11 +48,11 @@ class UnetModule(ReconstructionModule):
 
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
         x, mean, std = self._normalized(batch)
-        return ReconOutput(self.net(x)[:, 0] * std + mean)
+        return ReconOutput(self.net(x)[:, 0] * std + mean, normalization=(mean, std))
 
     def loss(self, batch: KspaceSample, out: ReconOutput) -> dict[str, torch.Tensor]:
         terms = {}
-        _, mean, std = self._normalized(batch)
+        mean, std = out.normalization if out.normalization else self._normalized(batch)[1:]
         if self.loss_weights["image_l1"]:
             target = ((batch.target - mean) / std).clamp(-6, 6)
             terms["image_l1"] = torch.nn.functional.l1_loss((out.image - mean) / std, target)
