@@ -57,12 +57,15 @@ bench: install
 	    --out docs/bench/train_gpu_unrolled_knee.json; fi
 	$(BIN)/python -m kspace_mim.bench tables docs/bench/*.json
 
-# The reference-parity row: fastMRI's own E2E-VarNet loop beside encoder=varnet and
-# encoder=unrolled (and their grid / recipe variants), equal steps, 2 seeds (about 40
-# minutes on 2 CPU cores).
+# The reference-parity rows: fastMRI's own E2E-VarNet loop beside encoder=varnet and
+# encoder=unrolled (and their grid / recipe variants), then the grid rows of the U-Net and
+# SimMIM-Swin merged into the same table; equal steps, 2 seeds (about 90 minutes on 2 CPU
+# cores).
 parity: install
 	mkdir -p docs/bench
 	$(BIN)/python -m kspace_mim.bench parity --out docs/bench/parity_cpu.json
+	$(BIN)/python -m kspace_mim.bench parity --out docs/bench/parity_cpu.json \
+		--rows unet unet_native_grid swin swin_native_grid
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
