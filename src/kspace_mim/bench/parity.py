@@ -42,14 +42,16 @@ ROWS: dict[str, tuple[list[str], str | None]] = {
     "fastmri_loop": ([], None),
     "varnet": (["encoder=varnet"], "fastmri_loop"),
     "varnet_square_grid": (["encoder=varnet", "data.grid=square"], "fastmri_loop"),
+    # encoder=unrolled's defaults: this package's recipe (AdamW + warm-up / cosine, L1 +
+    # SSIM + 0.1 k-space L1, batch 4) on the native grid.
     "unrolled": (["encoder=unrolled"], "fastmri_loop"),
-    "unrolled_square_grid": (["encoder=unrolled", "data.grid=square"], "fastmri_loop"),
-    # This package's own recipe (AdamW + warm-up / cosine, L1 + SSIM + 0.1 k-space L1,
-    # batch 4) on the native grid: what the recipe is worth.
-    "unrolled_package_recipe": (
-        ["encoder=unrolled", "recipe=package", "data.grid=native"],
+    # The same network trained as E2E-VarNet is (batch 1, Adam, SSIM), on either grid.
+    "unrolled_varnet_recipe": (["encoder=unrolled", "recipe=varnet"], "fastmri_loop"),
+    "unrolled_varnet_recipe_square_grid": (
+        ["encoder=unrolled", "recipe=varnet", "data.grid=square"],
         "fastmri_loop",
     ),
+    # This package's recipe for VarNet itself.
     "varnet_package_recipe": (
         ["encoder=varnet", "recipe=package", "data.grid=native"],
         "fastmri_loop",
@@ -238,10 +240,10 @@ LABELS = {
     ),
     "varnet": "`encoder=varnet` (defaults: its recipe, native grid)",
     "varnet_square_grid": "`encoder=varnet data.grid=square`",
-    "varnet_package_recipe": "`encoder=varnet recipe=package data.grid=native`",
-    "unrolled": "`encoder=unrolled` (defaults: VarNet's recipe, native grid)",
-    "unrolled_square_grid": "`encoder=unrolled data.grid=square`",
-    "unrolled_package_recipe": "`encoder=unrolled recipe=package data.grid=native`",
+    "varnet_package_recipe": "`encoder=varnet recipe=package data.grid=native` (batch 4)",
+    "unrolled": "`encoder=unrolled` (defaults: the package's recipe, batch 4, native grid)",
+    "unrolled_varnet_recipe": "`encoder=unrolled recipe=varnet` (batch 1, native grid)",
+    "unrolled_varnet_recipe_square_grid": "`encoder=unrolled recipe=varnet data.grid=square`",
 }
 
 
