@@ -78,3 +78,39 @@ def test_bf16_peaks_by_card_name():
     assert bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
     assert bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert bf16_peak_tflops("Tesla T4") is None  # no bf16 tensor cores: no claim
+
+
+def test_parity_table_pairs_each_row_with_its_reference():
+    """bench parity's table: differences per (seed, volume) against the row's reference,
+    a bootstrap interval around their mean and the Wilcoxon p; significant ones starred."""
+    from kspace_mim.bench.parity import paired, parity_markdown
+
+    def run(values):
+        vols = {f"v{i}.h5": {"ssim": v, "psnr": 30.0, "nmse": 0.01} for i, v in enumerate(values)}
+        return {"ssim": sum(values) / len(values), "volumes": vols}
+
+    def row(runs, reference=None):
+        mean = sum(r["ssim"] for r in runs) / len(runs)
+        return {
+            "runs": runs,
+            "reference": reference,
+            "ssim_mean": mean,
+            "psnr_mean": 30.0,
+            "train_seconds_mean": 1.0,
+        }
+
+    ref = row([run([0.80, 0.81, 0.82, 0.83]), run([0.80, 0.80, 0.81, 0.82])])
+    better = row([run([0.85, 0.86, 0.87, 0.88]), run([0.85, 0.85, 0.86, 0.87])], "fastmri_loop")
+    stat = paired(better, ref)
+    assert stat["mean_difference"] == pytest.approx(0.05) and stat["pairs"] == 8
+    assert stat["ci95"][0] == pytest.approx(0.05) and stat["wilcoxon_p"] < 0.01
+    table = parity_markdown(
+        {
+            "steps": 3,
+            "seeds": [0, 1],
+            "mask": "m",
+            "data": "d",
+            "rows": {"fastmri_loop": ref, "varnet": better},
+        }
+    )
+    assert "(reference)" in table and "+0.0500" in table and "* vs `fastmri_loop`" in table
