@@ -17,27 +17,30 @@ def _params():
     return [torch.nn.Parameter(torch.zeros(3))]
 
 
-def test_step_decay_is_fastmri_s_schedule():
-    out = StepDecay("torch.optim.RMSprop", lr=1e-3, step_size=2, gamma=0.5)(_params(), None)
+def _rates(out: dict, n: int) -> list[float]:
+    """The learning rate over ``n`` scheduler steps of a recipe's output."""
     opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
-    assert isinstance(opt, torch.optim.RMSprop) and out["lr_scheduler"]["interval"] == "epoch"
     rates = []
-    for _ in range(5):
+    for _ in range(n):
         rates.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return rates
+
+
+def test_step_decay_is_fastmri_s_schedule():
+    out = StepDecay("torch.optim.RMSprop", lr=1e-3, step_size=2, gamma=0.5)(_params(), None)
+    assert isinstance(out["optimizer"], torch.optim.RMSprop)
+    assert out["lr_scheduler"]["interval"] == "epoch"
+    rates = _rates(out, 5)
     assert rates == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4])
 
 
 def test_warmup_cosine_rises_then_decays_over_the_steps():
     out = WarmupCosine(lr=1e-2, warmup_fraction=0.2)(_params(), _Trainer())
-    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
-    assert isinstance(opt, torch.optim.AdamW) and out["lr_scheduler"]["interval"] == "step"
-    rates = []
-    for _ in range(10):
-        rates.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    assert isinstance(out["optimizer"], torch.optim.AdamW)
+    assert out["lr_scheduler"]["interval"] == "step"
+    rates = _rates(out, 10)
     peak = rates.index(max(rates))
     assert 0 < peak <= 2 and rates[-1] < 0.1 * max(rates)
     assert all(a >= b for a, b in zip(rates[peak:], rates[peak + 1 :], strict=False))
