@@ -59,7 +59,7 @@ bench: install
 
 # The reference-parity rows: fastMRI's own E2E-VarNet loop beside encoder=varnet and
 # encoder=unrolled (and their grid / recipe variants), then the grid rows of the U-Net and
-# SimMIM-Swin merged into the same table; equal steps, 2 seeds (about 90 minutes on 2 CPU
+# SimMIM-Swin merged into the same table; 600 equal steps, 2 seeds (about 90 minutes on 2 CPU
 # cores).
 parity: install
 	mkdir -p docs/bench

@@ -114,3 +114,24 @@ def test_parity_table_pairs_each_row_with_its_reference():
         }
     )
     assert "(reference)" in table and "+0.0500" in table and "* vs `fastmri_loop`" in table
+
+
+def test_bench_parity_trains_both_sides_on_the_same_files(data_root, tmp_path):
+    """`bench parity`, shrunk: fastMRI's own loop and encoder=varnet, the same steps, the
+    same validation volumes scored per volume, and a row merged into an earlier result."""
+    from kspace_mim.bench.parity import bench_parity
+
+    (tmp_path / "train").symlink_to(data_root / "multicoil_train")
+    (tmp_path / "val").symlink_to(data_root / "multicoil_val")
+    kw = dict(steps=2, seeds=(0,), size=32, data=tmp_path)
+    first = bench_parity(rows=("fastmri_loop",), **kw)
+    result = bench_parity(rows=("varnet",), previous=first, **kw)
+    rows = result["rows"]
+    assert set(rows) == {"fastmri_loop", "varnet"}
+    assert rows["varnet"]["reference"] == "fastmri_loop"
+    for row in rows.values():
+        (run,) = row["runs"]
+        assert run["steps"] == 2 and 0 < run["ssim"] < 1
+        assert set(run["volumes"]) == {p.name for p in (data_root / "multicoil_val").glob("*.h5")}
+    with pytest.raises(ValueError, match="other"):
+        bench_parity(rows=("varnet",), previous=first, **{**kw, "steps": 3})

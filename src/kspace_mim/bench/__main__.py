@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     p_parity = sub.add_parser(
         "parity", help="fastMRI's own VarNet loop beside encoder=varnet / unrolled, equal steps"
     )
-    p_parity.add_argument("--steps", type=int, default=800)
+    p_parity.add_argument("--steps", type=int, default=600)
     p_parity.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p_parity.add_argument("--size", type=int, default=64, help="synthetic recon size")
     p_parity.add_argument("--coils", type=int, default=8, help="synthetic coils")

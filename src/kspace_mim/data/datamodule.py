@@ -27,6 +27,7 @@ from kspace_mim.data.transforms import (
     KspaceSample,
     KspaceTransform,
     SliceSample,
+    check_grid,
     collate_slices,
     model_grid,
     prepare_batch,
@@ -41,14 +42,13 @@ class DataFacts(NamedTuple):
     num_coils: input coils per sample (after compression; the largest count when they
         vary), times ``slices`` with adjacent slices.
     coil_counts: the distinct coil counts per slice of the train / val volumes.
-    img_size: the largest model grid (rows, cols); grids: every distinct grid.
+    img_size: the largest model grid (rows, cols).
     slices: slices per input stack.
     """
 
     num_coils: int
     coil_counts: tuple[int, ...]
     img_size: tuple[int, int]
-    grids: tuple[tuple[int, int], ...]
     slices: int
 
 
@@ -138,7 +138,7 @@ class FastMRIDataModule(L.LightningDataModule):
         readout: str = "keep",
     ):
         super().__init__()
-        model_grid((1, 1), (1, 1), False, grid, readout)  # names checked before any scan
+        check_grid(grid, readout)  # names checked before any scan
         self.grid, self.readout = grid, readout
         self.split_lists = load_split(split, split_file) if split or split_file else None
         # A benchmark split validates as it tests: the protocol's masks (fastMRI's test
@@ -302,14 +302,10 @@ class FastMRIDataModule(L.LightningDataModule):
         keys = [self.slice_key(v) for v in volumes]
         slices = 2 * self.adjacent_slices + 1
         coil_counts = tuple(sorted({c for c, _ in keys}))
-        grids = tuple(sorted({g for _, g in keys}))
-        rows = max(g[0] for g in grids)
-        cols = max(g[1] for g in grids)
         return DataFacts(
             num_coils=slices * max(coil_counts),
             coil_counts=coil_counts,
-            img_size=(rows, cols),
-            grids=grids,
+            img_size=(max(g[0] for _, g in keys), max(g[1] for _, g in keys)),
             slices=slices,
         )
 

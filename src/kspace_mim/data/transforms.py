@@ -100,6 +100,14 @@ GRIDS = ("square", "native")
 READOUTS = ("keep", "crop")
 
 
+def check_grid(grid: str, readout: str) -> None:
+    """Raise a clear error for an unknown ``data.grid`` / ``data.readout``."""
+    if grid not in GRIDS:
+        raise ValueError(f"data.grid must be one of {GRIDS}, got {grid!r}")
+    if readout not in READOUTS:
+        raise ValueError(f"data.readout must be one of {READOUTS}, got {readout!r}")
+
+
 def model_grid(
     shape: tuple[int, int],
     recon_size: tuple[int, int],
@@ -117,10 +125,7 @@ def model_grid(
     both axes cropped in the image domain before the mask is drawn; files that bring
     their own mask keep their width (only their readout is cropped).
     """
-    if grid not in GRIDS:
-        raise ValueError(f"data.grid must be one of {GRIDS}, got {grid!r}")
-    if readout not in READOUTS:
-        raise ValueError(f"data.readout must be one of {READOUTS}, got {readout!r}")
+    check_grid(grid, readout)
     rows, cols = shape
     if grid == "native":
         return (recon_size[0] if readout == "crop" else rows), cols
@@ -357,7 +362,7 @@ class KspaceTransform:
         grid: str = "square",
         readout: str = "keep",
     ):
-        model_grid((1, 1), (1, 1), False, grid, readout)  # a bad name fails here, not per slice
+        check_grid(grid, readout)  # a bad name fails here, not per slice
         self.grid, self.readout = grid, readout
         self.adjacent_slices = adjacent_slices
         self.mask_func = mask_func if mask_func is not None else NoMask()

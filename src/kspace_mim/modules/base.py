@@ -77,10 +77,11 @@ class ReconstructionModule(L.LightningModule):
             (``_target_`` a recipe of :mod:`kspace_mim.optim` and its arguments; default
             AdamW with warm-up and cosine).
         data: the data settings the model is trained with (``challenge``, ``normalize``,
-            ``crop_size``, ``virtual_coils``, ``adjacent_slices``), saved with the
-            hyperparameters so that ``reconstruct`` rebuilds the inputs from the checkpoint
-            alone. With adjacent slices the network sees the whole stack (``num_coils`` is
-            slices x coils) and everything after it (image, losses, metrics) the middle slice.
+            ``crop_size``, ``virtual_coils``, ``adjacent_slices``, ``grid``, ``readout``),
+            saved with the hyperparameters so that ``reconstruct`` rebuilds the inputs from
+            the checkpoint alone. With adjacent slices the network sees the whole stack
+            (``num_coils`` is slices x coils) and everything after it (image, losses,
+            metrics) the middle slice.
         on_nonfinite: a NaN / Inf loss "stop"s training (naming the batch) or "skip"s
             the optimizer step.
         supervision: what training learns from (:mod:`kspace_mim.supervision`): ``name``

@@ -52,7 +52,7 @@ class UnetModule(ReconstructionModule):
 
     def loss(self, batch: KspaceSample, out: ReconOutput) -> dict[str, torch.Tensor]:
         terms = {}
-        mean, std = out.normalization if out.normalization else self._normalized(batch)[1:]
+        mean, std = out.normalization  # reconstruct's, which the loss is computed in
         if self.loss_weights["image_l1"]:
             target = ((batch.target - mean) / std).clamp(-6, 6)
             terms["image_l1"] = torch.nn.functional.l1_loss((out.image - mean) / std, target)
