@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -68,3 +69,56 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[L.Callback]:
         if callback is not None:
             callbacks.append(callback)
     return callbacks
+
+
+def log_spaced_steps(max_steps: int, points: int) -> list[int]:
+    """``points`` optimizer steps from about 2 % of ``max_steps`` to ``max_steps``, evenly
+    spaced in log(step) (learning curves read on a log axis), unique, ascending."""
+    if max_steps < 1 or points < 1:
+        raise ValueError(f"max_steps and points must be >= 1, got {max_steps}, {points}")
+    first = max(1, round(max_steps / 50)) if points > 1 else max_steps
+    steps = {round(first * (max_steps / first) ** (i / max(points - 1, 1))) for i in range(points)}
+    return sorted(steps | {max_steps})
+
+
+class ValidateAtSteps(L.Callback):
+    """Validate after exactly these optimizer steps, not every N batches or epochs
+    (Lightning validates at a fixed interval only): learning curves at log-spaced steps
+    for the price of a few validations. Also logs ``time/train_s``, the wall-clock spent
+    training (validation excluded), and ``time/steps``, the optimizer steps, at each
+    validation. Needs the Trainer built with
+    ``check_val_every_n_epoch=None`` and ``val_check_interval=1`` (``validation=steps``)."""
+
+    NEVER = 10**12
+
+    def __init__(self, steps: list[int] | None = None, max_steps: int = -1, points: int = 6):
+        self.steps = set(steps) if steps else set(log_spaced_steps(max_steps, points))
+        self._train_s, self._since = 0.0, None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.check_val_every_n_epoch is not None:
+            raise ValueError(
+                "ValidateAtSteps needs trainer.check_val_every_n_epoch=null and "
+                "trainer.val_check_interval=1"
+            )
+        trainer.val_check_batch = 1 if trainer.global_step in self.steps else self.NEVER
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
+        self._since = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if self._since is not None:
+            self._train_s += time.perf_counter() - self._since
+        # Read by the loop right after this hook: validate now only at a listed step.
+        trainer.val_check_batch = 1 if trainer.global_step in self.steps else self.NEVER
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            pl_module.log("time/train_s", self._train_s, rank_zero_only=True)
+            pl_module.log("time/steps", float(trainer.global_step), rank_zero_only=True)
+
+
+def validate_at_steps(enabled: bool, max_steps: int, points: int = 6) -> L.Callback | None:
+    """The ``callbacks.validate_at_steps`` entry: a :class:`ValidateAtSteps` when the
+    config asks for step-scheduled validation, else nothing."""
+    return ValidateAtSteps(max_steps=max_steps, points=points) if enabled else None

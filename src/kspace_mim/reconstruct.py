@@ -2,6 +2,7 @@
 
     python -m kspace_mim.reconstruct ckpt=PATH input=DIR output=DIR [mask=...] [challenge=...]
     python -m kspace_mim.reconstruct model=zero_filled input=DIR output=DIR [mask=...]
+    python -m kspace_mim.reconstruct model=cs input=DIR output=DIR [mask=...] [cs.lamda=F]
 
 Test / challenge files use their own mask; other files the configured one, seeded by
 the file name (as validation). Bad volumes are named with their reason, the good ones
@@ -39,15 +40,19 @@ def run(cfg: DictConfig) -> int:
     check_output(output, cfg.overwrite)
     if cfg.model == "zero_filled":
         model = ZeroFilledModule(num_coils=0, img_size=(0, 0))
+    elif cfg.model == "cs":
+        model = hydra.utils.instantiate(cfg.cs)
+    elif cfg.model is not None:
+        raise ValueError(f"model={cfg.model}: zero_filled or cs (or give ckpt=PATH)")
     elif cfg.ckpt:
         model = load_module(cfg.ckpt)
     else:
-        raise ValueError("give ckpt=PATH (a trained model) or model=zero_filled")
+        raise ValueError("give ckpt=PATH (a trained model), model=zero_filled or model=cs")
     challenge = cfg.challenge or model.data_config.get("challenge", "multicoil")
     mask = hydra.utils.instantiate(cfg.mask)
     augmentation = eval_augmentation(model)
     # Coils per slice: a model trained on adjacent slices sees slices x coils channels.
-    coils = None if isinstance(model, ZeroFilledModule) else model.num_coils // model.slices
+    coils = None if not model.trainable else model.num_coils // model.slices
     adjacent = model.slices // 2
 
     data = model.data_config

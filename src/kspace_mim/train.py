@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -115,26 +116,38 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         # The final state, whatever the validation / checkpoint cadence was.
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        chosen = best_checkpoint(callbacks)
         trainer.validate(
-            model,
-            datamodule=datamodule,
-            ckpt_path=best_checkpoint(callbacks),
-            verbose=False,
-            weights_only=True,
+            model, datamodule=datamodule, ckpt_path=chosen, verbose=False, weights_only=True
         )
+        chosen = chosen or str(run_dir / "checkpoints" / "last.ckpt")
     else:
         trainer.validate(model, datamodule=datamodule, verbose=False)
-    results = {"val": model.last_metrics["val"]}
+        chosen = cfg.model.init_from
+    # Which weights every number is of (selected on validation by optimized_metric).
+    source = {"checkpoint": chosen, "checkpoint_step": checkpoint_step(chosen)}
+    results = {"val": {**model.last_metrics["val"], "split": "val", **source}}
     if datamodule.paths["test"]:
         trainer.test(model, datamodule=datamodule, verbose=False)
         if "test" in model.last_metrics:
-            results["test"] = model.last_metrics["test"]
+            results["test"] = {**model.last_metrics["test"], "split": "test", **source}
 
-    metrics = {**results["val"], **({"test": results["test"]} if "test" in results else {})}
+    metrics = {
+        **results["val"],
+        "selected_on": "val" if model.trainable and not cfg.eval_only else None,
+        **({"test": results["test"]} if "test" in results else {}),
+    }
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print_metrics_table(results, title=f"{type(model).__name__} — {run_dir}")
     return metrics
+
+
+def checkpoint_step(path: str | None) -> int | None:
+    """The optimizer step a checkpoint was written at (None without one)."""
+    if not path or not Path(path).is_file():
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
 def best_checkpoint(callbacks: list) -> str | None:

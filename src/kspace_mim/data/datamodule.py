@@ -22,7 +22,7 @@ from kspace_mim.data.masks import CartesianMask
 from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
 from kspace_mim.data.samplers import GridBatchSampler, VolumeBatchSampler
 from kspace_mim.data.split import load_split, protocol_mask_func
-from kspace_mim.data.synthesize import SPLITS, ensure_synthetic
+from kspace_mim.data.synthesize import ensure_synthetic, split_folders
 from kspace_mim.data.transforms import (
     KspaceSample,
     KspaceTransform,
@@ -243,7 +243,7 @@ class FastMRIDataModule(L.LightningDataModule):
         if not self.synthetic_root:
             return
         root = Path(os.path.expanduser(self.synthetic_root))
-        defaults = {split: root / f"{self.challenge}_{split}" for split in SPLITS}
+        defaults = split_folders(root, self.challenge)
         configured = {Path(os.path.expanduser(p)) for p in self.paths.values() if p}
         if any(folder in configured and not folder.exists() for folder in defaults.values()):
             ensure_synthetic(defaults, self.challenge)

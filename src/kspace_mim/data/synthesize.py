@@ -1,15 +1,19 @@
-"""Synthetic fastMRI volumes in the exact layout of the release (the embedded default data).
+"""Simulated fastMRI volumes in the exact layout of the release (the embedded default data).
 
-Each volume is a stack of anatomy-like phantoms (nested ellipses with sharp
-edges, smooth texture, slice-to-slice variation), a smooth phase, realistic
-birdcage-like coil sensitivities, complex Gaussian noise, 2x readout
-oversampling and zero padding columns outside the encoding limits, as real
-fastMRI knee files have. Targets are computed exactly as fastMRI defines them
-(RSS or magnitude of the inverse FFT, cropped to the recon size). Test files
-hold k-space already masked (true zeros), their ``mask`` and the attrs
-``acceleration`` / ``num_low_frequency``, and no target.
+Each volume's magnitude is real anatomy (``anatomy="colin27"``, the default: a slab of
+the Colin27 T1 brain shipped with the package, train / val / test from separate slabs,
+see :mod:`kspace_mim.data.anatomy`) or, for unit tests and tiny files, an anatomy-like
+phantom (``anatomy="phantom"``: nested ellipses with smooth texture). On it: a smooth
+phase, birdcage-like coil sensitivities, complex Gaussian noise, 2x readout
+oversampling and zero padding columns outside the encoding limits, as real fastMRI
+files have. Targets are computed exactly as fastMRI defines them (RSS or magnitude of
+the inverse FFT, cropped to the recon size). Test files hold k-space already masked
+(true zeros), their ``mask`` and the attrs ``acceleration`` / ``num_low_frequency``,
+and no target; a set also gets their fully sampled twins with targets in
+``<challenge>_test_full`` (the layout ``python -m kspace_mim.data.split`` writes).
 
     python -m kspace_mim.data.synthesize --out DIR [--challenge multicoil] [--split train]
+        [--anatomy colin27|phantom]
     python -m kspace_mim.data.synthesize --out DIR --split train --undersampled  # SSDU data
 """
 
@@ -30,17 +34,21 @@ import torch
 from fastmri.data.subsample import EquispacedMaskFractionFunc
 from tqdm import tqdm
 
+from kspace_mim.data import anatomy as colin27
 from kspace_mim.data.masks import CartesianMask, seed_from_fname
 from kspace_mim.physics import apply_mask, center_crop, fft2c, ifft2c, rss
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+ANATOMIES = ("colin27", "phantom")
 # File numbers as in the release (file1000000.h5 ...), one block per split.
 FIRST_FILE = {"train": 1000000, "val": 1001000, "test": 1002000}
-# The synthetic default set written by `make train` (train is split 80/20 by volume
-# only when no val folder is given; the default set has one).
-DEFAULT_VOLUMES = {"train": 12, "val": 4, "test": 2}
+# The phantom's volumes per split in a set (the brain's: every slab of the split).
+PHANTOM_VOLUMES = {"train": 12, "val": 4, "test": 2}
+# The default set written on first use (`make train`, every README table): the brain,
+# every slab (28 train / 13 val / 13 test volumes of 4 slices), 8 coils, 64 x 64 images.
+DEFAULT_SET = {"anatomy": "colin27", "size": 64, "coils": 8, "slices": 4}
 
 HEADER = """<?xml version="1.0" encoding="utf-8"?>
 <ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD" xmlns:xs="http://www.w3.org/2001/XMLSchema">
@@ -137,9 +145,13 @@ def synthesize_volume(
     seed: int,
     undersampled: bool = False,
     accelerations: tuple[int, ...] = (4, 8),
+    slab: colin27.Slab | None = None,
+    full: bool = False,
 ) -> None:
     """Write one fastMRI volume to ``path``: in the test layout (masked k-space, its
-    ``mask``, no target) for the test split or when ``undersampled``."""
+    ``mask``, no target) for the test split (unless ``full``: its fully sampled twin)
+    or when ``undersampled``. ``slab``: the brain slab to image (its slice count wins);
+    None: the phantom."""
     gen = torch.Generator().manual_seed(seed)
     rows = 2 * size  # 2x readout oversampling, as the knee data (640 -> 320)
     cols = 2 * round(size * 1.15 / 2) + 4 * int(torch.randint(0, 2, (), generator=gen))
@@ -152,10 +164,17 @@ def synthesize_volume(
     phase = phase_coef[0] + phase_coef[1] * r + phase_coef[2] * c + phase_coef[3] * r * c
     # Real fastMRI k-space is tiny (1e-6 .. 1e-3): keep that scale so scaling code is tested.
     intensity = 2e-4 * (0.5 + float(torch.rand((), generator=gen)))
+    if slab is not None:
+        slices = slab.slices
+        brain = torch.from_numpy(colin27.slab_images(slab, size, np.random.default_rng(seed)))
+        # The size x size head at the centre of the (rows, cols) field of view.
+        top, left = (rows - size) // 2, (cols - size) // 2
+        brain = torch.nn.functional.pad(brain, (left, cols - size - left, top, rows - size - top))
     kspace = torch.zeros(slices, coils, rows, cols, dtype=torch.complex64)
     for s in range(slices):
         z = 2 * (s + 0.5) / slices - 1
-        image = phantom(gen, rows, cols, size, z) * torch.exp(1j * phase) * intensity
+        magnitude = brain[s] if slab is not None else phantom(gen, rows, cols, size, z)
+        image = magnitude * torch.exp(1j * phase) * intensity
         k = fft2c(maps * image)
         k = k + 0.01 * intensity * torch.randn(k.shape, generator=gen, dtype=torch.complex64)
         k[..., :pad] = 0
@@ -178,12 +197,18 @@ def synthesize_volume(
         max_slice=slices - 1,
     )
     attrs = {
-        "acquisition": ("CORPD_FBK", "CORPDFS_FBK")[seed % 2],
+        "acquisition": (
+            ("CORPD_FBK", "CORPDFS_FBK")[seed % 2]
+            if slab is None
+            else {"axial": "AXT1", "coronal": "CORT1", "sagittal": "SAGT1"}[slab.orientation]
+        ),
         "patient_id": hashlib.sha256(f"{path.name}{seed}".encode()).hexdigest()[:16],
     }
+    if slab is not None:
+        attrs.update(orientation=slab.orientation, slab_start_mm=slab.start)
     with h5py.File(path, "w") as hf:
         hf.create_dataset("ismrmrd_header", data=header.encode())
-        if split == "test" or undersampled:
+        if (split == "test" and not full) or undersampled:
             acceleration = accelerations[seed % len(accelerations)]
             center = {4: 0.08, 8: 0.04}[acceleration]
             mask_func = CartesianMask(EquispacedMaskFractionFunc([center], [acceleration]))
@@ -205,7 +230,7 @@ def synthesize(
     out: str | Path,
     challenge: str = "multicoil",
     split: str = "train",
-    volumes: int = 4,
+    volumes: int | None = 4,
     slices: int = 8,
     coils: int = 8,
     size: int = 128,
@@ -213,13 +238,18 @@ def synthesize(
     progress: bool = True,
     undersampled: bool = False,
     accelerations: tuple[int, ...] = (4, 8),
+    anatomy: str = "phantom",
+    full: bool = False,
 ) -> list[Path]:
     """Write ``volumes`` fastMRI files into the folder ``out``; returns their paths.
 
+    ``anatomy``: ``colin27`` (the brain: one slab of ``slices`` slices 2 mm apart per
+    volume, the split's own slabs; ``volumes=None``: all of them) or ``phantom``.
     ``undersampled`` writes any split in fastMRI's test layout, as a scanner that never
     acquires fully sampled data would: one equispaced Cartesian mask per file (the
     fastMRI test set's centre fractions), its acceleration drawn from ``accelerations``
-    per file, the same anatomy as without it."""
+    per file, the same anatomy as without it. ``full`` writes the test split fully
+    sampled with targets (the twins of its masked files: same names, same data)."""
     unknown = set(accelerations) - {4, 8}
     if unknown or not accelerations:
         raise ValueError(f"accelerations must be 4 and / or 8, got {accelerations}")
@@ -227,13 +257,25 @@ def synthesize(
         raise ValueError(f"challenge must be singlecoil or multicoil, got {challenge!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if anatomy not in ANATOMIES:
+        raise ValueError(f"anatomy must be one of {ANATOMIES}, got {anatomy!r}")
     if size < 16 or size % 2:
         raise ValueError(f"size must be an even number >= 16, got {size}")
-    if volumes < 1 or slices < 1 or coils < 1:
+    if slices < 1 or coils < 1 or (volumes is not None and volumes < 1):
         raise ValueError("volumes, slices and coils must be >= 1")
+    if anatomy == "colin27":
+        slabs = colin27.slabs(split, slices)
+        if volumes is not None and volumes > len(slabs):
+            raise ValueError(
+                f"the brain has {len(slabs)} {split} slabs of {slices} slices; asked for "
+                f"{volumes} volumes (fewer slices per volume give more slabs)"
+            )
+        slabs = slabs[:volumes]
+    else:
+        slabs = [None] * (volumes or PHANTOM_VOLUMES[split])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"file{FIRST_FILE[split] + i}.h5" for i in range(volumes)]
+    paths = [out / f"file{FIRST_FILE[split] + i}.h5" for i in range(len(slabs))]
     bar = tqdm(paths, desc=f"{challenge}_{split}", unit="volume", disable=not progress)
     for i, path in enumerate(bar):
         synthesize_volume(
@@ -246,8 +288,16 @@ def synthesize(
             seed * 100003 + FIRST_FILE[split] + i,
             undersampled,
             tuple(accelerations),
+            slabs[i],
+            full,
         )
     return paths
+
+
+def split_folders(root: str | Path, challenge: str) -> dict[str, Path]:
+    """The release layout of a set: ``{train, val, test, test_full}`` -> folder."""
+    root = Path(root)
+    return {s: root / f"{challenge}_{s}" for s in (*SPLITS, "test_full")}
 
 
 def synthesize_set(
@@ -257,28 +307,31 @@ def synthesize_set(
     volumes: int | None = None,
     **kwargs,
 ) -> Path:
-    """The release layout under ``out``: one ``<challenge>_<split>`` folder per split, with
-    ``volumes`` each (default 12 / 4 / 2); other arguments as :func:`synthesize`."""
-    out = Path(out)
+    """The release layout under ``out``: one ``<challenge>_<split>`` folder per split, plus
+    ``<challenge>_test_full`` (the test volumes fully sampled, with targets) when the test
+    split is written; ``volumes`` each (default: every brain slab, or the phantom's 12 / 4
+    / 2); other arguments as :func:`synthesize`."""
+    folders = split_folders(out, challenge)
     for split in splits:
-        synthesize(
-            out / f"{challenge}_{split}",
-            challenge,
-            split,
-            volumes=volumes or DEFAULT_VOLUMES[split],
-            **kwargs,
-        )
-    return out
+        synthesize(folders[split], challenge, split, volumes=volumes, **kwargs)
+        if split == "test":
+            synthesize(folders["test_full"], challenge, split, volumes, full=True, **kwargs)
+    return Path(out)
+
+
+# Volumes per split of the default set (None: every slab); tests shrink it.
+DEFAULT_VOLUMES: dict[str, int | None] = {"train": None, "val": None, "test": None}
 
 
 def ensure_synthetic(folders: dict[str, Path], challenge: str) -> list[Path]:
-    """Write the default synthetic folders (``{split: <root>/<challenge>_<split>}``) that
-    are missing, with the default volume counts; returns the folders this call wrote.
+    """Write the default set's folders (``{split: <root>/<challenge>_<split>}``, split in
+    train, val, test, test_full) that are missing; returns the folders this call wrote.
 
-    The embedded default data set is written on first use, whatever the entry point.
-    Several processes may ask at once (DDP ranks, concurrent sweeps): each writes into
-    its own temporary folder and renames it into place; the first rename wins and the
-    others discard theirs (the data are the same: the synthesizer is seeded).
+    The embedded default data set (:data:`DEFAULT_SET`: the brain) is written on first
+    use, whatever the entry point. Several processes may ask at once (DDP ranks,
+    concurrent sweeps): each writes into its own temporary folder and renames it into
+    place; the first rename wins and the others discard theirs (the data are the same:
+    the synthesizer is seeded).
     """
     start = time.perf_counter()
     folders = {split: Path(folder) for split, folder in folders.items()}
@@ -288,16 +341,25 @@ def ensure_synthetic(folders: dict[str, Path], challenge: str) -> list[Path]:
             continue
         tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        synthesize(tmp, challenge, split, volumes=DEFAULT_VOLUMES[split], progress=False)
+        base = "test" if split == "test_full" else split
+        synthesize(
+            tmp,
+            challenge,
+            base,
+            volumes=DEFAULT_VOLUMES[base],
+            progress=False,
+            full=split == "test_full",
+            **DEFAULT_SET,
+        )
         try:
             tmp.rename(folder)
             written.append(folder)
         except OSError:  # another process was faster
             shutil.rmtree(tmp, ignore_errors=True)
     if written:
-        counts = " + ".join(str(DEFAULT_VOLUMES[s]) for s, f in folders.items() if f in written)
+        counts = " + ".join(str(len(list(f.glob("*.h5")))) for f in written)
         log.info(
-            "wrote the synthetic data set (first use): %s volumes to %s in %.1f s",
+            "wrote the default data set (first use; the Colin27 brain): %s volumes to %s in %.1f s",
             counts,
             ", ".join(str(f) for f in written),
             time.perf_counter() - start,
@@ -319,11 +381,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--challenge", default="multicoil", choices=("singlecoil", "multicoil"))
     parser.add_argument("--split", choices=SPLITS, help="write one split into --out itself")
     parser.add_argument(
-        "--volumes", type=int, help="volumes per split (default 12/4/2 for the set)"
+        "--volumes",
+        type=int,
+        help="volumes per split (default: every brain slab of the split; phantom 12/4/2)",
     )
-    parser.add_argument("--slices", type=int, default=8)
-    parser.add_argument("--coils", type=int, default=8)
-    parser.add_argument("--size", type=int, default=128, help="recon size (image is size x size)")
+    parser.add_argument(
+        "--anatomy",
+        default=DEFAULT_SET["anatomy"],
+        choices=ANATOMIES,
+        help="colin27: the shipped T1 brain (default); phantom: ellipses (tiny test files)",
+    )
+    parser.add_argument("--slices", type=int, default=DEFAULT_SET["slices"])
+    parser.add_argument("--coils", type=int, default=DEFAULT_SET["coils"])
+    parser.add_argument(
+        "--size", type=int, default=DEFAULT_SET["size"], help="recon size (image is size x size)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--undersampled",
@@ -343,11 +415,13 @@ def main(argv: list[str] | None = None) -> None:
         coils=args.coils,
         size=args.size,
         seed=args.seed,
+        anatomy=args.anatomy,
         undersampled=args.undersampled,
         accelerations=tuple(int(a) for a in args.accelerations.split(",")),
     )
     if args.split:
-        synthesize(args.out, split=args.split, volumes=args.volumes or 4, **common)
+        default = None if args.anatomy == "colin27" else 4
+        synthesize(args.out, split=args.split, volumes=args.volumes or default, **common)
         return
     synthesize_set(args.out, volumes=args.volumes, **common)
 
