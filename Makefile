@@ -21,23 +21,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import kspace_mim, fastmri, timm, lightning, hydra"
 	touch $(STAMP)
 
-# The default synthetic data set (multicoil train/val/test folders), written once.
-$(DATA_ROOT)/synthetic/multicoil_train: | $(STAMP)
-	$(BIN)/python -m kspace_mim.data.synthesize --out $(DATA_ROOT)/synthetic --challenge multicoil $(SYNTH_ARGS)
+# The default data set, simulated from the shipped Colin27 brain (multicoil train / val /
+# test / test_full folders), written once.
+$(DATA_ROOT)/colin27/multicoil_train: | $(STAMP)
+	$(BIN)/python -m kspace_mim.data.synthesize --out $(DATA_ROOT)/colin27 --challenge multicoil $(SYNTH_ARGS)
 
-data: $(DATA_ROOT)/synthetic/multicoil_train
+data: $(DATA_ROOT)/colin27/multicoil_train
 
 train: install data
 	KSPACE_MIM_DATA=$(abspath $(DATA_ROOT)) $(BIN)/python -m kspace_mim.train $(ARGS)
 
-# The README's results table: every model for the same wall-clock budget, 2 seeds
-# (about 40 minutes on 2 CPU cores); the rows also go to docs/results.json.
+# The README's results table and curves: every model for the same 400 optimizer steps,
+# 3 seeds, the held-out test volumes at 4x and 8x, per-volume row files in docs/results/
+# (about 75 minutes on 2 CPU cores; a rerun resumes from outputs/results).
 results: install data
-	$(BIN)/python -m kspace_mim.results --data $(DATA_ROOT)/synthetic --out docs/results.json
+	$(BIN)/python -m kspace_mim.results --data $(DATA_ROOT)/colin27
 
 # The README's label-efficient table (SSDU), 4x, 2 seeds (about 20 minutes on 2 CPU cores).
 results-ssdu: install data
-	$(BIN)/python -m kspace_mim.results --table ssdu --data $(DATA_ROOT)/synthetic \
+	$(BIN)/python -m kspace_mim.results --table ssdu --data $(DATA_ROOT)/colin27 \
 		--out docs/label_efficiency.json
 
 # Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them

@@ -189,3 +189,58 @@ def test_a_stop_during_end_of_epoch_validation_resumes_with_the_right_steps(
     final = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert final["global_step"] == step + 2
     assert steps.min() == step + 1  # Lightning's logging step, one ahead (issue 19403)
+
+
+def test_log_spaced_steps():
+    from kspace_mim.callbacks import log_spaced_steps
+
+    steps = log_spaced_steps(400, 6)
+    assert steps[-1] == 400 and steps == sorted(set(steps)) and len(steps) == 6
+    ratios = [b / a for a, b in zip(steps, steps[1:], strict=False)]
+    assert max(ratios) / min(ratios) < 1.3  # evenly spaced on a log axis
+    assert log_spaced_steps(3, 6) == [1, 2, 3] and log_spaced_steps(7, 1) == [7]
+    with pytest.raises(ValueError, match="must be >= 1"):
+        log_spaced_steps(0, 3)
+
+
+def test_validation_at_log_spaced_steps_keeps_the_best_and_says_so(
+    data_root, tmp_path, small_overrides, train_log
+):
+    """validation.at_steps: validations after exactly the scheduled steps, with the
+    training time and steps logged; metrics.json names the checkpoint chosen on val, its
+    step and the split of every number; the test split is that checkpoint's."""
+    from kspace_mim.callbacks import log_spaced_steps
+    from kspace_mim.config import compose
+    from kspace_mim.train import run
+
+    overrides = small_overrides(
+        data_root / "multicoil_train",
+        "trainer.max_steps=12",
+        "trainer.max_epochs=-1",
+        "trainer.check_val_every_n_epoch=null",
+        "trainer.val_check_interval=1",
+        "trainer.num_sanity_val_steps=0",
+        "validation.at_steps=true",
+        "validation.points=3",
+        f"data.test_path={data_root}/multicoil_val",
+        "encoder=unet",
+    )
+    metrics = run(compose(overrides), tmp_path / "run")
+    log = train_log(tmp_path / "run").dropna(subset=["time/steps"])
+    assert log["time/steps"].astype(int).tolist() == log_spaced_steps(12, 3)
+    assert log["time/train_s"].is_monotonic_increasing and (log["time/train_s"] > 0).all()
+    best = log.loc[log["val/ssim"].idxmax()]
+    assert metrics["selected_on"] == "val" and metrics["split"] == "val"
+    assert metrics["checkpoint_step"] == int(best["time/steps"])
+    assert "best-" in metrics["checkpoint"] and metrics["ssim"] == pytest.approx(best["val/ssim"])
+    assert metrics["test"]["split"] == "test"
+    assert metrics["test"]["checkpoint"] == metrics["checkpoint"]
+
+
+def test_validation_at_steps_needs_the_step_based_trainer(data_root, tmp_path, small_overrides):
+    from kspace_mim.config import compose
+    from kspace_mim.train import run
+
+    overrides = small_overrides(data_root / "multicoil_train", "validation.at_steps=true")
+    with pytest.raises(ValueError, match="check_val_every_n_epoch=null"):
+        run(compose(overrides), tmp_path / "run")

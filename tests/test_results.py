@@ -1,78 +1,114 @@
-"""The generated results table: every model at an equal budget, means over seeds."""
+"""The generated results table: equal steps, held-out test volumes, paired statistics."""
 
 from __future__ import annotations
 
-import statistics
+import json
 
+import numpy as np
 import pytest
 
-from kspace_mim.results import (
-    MARK_END,
-    MARK_START,
-    MODELS,
-    as_max_time,
-    make_label_results,
-    make_results,
-    summarize,
-)
+from kspace_mim import results
+from kspace_mim.data.synthesize import synthesize_set
+from kspace_mim.results import REFERENCE, ROWS, make_label_results, make_results, table_markdown
 from kspace_mim.utils import markers
 
 pytestmark = pytest.mark.slow
 
+PRE, CONTROL = (
+    "unrolled, pre-trained + fine-tuned",
+    "unrolled, from scratch at the same total steps",
+)
 
-def test_results_table_is_generated(data_root, tmp_path):
-    data = tmp_path / "synthetic"
-    (data).mkdir()
-    (data / "multicoil_train").symlink_to(data_root / "multicoil_train")
-    (data / "multicoil_val").symlink_to(data_root / "multicoil_val")
-    (tmp_path / "README.md").write_text(f"# x\n{MARK_START}\nold\n{MARK_END}\nend\n")
-    rows = make_results(
-        steps=2, seeds=(0, 1), data=data, out_dir=tmp_path / "runs", batch_size=2, root=tmp_path
+
+def test_results_table_is_generated(tmp_path, monkeypatch):
+    """Every row of a shrunk table: the untrained rows (CS tuned on val), the reference,
+    pre-training counted in the steps with its equal-steps control; row files with the
+    per-volume means over seeds, the table with marks, the curves."""
+    data = synthesize_set(tmp_path / "data", volumes=2, slices=2, coils=4, size=32, progress=False)
+    monkeypatch.setattr(results, "CS_LAMDAS", (0.003,))
+    start, end = markers("results")
+    (tmp_path / "README.md").write_text(f"# x\n{start}\nold\n{end}\nend\n")
+    rows = ("zero-filled", "CS (ESPIRiT + L1-wavelet)", REFERENCE, PRE, CONTROL)
+    runs = make_results(
+        steps=4,
+        seeds=(0, 1),
+        data=data,
+        out_dir=tmp_path / "runs",
+        root=tmp_path,
+        points=2,
+        rows=rows,
     )
-    trained = len(MODELS) - 1  # zero-filled runs once
-    assert len(rows) == 2 * (1 + 2 * trained)  # 2 accelerations, 2 seeds per trained model
-    assert all(r["steps"] == 2 and r["parameters"] > 0 for r in rows if r["trained"])
-    assert len(list((tmp_path / "runs").glob("pretrain_*_seed*"))) == 2  # once per seed
+    trained = [r for r in runs if r["seed"] is not None]
+    assert len(trained) == 2 * 3
+    pre = [r for r in trained if r["row"] == PRE]
+    control = [r for r in trained if r["row"] == CONTROL]
+    assert {r["steps"] for r in pre} == {r["steps"] for r in control} == {6}
+    assert all(r["curve"][0]["step"] > 2 for r in pre)  # after its 2 pre-training steps
+    saved = tmp_path / "runs" / results.slug(PRE) / "seed0" / "train"
+    init = tmp_path / "runs" / results.slug(PRE) / "seed0" / "pretrain"
+    assert f"init_from: {init / 'checkpoints' / 'last.ckpt'}" in (saved / "config.yaml").read_text()
+    for name in rows:
+        for accel in (4, 8):
+            row = json.loads(
+                (tmp_path / "docs" / "results" / f"{results.slug(name)}_{accel}x.json").read_text()
+            )
+            assert row["split"] == "test" and len(row["volumes"]) == 2
+            volume = next(iter(row["volumes"]))
+            per_seed = [e["volumes"][volume]["ssim"] for e in row["evaluations"]]
+            assert row["volumes"][volume]["ssim"] == pytest.approx(np.mean(per_seed))
+    four = json.loads((tmp_path / "docs" / "results" / "zero_filled_4x.json").read_text())
+    eight = json.loads((tmp_path / "docs" / "results" / "zero_filled_8x.json").read_text())
+    assert four["ssim"] > eight["ssim"]  # the accelerations are what they say
+    cs = json.loads(
+        (
+            tmp_path / "docs" / "results" / f"{results.slug('CS (ESPIRiT + L1-wavelet)')}_4x.json"
+        ).read_text()
+    )
+    assert set(cs["chosen_on_val"]["4"]["val_grid"]) == {"espirit 0.003", "centre 0.003"}
     readme = (tmp_path / "README.md").read_text()
-    assert "old" not in readme and readme.endswith(f"{MARK_END}\nend\n")
-    for s in summarize(rows):
-        runs = [
-            r["ssim"]
-            for r in rows
-            if r["model"] == s["model"] and r["acceleration"] == s["acceleration"]
-        ]
-        assert s["ssim"] == pytest.approx(statistics.fmean(runs))
-        cell = f"{s['ssim']:.4f}" + (f" ({min(runs):.4f}-{max(runs):.4f})" if len(runs) > 1 else "")
-        assert f"| {s['model']} | {s['acceleration']}x | {cell} |" in readme
-    page = (tmp_path / "docs" / "results.md").read_text()
-    assert "At 4x, against E2E-VarNet's SSIM" in page and "At 8x, against E2E-VarNet's" in page
-    assert (tmp_path / "docs" / "overview.png").is_file()
+    assert "old" not in readme and readme.endswith(f"{end}\nend\n")
+    assert (
+        f"| {REFERENCE} | 4x | {json.loads((tmp_path / 'docs' / 'results' / (results.slug(REFERENCE) + '_4x.json')).read_text())['ssim']:.4f} |"
+        in readme
+    )
+    assert "Pre-training against its equal-total-steps control" in readme
+    assert (tmp_path / "docs" / "results_curves.png").stat().st_size > 10000
 
 
-def test_budget_in_lightning_format():
-    assert as_max_time(90) == "00:00:01:30"
-    assert as_max_time(3725) == "00:01:02:05"
+def fake_row(values):
+    return {
+        "ssim": float(np.mean(values)),
+        "psnr": 30.0,
+        "nmse": 0.01,
+        "steps": 10,
+        "train_flops": 1e9,
+        "train_minutes": 1.0,
+        "volumes": {
+            f"f{i}.h5": {"ssim": v, "psnr": 30.0, "nmse": 0.01} for i, v in enumerate(values)
+        },
+    }
 
 
-def test_command_line_passes_budget_and_seeds_and_writes_json(tmp_path, monkeypatch, capsys):
-    """`python -m kspace_mim.results --budget 30 --seeds 3,4 --out F` (what `make results`
-    runs), with the training itself stubbed: arguments reach make_results, rows reach F."""
-    import json
+def test_table_marks_what_is_significant_against_the_reference():
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(0.7, 0.8, 12)
+    rows = {
+        (REFERENCE, 4): fake_row(ref),
+        ("U-Net, fastMRI recipe", 4): fake_row(ref - 0.03 + rng.normal(0, 0.003, 12)),
+        ("SimMIM-Swin", 4): fake_row(ref + rng.normal(0, 0.01, 12)),
+    }
+    table = table_markdown(rows, 10, 3, (64, 38), 4)
+    unet = next(line for line in table.splitlines() if line.startswith("| U-Net"))
+    swin = next(line for line in table.splitlines() if line.startswith("| SimMIM-Swin"))
+    assert "| ✓ |" in unet and "-0.03" in unet
+    assert "| · |" in swin
+    assert "significantly below: U-Net, fastMRI recipe" in table
+    assert "not distinguishable from it: SimMIM-Swin" in table
 
-    from kspace_mim import results
 
-    seen = {}
-
-    def fake(budget_s, seeds, data, batch_size):
-        seen.update(budget_s=budget_s, seeds=seeds, data=data, batch_size=batch_size)
-        return [{"model": "zero-filled", "ssim": 0.5}]
-
-    monkeypatch.setattr(results, "make_results", fake)
-    out = tmp_path / "results.json"
-    results.main(["--budget", "30", "--seeds", "3,4", "--batch", "2", "--out", str(out)])
-    assert seen == {"budget_s": 30, "seeds": (3, 4), "data": None, "batch_size": 2}
-    assert json.loads(out.read_text())["results"] == [{"model": "zero-filled", "ssim": 0.5}]
-    assert json.loads(capsys.readouterr().out)["machine"]["cpu_cores"] >= 1
+def test_every_row_names_a_known_model():
+    assert REFERENCE in ROWS and list(ROWS)[-2:] == [PRE, CONTROL]
+    assert ROWS[PRE].total_steps == ROWS[CONTROL].total_steps > 1
 
 
 def test_label_efficiency_table_is_generated(data_root, tmp_path):
@@ -95,7 +131,7 @@ def test_label_efficiency_table_is_generated(data_root, tmp_path):
         batch_size=2,
         root=tmp_path,
         few=1,
-        synthesis={"volumes": 5, "slices": 3, "coils": 4, "size": 32},  # as data_root's
+        synthesis={"volumes": 5, "slices": 3, "coils": 4, "size": 32, "anatomy": "phantom"},
     )
     name = "file1000000.h5"
     with (

@@ -1,0 +1,1 @@
+"""fastMRI data: reading volumes, masks, transforms, the DataModule, the synthesizer."""

@@ -1,0 +1,1 @@
+"""Plain networks (no training logic): SimMIM encoders and decoders, size presets."""

@@ -1,0 +1,147 @@
+"""SimMIM for k-space: encoder + mask token + decoder, predicting every sample of the grid.
+
+Unlike SimMIM's reference (3 RGB channels, square inputs, loss inside ``forward``)
+the channels come from the data (real/imag per coil, plus a mask channel), the
+grid may be rectangular, and ``forward`` returns the prediction: the
+LightningModule owns the loss. The prediction is residual (added to the input),
+so acquired samples start right; data consistency then makes them exact.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kspace_mim.models.decoders import DECODERS, build_decoder
+from kspace_mim.models.encoders import SwinEncoder, ViTEncoder
+from kspace_mim.models.presets import resolve
+from kspace_mim.physics import channels_to_complex, complex_to_channels, fft2c, ifft2c
+
+
+class ConfigError(ValueError):
+    """An encoder configuration that cannot work; the message says what fits."""
+
+
+def real_stride(family: str, patch_size: int, depths: tuple[int, ...] | None = None) -> int:
+    """The downsampling an encoder really applies (what ``encoder_stride`` must equal)."""
+    return patch_size * 2 ** (len(depths) - 1) if family == "swin" else patch_size
+
+
+class SimMIM(nn.Module):
+    """SimMIM on real channels.
+
+    Args:
+        family: "swin" or "vit".
+        num_coils: coils C of the data; input channels are 2C (+1 with ``mask_channel``).
+        img_size: the model grid (H, W).
+        patch_size: encoder patch size (1, 2, 4, 8, 16 as the grid allows).
+        encoder_stride: must equal the encoder's real downsampling; None: use it.
+        decoder: "linear" (SimMIM, the paper) or "skip" (hierarchical + full-res stem).
+        size: preset (tiny|small|base); explicit arguments below override it.
+        mask_channel: append the sampling mask as an input channel.
+        mask_tokens: learn SimMIM's mask token (patches without an acquired sample get
+            it). Only a network that sees k-space has such patches; on images (the
+            zero-filled image, a denoiser) it would be a parameter without a gradient.
+    """
+
+    def __init__(
+        self,
+        family: str,
+        num_coils: int,
+        img_size: tuple[int, int],
+        patch_size: int = 2,
+        encoder_stride: int | None = None,
+        decoder: str = "skip",
+        size: str = "small",
+        mask_channel: bool = True,
+        drop_path_rate: float = 0.0,
+        mask_tokens: bool = True,
+        **arch,
+    ):
+        super().__init__()
+        self.mask_tokens = mask_tokens
+        params = resolve(family, size, **arch)
+        depths = params.get("depths")
+        stride = real_stride(family, patch_size, depths)
+        if encoder_stride is not None and encoder_stride != stride:
+            how = (
+                f"patch_size {patch_size} x 2^{len(depths) - 1} downsampling stages"
+                if family == "swin"
+                else f"its patch size {patch_size}"
+            )
+            raise ConfigError(
+                f"encoder.encoder_stride={encoder_stride} does not match {family}: it "
+                f"downsamples by {stride} ({how}). Set encoder.encoder_stride={stride} (or null), "
+                f"or change encoder.patch_size / encoder.depths."
+            )
+        if decoder not in DECODERS:
+            raise ConfigError(f"encoder.decoder={decoder!r}: one of {DECODERS}")
+        self.family, self.stride, self.patch_size = family, stride, patch_size
+        self.mask_channel = mask_channel
+        self.out_chans = 2 * num_coils
+        in_chans = self.out_chans + int(mask_channel)
+        # Swin windows must tile every stage: pad the grid to a multiple of this.
+        self.multiple = stride * (params.get("window_size", 1) if family == "swin" else 1)
+        padded = tuple(-(-s // self.multiple) * self.multiple for s in img_size)
+        if family == "swin":
+            self.encoder = SwinEncoder(
+                in_chans,
+                padded,
+                patch_size,
+                drop_path_rate=drop_path_rate,
+                mask_token=mask_tokens,
+                **params,
+            )
+        elif family == "vit":
+            self.encoder = ViTEncoder(
+                in_chans,
+                padded,
+                patch_size,
+                drop_path_rate=drop_path_rate,
+                mask_token=mask_tokens,
+                **params,
+            )
+        else:
+            raise ConfigError(f"unknown SimMIM encoder {family!r}: swin or vit")
+        self.decoder = build_decoder(
+            decoder, in_chans, self.out_chans, self.encoder.channels, self.encoder.strides
+        )
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """x: real (B, 2C, H, W); mask: bool (B, 1, H, W) acquired samples.
+
+        Returns the prediction, real (B, 2C, H, W). Patches without a single
+        acquired sample get the mask token (when the network has one).
+        """
+        h, w = x.shape[-2:]
+        ph, pw = -h % self.multiple, -w % self.multiple
+        # Zero padding is "not acquired" in k-space and empty FOV in the image domain.
+        pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+        x, mask = F.pad(x, pads), F.pad(mask.to(x.dtype), pads)
+        inputs = torch.cat([x, mask], dim=1) if self.mask_channel else x
+        token_mask = None
+        if self.mask_tokens:
+            acquired = F.max_pool2d(mask, self.patch_size)[:, 0]  # any sample in the patch
+            token_mask = acquired == 0
+        features = self.encoder(inputs, token_mask)
+        out = x + self.decoder([inputs, *features])
+        return out[..., pads[2] : pads[2] + h, pads[0] : pads[0] + w]
+
+
+def predict_kspace(network: nn.Module, masked_kspace: Tensor, mask: Tensor, domain: str) -> Tensor:
+    """A SimMIM network's predicted k-space (before data consistency).
+
+    masked_kspace: complex (B, C, H, W); mask: bool (B, 1, H, W). ``domain`` "kspace": the
+    encoder sees the acquired k-space, mask tokens where nothing was acquired (the
+    paper's); "image": it sees the zero-filled coil images. The FFTs and the complex <->
+    channels conversions run in float32 with autocast off; the network may run in bf16.
+    """
+    device = masked_kspace.device.type
+    with torch.autocast(device, enabled=False):
+        source = masked_kspace if domain == "kspace" else ifft2c(masked_kspace)
+        x = complex_to_channels(source)
+    y = network(x, mask)
+    with torch.autocast(device, enabled=False):
+        y = channels_to_complex(y.float())
+        return y if domain == "kspace" else fft2c(y)

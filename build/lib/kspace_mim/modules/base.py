@@ -1,0 +1,330 @@
+"""What every reconstruction model shares: data consistency, image formation, losses,
+per-volume fastMRI metrics (DDP-safe), pictures, optimiser and schedule.
+
+A family implements :meth:`ReconstructionModule.reconstruct` (and may override
+:meth:`loss`); nothing else. Port of the *algorithm* of fastMRI's ``MriModule``
+(its Lightning 1.x hooks are gone in 2.x).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import hydra
+import lightning as L
+import numpy as np
+import torch
+from fastmri.losses import SSIMLoss
+from lightning.pytorch.utilities import grad_norm
+from torch import Tensor
+
+from kspace_mim.data.transforms import KspaceSample, slice_coils, stack_slice
+from kspace_mim.figures import comparison_figure, save_figure
+from kspace_mim.metrics import VolumeMetrics, kspace_picture, kspace_ssim
+from kspace_mim.models.simmim import ConfigError
+from kspace_mim.physics import data_consistency, form_image
+from kspace_mim.supervision import build_supervision
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOSS = {"kspace_l1": 0.0, "image_l1": 1.0, "image_ssim": 0.0}
+# The optim group's default (conf/optim/warmup_cosine.yaml); a dict without _target_ is
+# read as its arguments (checkpoints written before the group existed).
+DEFAULT_OPTIM = {"_target_": "kspace_mim.optim.WarmupCosine"}
+
+
+class ReconOutput(NamedTuple):
+    """image: (B, h, w) original units, cropped to the recon size.
+    kspace: complex (B, C, H, W) model units after data consistency (None: image-only model).
+    prediction: complex (B, C, H, W) model units before data consistency (None likewise).
+    normalization: (mean, std), each (B, 1, 1), of an image model's input normalisation,
+        which its loss is computed in (the U-Net's, as fastMRI's), so it is not formed twice."""
+
+    image: Tensor
+    kspace: Tensor | None = None
+    prediction: Tensor | None = None
+    normalization: tuple[Tensor, Tensor] | None = None
+
+
+def common_low_frequencies(batch: KspaceSample) -> int | None:
+    """The centre width fastMRI's sensitivity model estimates the coil maps from.
+
+    The slices' fully sampled centre when they agree; None for Cartesian masks that
+    differ (fastMRI then reads each slice's centre off its mask); every column for
+    masks that are not Cartesian (SimMIM's patch masks), where a centre read off one row
+    can be empty and the maps 0 / 0.
+    """
+    counts = torch.as_tensor(batch.num_low_frequencies).reshape(-1)
+    if counts.numel() and bool((counts == counts[0]).all()) and int(counts[0]) > 0:
+        return int(counts[0])
+    mask = batch.mask
+    if bool((mask == mask[..., :1, :]).all()):  # every row alike: Cartesian
+        return None
+    return mask.shape[-1]
+
+
+class ReconstructionModule(L.LightningModule):
+    """Base of every model. Subclasses set ``self.trainable`` and implement ``reconstruct``.
+
+    Args:
+        num_coils: coils of the data (after compression); img_size: model grid (H, W).
+        loss: weights ``kspace_l1`` (SimMIM's, on unacquired samples), ``image_l1`` and
+            ``image_ssim`` (on the image after data consistency, data range = volume max).
+        optim: the optimiser and its schedule, a config of the ``optim`` group
+            (``_target_`` a recipe of :mod:`kspace_mim.optim` and its arguments; default
+            AdamW with warm-up and cosine).
+        data: the data settings the model is trained with (``challenge``, ``normalize``,
+            ``crop_size``, ``virtual_coils``, ``adjacent_slices``, ``grid``, ``readout``),
+            saved with the hyperparameters so that ``reconstruct`` rebuilds the inputs from
+            the checkpoint alone. With adjacent slices the network sees the whole stack
+            (``num_coils`` is slices x coils) and everything after it (image, losses,
+            metrics) the middle slice.
+        on_nonfinite: a NaN / Inf loss "stop"s training (naming the batch) or "skip"s
+            the optimizer step.
+        supervision: what training learns from (:mod:`kspace_mim.supervision`): ``name``
+            "supervised" (the fully sampled target, the default) or "ssdu" (held-out
+            acquired samples), with that class's arguments.
+    """
+
+    trainable = True
+    # Whether the output passes through k-space (SSDU's loss lives there).
+    has_kspace_output = True
+    # Whether one network takes any coil count (batches of one count each): true where
+    # the coils meet the network only through coil maps or a coil combination.
+    varying_coils = True
+
+    def __init__(
+        self,
+        num_coils: int,
+        img_size: tuple[int, int],
+        loss: dict | None = None,
+        optim: dict | None = None,
+        data: dict | None = None,
+        on_nonfinite: str = "stop",
+        supervision: dict | None = None,
+    ):
+        super().__init__()
+        if on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"train.on_nonfinite must be stop or skip, got {on_nonfinite!r}")
+        self.supervision = build_supervision(supervision)
+        if self.supervision.needs_kspace_output and not self.has_kspace_output:
+            raise ConfigError(
+                f"supervision={self.supervision.name} learns in k-space: {type(self).__name__} "
+                "outputs an image only; encoder=swin, vit, varnet or unrolled can"
+            )
+        self.on_nonfinite = on_nonfinite
+        # The data settings the model was trained with (challenge, normalize, ...).
+        self.data_config: dict[str, Any] = dict(data or {})
+        # Slices per input stack (data.adjacent_slices on either side of the middle one).
+        self.slices = 2 * int(self.data_config.get("adjacent_slices") or 0) + 1
+        self.num_coils = num_coils
+        self.img_size = tuple(img_size)
+        self.loss_weights = {**DEFAULT_LOSS, **(loss or {})}
+        unknown = set(self.loss_weights) - set(DEFAULT_LOSS)
+        if unknown:
+            raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {sorted(DEFAULT_LOSS)}")
+        optim = dict(optim or {})
+        self.optim = {**DEFAULT_OPTIM, **optim} if "_target_" not in optim else optim
+        self.ssim_loss = SSIMLoss()
+        self.val_metrics = VolumeMetrics()
+        self.best: dict[str, float] = {}
+        self.last_metrics: dict[str, dict[str, Any]] = {}
+        self._figure_batch: tuple | None = None
+
+    # --- checkpoints ------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The class, so that `reconstruct` rebuilds the model from the file alone (its
+        # data settings are hyperparameters).
+        cls = type(self)
+        checkpoint["kspace_mim_class"] = f"{cls.__module__}.{cls.__qualname__}"
+
+    # --- what a family provides -------------------------------------------------------
+    def reconstruct(self, batch: KspaceSample) -> ReconOutput:
+        raise NotImplementedError
+
+    # --- shared physics ---------------------------------------------------------------
+    def centre_slice(self, batch: KspaceSample) -> KspaceSample:
+        """The slice being reconstructed (the middle of a stack of adjacent slices)."""
+        return stack_slice(batch, self.slices // 2, self.slices)
+
+    def _centre_coils(self, kspace: Tensor) -> Tensor:
+        return slice_coils(kspace, self.slices // 2, self.slices)
+
+    def kspace_output(self, batch: KspaceSample, prediction: Tensor) -> ReconOutput:
+        """Predicted k-space (model units) -> data consistency -> image in original units.
+
+        FFTs and data consistency run in float32 with autocast off: bf16 FFTs do not
+        exist and fp16 cuFFT wants powers of two.
+        """
+        with torch.autocast(self.device.type, enabled=False):
+            prediction = prediction.to(torch.complex64)
+            kspace = data_consistency(prediction, batch.masked_kspace, batch.mask)
+        return self.unrolled_output(batch, kspace, prediction)
+
+    def unrolled_output(
+        self, batch: KspaceSample, kspace: Tensor, prediction: Tensor | None = None
+    ) -> ReconOutput:
+        """The k-space of an unrolled network (soft data consistency in every cascade, so
+        no hard data consistency after the last) -> image in original units."""
+        with torch.autocast(self.device.type, enabled=False):
+            kspace = self._centre_coils(kspace.to(torch.complex64))
+            prediction = kspace if prediction is None else self._centre_coils(prediction)
+            centre = self.centre_slice(batch)
+            image = form_image(kspace, centre.scale, centre.offset, centre.crop_size)
+        return ReconOutput(image, kspace, prediction)
+
+    def zero_filled_image(self, batch: KspaceSample, index: int | None = None) -> Tensor:
+        """The zero-filled image of the middle slice (or of slice ``index`` of the stack)."""
+        index = self.slices // 2 if index is None else index
+        one = stack_slice(batch, index, self.slices)
+        return form_image(one.masked_kspace, one.scale, one.offset, one.crop_size)
+
+    # --- losses -----------------------------------------------------------------------
+    def loss(self, batch: KspaceSample, out: ReconOutput) -> dict[str, Tensor]:
+        w = self.loss_weights
+        batch = self.centre_slice(batch)
+        terms: dict[str, Tensor] = {}
+        if w["kspace_l1"] and out.prediction is not None:
+            # SimMIM's masked L1: mean over unacquired samples and real/imag channels.
+            missing = (~batch.mask).unsqueeze(-1).to(torch.float32)  # (B, 1, H, W, 1)
+            diff = torch.view_as_real(out.prediction - batch.kspace).abs()
+            denom = missing.sum() * diff.shape[1] * 2 + 1e-5
+            terms["kspace_l1"] = (diff * missing).sum() / denom
+        if w["image_l1"] or w["image_ssim"]:
+            max_value = batch.max_value.reshape(-1, 1, 1).clamp_min(1e-12)
+            image, target = out.image / max_value, batch.target / max_value
+            if w["image_l1"]:
+                terms["image_l1"] = torch.nn.functional.l1_loss(image, target)
+            if w["image_ssim"]:
+                ones = torch.ones(image.shape[0], device=image.device)
+                terms["image_ssim"] = self.ssim_loss(image[:, None], target[:, None], ones)
+        if not terms:
+            raise ValueError(f"every loss weight is zero for this model: {w}")
+        terms["loss"] = sum(w[k] * v for k, v in terms.items())
+        return terms
+
+    # --- training ---------------------------------------------------------------------
+    def training_step(self, batch: KspaceSample, batch_idx: int) -> Tensor | None:
+        terms = self.supervision.training_terms(self, batch)
+        bs = batch.masked_kspace.shape[0]
+        if not torch.isfinite(terms["loss"]):
+            slices = zip(batch.fname, batch.slice_num, strict=True)
+            where = ", ".join(f"{f} slice {int(s)}" for f, s in slices)
+            loss = terms["loss"].item()
+            message = f"non-finite loss {loss} at step {self.global_step} on {where}"
+            if self.on_nonfinite == "skip":
+                # Returning None skips the optimizer step (single process; under DDP every
+                # rank must skip together, so prefer `stop` there).
+                log.warning("%s: step skipped (train.on_nonfinite=skip)", message)
+                return None
+            raise FloatingPointError(f"{message}; train.on_nonfinite=skip skips such steps")
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=bs)
+        return terms["loss"]
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        norms = grad_norm(self, norm_type=2)
+        if "grad_2.0_norm_total" in norms:
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        recipe = hydra.utils.instantiate(self.optim)
+        return recipe([p for p in self.parameters() if p.requires_grad], self.trainer)
+
+    # --- evaluation -------------------------------------------------------------------
+    def _eval_step(self, batch: KspaceSample, batch_idx: int) -> None:
+        if batch.target.numel() == 0:
+            return  # challenge files: no target to score against
+        out = self.reconstruct(batch)
+        full_kspace = self.centre_slice(batch).kspace
+        image = out.image.float().cpu().numpy()
+        target = batch.target.float().cpu().numpy()
+        for i, (fname, slice_num) in enumerate(zip(batch.fname, batch.slice_num, strict=True)):
+            k_ssim = None
+            if out.kspace is not None:
+                k_ssim = kspace_ssim(out.kspace[i], full_kspace[i])
+            max_value = float(batch.max_value[i]) or float(target[i].max())
+            self.val_metrics.update(fname, int(slice_num), target[i], image[i], max_value, k_ssim)
+        if batch_idx == 0 and self._figure_batch is None:
+            self._figure_batch = (batch, out)
+
+    def validation_step(self, batch: KspaceSample, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx)
+
+    def test_step(self, batch: KspaceSample, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx)
+
+    def _gather(self) -> dict[str, Any]:
+        """Merge every rank's per-slice statistics; every rank gets the same result."""
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            states = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(states, self.val_metrics.state())
+            for state in states:
+                self.val_metrics.merge(state)
+        result = self.val_metrics.compute()
+        self.val_metrics.reset()
+        return result
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        result = self._gather()
+        if result["num_volumes"] == 0:
+            return
+        self.last_metrics[stage] = result
+        scalars = {k: v for k, v in result.items() if k != "volumes"}
+        # Identical on every rank already: no sync_dist (ranks logging different keys hang).
+        for name, value in scalars.items():
+            self.log(f"{stage}/{name}", float(value), prog_bar=name == "ssim", sync_dist=False)
+        if stage == "val" and not self.trainer.sanity_checking:
+            self.best["ssim"] = max(self.best.get("ssim", -math.inf), result["ssim"])
+            self.log("val/ssim_best", self.best["ssim"])
+        self._save_figure(stage)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def _save_figure(self, stage: str) -> None:
+        if self._figure_batch is None:
+            return
+        batch, out = self._figure_batch
+        self._figure_batch = None
+        if not self.trainer.is_global_zero or self.trainer.sanity_checking:
+            return
+        i = 0
+        target = batch.target[i].float().cpu().numpy()
+        recon = out.image[i].float().cpu().numpy()
+        zero_filled = self.zero_filled_image(batch)[i].float().cpu().numpy()
+        k_zf = k_rec = None
+        if out.kspace is not None:
+            k_zf = kspace_picture(self.centre_slice(batch).masked_kspace[i])
+            k_rec = kspace_picture(out.kspace[i])
+        metrics = {
+            "ssim": self.last_metrics[stage]["ssim"],
+            "psnr": self.last_metrics[stage]["psnr"],
+        }
+        fig = comparison_figure(
+            target,
+            zero_filled,
+            recon,
+            k_zf,
+            k_rec,
+            f"{stage} epoch {self.current_epoch} {batch.fname[i]}:{int(batch.slice_num[i])}",
+            metrics,
+        )
+        root = Path(self.trainer.default_root_dir)
+        path = save_figure(fig, root / "figures" / f"{stage}_epoch{self.current_epoch:03d}.png")
+        for logger in self.loggers:
+            if hasattr(logger, "log_image"):  # W&B
+                logger.log_image(key=f"{stage}/panels", images=[str(path)], step=self.global_step)
+            elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
+                import matplotlib.pyplot as plt
+
+                pixels = plt.imread(path)[..., :3]
+                logger.experiment.add_image(
+                    f"{stage}/panels", np.transpose(pixels, (2, 0, 1)), self.global_step
+                )

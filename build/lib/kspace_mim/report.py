@@ -1,0 +1,125 @@
+"""One table (and plots) for a sweep directory: ``python -m kspace_mim.report SWEEP_DIR``.
+
+Reads every job of a Hydra multirun (``<sweep>/<n>/.hydra/overrides.yaml``,
+``status.json``, ``metrics.json``) and writes ``report.csv``, ``report.md`` and one
+``ssim_vs_<parameter>.png`` per swept parameter into the sweep directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from kspace_mim.figures import save_figure
+from kspace_mim.utils import print_table
+
+METRIC_COLUMNS = ["ssim", "psnr", "nmse", "kspace_ssim"]
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job directories of a sweep (those Hydra wrote its overrides into)."""
+    return sorted(
+        (p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")),
+        key=lambda p: (len(p.name), p.name),
+    )
+
+
+def collect(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per job: its overrides as columns, status, reason, final metrics."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep directory {sweep_dir} does not exist")
+    rows = []
+    for job in job_dirs(sweep_dir):
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+        row: dict = {"job": job.name}
+        row.update(o.split("=", 1) for o in overrides if "=" in o)
+        status_file = job / "status.json"
+        status = json.loads(status_file.read_text()) if status_file.is_file() else {}
+        row["status"] = status.get("status", "unknown")
+        row["reason"] = status.get("reason", "")
+        metrics_file = job / "metrics.json"
+        if metrics_file.is_file():
+            metrics = json.loads(metrics_file.read_text())
+            row.update({k: metrics[k] for k in METRIC_COLUMNS if k in metrics})
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"{sweep_dir} holds no Hydra jobs (*/.hydra/overrides.yaml)")
+    frame = pd.DataFrame(rows)
+    for col in METRIC_COLUMNS:
+        if col not in frame:
+            frame[col] = float("nan")
+    return frame.sort_values("ssim", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def swept_parameters(frame: pd.DataFrame) -> list[str]:
+    fixed = {"job", "status", "reason", *METRIC_COLUMNS}
+    return [c for c in frame.columns if c not in fixed and frame[c].nunique(dropna=False) > 1]
+
+
+def plot_parameters(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """SSIM against each swept parameter (finished jobs), one PNG each."""
+    import matplotlib.pyplot as plt
+
+    done = frame[frame["status"] == "finished"]
+    paths = []
+    for param in swept_parameters(frame):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        groups = done.groupby(param)
+        for i, (value, group) in enumerate(sorted(groups, key=lambda g: str(g[0]))):
+            ax.scatter([i] * len(group), group["ssim"], label=str(value))
+        ax.set_xticks(range(groups.ngroups))
+        ax.set_xticklabels([str(v) for v, _ in sorted(groups, key=lambda g: str(g[0]))])
+        ax.set_xlabel(param)
+        ax.set_ylabel("validation SSIM (image)")
+        ax.set_title(f"SSIM vs {param}")
+        fig.tight_layout()
+        paths.append(save_figure(fig, out_dir / f"ssim_vs_{param.replace('/', '_')}.png"))
+    return paths
+
+
+def print_report(frame: pd.DataFrame) -> None:
+    """The swept parameters, status and metrics of every job (the files have every column)."""
+    columns = ["job", *swept_parameters(frame), "status", "reason", *METRIC_COLUMNS]
+    frame = frame[[c for c in columns if c in frame]]
+    rows = (
+        ["" if pd.isna(v) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
+        for _, row in frame.iterrows()
+    )
+    print_table("sweep report (sorted by SSIM)", list(frame.columns), rows, justify="left")
+
+
+def report(sweep_dir: str | Path) -> pd.DataFrame:
+    """Collect, print, and write CSV, Markdown and plots into ``sweep_dir``."""
+    sweep_dir = Path(sweep_dir)
+    frame = collect(sweep_dir)
+    frame.to_csv(sweep_dir / "report.csv", index=False)
+    (sweep_dir / "report.md").write_text(frame.to_markdown(index=False, floatfmt=".4f") + "\n")
+    plot_parameters(frame, sweep_dir)
+    print_report(frame)
+    return frame
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m kspace_mim.report", description=__doc__)
+    parser.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        frame = report(args.sweep_dir)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    failed = (frame["status"] != "finished").sum()
+    print(
+        f"{len(frame)} job(s), {failed} not finished; wrote report.csv, report.md and plots "
+        f"to {args.sweep_dir}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Train (or just evaluate) one configuration: ``python -m kspace_mim.train [overrides]``.
+
+Composes conf/train.yaml and builds the DataModule, the model, the callbacks, the logger
+and the Trainer from their groups; fits, validates the best checkpoint, tests when a test
+set with targets is given, writes ``metrics.json`` and prints a table. Returns the
+``optimized_metric`` for Hydra sweepers. Job status, errors and DDP relaunch inside
+sweeps: :mod:`kspace_mim.jobs`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from kspace_mim.callbacks import instantiate_callbacks
+from kspace_mim.checkpoint_io import AtomicCheckpointIO
+from kspace_mim.config import CONFIG_DIR, register_resolvers
+from kspace_mim.data.datamodule import FastMRIDataModule
+from kspace_mim.jobs import relaunch_this_job_only, run_job
+from kspace_mim.loggers import build_logger
+from kspace_mim.models.simmim import ConfigError
+from kspace_mim.modules import load_pretrained
+from kspace_mim.modules.base import ReconstructionModule
+from kspace_mim.supervision import build_supervision
+from kspace_mim.utils import print_config_tree, print_metrics_table
+
+# Validation metrics are already identical on every rank (gathered per slice, then
+# computed): syncing them would be wrong work, so Lightning's advice does not apply.
+warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed")
+
+
+def build_datamodule(cfg: DictConfig) -> FastMRIDataModule:
+    supervision = build_supervision(OmegaConf.to_container(cfg.supervision, resolve=True))
+    return hydra.utils.instantiate(
+        cfg.data,
+        mask=hydra.utils.instantiate(cfg.mask),
+        augmentation=hydra.utils.instantiate(cfg.augmentation),
+        train_needs_targets=supervision.needs_targets,
+    )
+
+
+def build_model(cfg: DictConfig, datamodule: FastMRIDataModule) -> ReconstructionModule:
+    """The encoder group's module, sized from the data's facts (coils, grid)."""
+    facts = datamodule.facts()
+    model = hydra.utils.instantiate(cfg.encoder)(
+        num_coils=facts.num_coils,
+        img_size=facts.img_size,
+        loss=OmegaConf.to_container(cfg.loss, resolve=True),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        data={
+            "challenge": cfg.data.challenge,
+            "normalize": bool(cfg.augmentation.normalize),
+            "crop_size": cfg.data.crop_size,
+            "virtual_coils": cfg.data.virtual_coils,
+            "adjacent_slices": cfg.data.adjacent_slices,
+            "grid": cfg.data.grid,
+            "readout": cfg.data.readout,
+        },
+        on_nonfinite=cfg.train.on_nonfinite,
+        supervision=OmegaConf.to_container(cfg.supervision, resolve=True),
+    )
+    if len(facts.coil_counts) > 1 and not model.varying_coils:
+        raise ConfigError(
+            f"the train / val volumes have {', '.join(map(str, facts.coil_counts))} coils and "
+            f"{type(model).__name__} is built for one coil count; set data.virtual_coils "
+            f"(e.g. {min(facts.coil_counts)}) to compress every volume to that many, or use "
+            "a family that takes any coil count (varnet, unet, unrolled with "
+            "encoder.first_estimate=none)"
+        )
+    if cfg.model.init_from:
+        load_pretrained(model, cfg.model.init_from)
+    return model
+
+
+def trainer_plugins(cfg: DictConfig) -> list:
+    """``trainer.plugins`` plus same-folder atomic checkpoint writes, unless the config
+    brings a checkpoint writer of its own."""
+    plugins = hydra.utils.instantiate(cfg.trainer.plugins) if cfg.trainer.plugins else []
+    plugins = list(plugins) if isinstance(plugins, (list, tuple, ListConfig)) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return plugins
+
+
+def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train and evaluate ``cfg`` in ``run_dir``; returns the metrics written to metrics.json."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.paths.run_dir = str(run_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg, datamodule)
+    callbacks = instantiate_callbacks(cfg.callbacks)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=build_logger(cfg, run_dir),
+        default_root_dir=str(run_dir),
+        plugins=trainer_plugins(cfg),
+    )
+    if trainer.is_global_zero:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+
+    if model.trainable and not cfg.eval_only:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        # The final state, whatever the validation / checkpoint cadence was.
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        chosen = best_checkpoint(callbacks)
+        trainer.validate(
+            model, datamodule=datamodule, ckpt_path=chosen, verbose=False, weights_only=True
+        )
+        chosen = chosen or str(run_dir / "checkpoints" / "last.ckpt")
+    else:
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+        chosen = cfg.model.init_from
+    # Which weights every number is of (selected on validation by optimized_metric).
+    source = {"checkpoint": chosen, "checkpoint_step": checkpoint_step(chosen)}
+    results = {"val": {**model.last_metrics["val"], "split": "val", **source}}
+    if datamodule.paths["test"]:
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        if "test" in model.last_metrics:
+            results["test"] = {**model.last_metrics["test"], "split": "test", **source}
+
+    metrics = {
+        **results["val"],
+        "selected_on": "val" if model.trainable and not cfg.eval_only else None,
+        **({"test": results["test"]} if "test" in results else {}),
+    }
+    if trainer.is_global_zero:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print_metrics_table(results, title=f"{type(model).__name__} — {run_dir}")
+    return metrics
+
+
+def checkpoint_step(path: str | None) -> int | None:
+    """The optimizer step a checkpoint was written at (None without one)."""
+    if not path or not Path(path).is_file():
+        return None
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+def best_checkpoint(callbacks: list) -> str | None:
+    """The best checkpoint by the monitored metric, if one was written and still exists
+    (a resumed run restores the callback's record, which may name a file rotated away)."""
+    for callback in callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor:
+            best = callback.best_model_path
+            return best if best and Path(best).is_file() else None
+    return None
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    relaunch_this_job_only()
+    if rank_zero_only.rank == 0:
+        print_config_tree(cfg)
+    metrics = run_job(run, cfg, HydraConfig.get().runtime.output_dir)
+    return float(metrics[cfg.optimized_metric.split("/", 1)[1]])
+
+
+if __name__ == "__main__":
+    register_resolvers()
+    main()

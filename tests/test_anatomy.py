@@ -1,0 +1,115 @@
+"""The shipped Colin27 brain and the default data simulated from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+from fastmri.data import SliceDataset as FastMRISliceDataset
+
+from kspace_mim.data import anatomy
+from kspace_mim.data.synthesize import synthesize, synthesize_set
+from kspace_mim.physics import center_crop, ifft2c, rss
+
+
+def test_the_brain_and_its_licence_note_load_from_the_package():
+    t1 = anatomy.load_t1()
+    assert t1.shape == (181, 217, 181) and t1.dtype == np.float32
+    assert 0.9 < t1.max() <= 1.0 and (t1 > 0.2).mean() > 0.2  # a head, not a blank volume
+    note = anatomy.notice()
+    for line in ("BSD-3-clause", "Montreal Neurological Institute", "mricron-data", "Holmes"):
+        assert line in note
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_brain_and_its_notice(tmp_path):
+    """What `pip install .` installs (not only what the source tree has)."""
+    root = anatomy.__file__.rsplit("/src/", 1)[0]
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w"]
+    subprocess.run([*cmd, str(tmp_path), root], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("kspace_mim-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "kspace_mim/data/anatomy/colin27_t1.npz" in names
+    assert "kspace_mim/data/anatomy/NOTICE.md" in names
+
+
+def test_splits_take_separate_slabs_with_a_gap():
+    """No slice of a test (or val) volume is a slice of another split, or closer to one
+    than the gap, within an orientation; every orientation serves every split."""
+    taken: dict[str, dict[str, set[int]]] = {}
+    for split in ("train", "val", "test"):
+        slabs = anatomy.slabs(split)
+        assert {s.orientation for s in slabs} == set(anatomy.ORIENTATIONS)
+        for s in slabs:
+            mm = {s.start + k * s.spacing for k in range(s.slices)}
+            taken.setdefault(s.orientation, {}).setdefault(split, set()).update(mm)
+    for by_split in taken.values():
+        for a in by_split:
+            for b in by_split:
+                if a != b:
+                    closest = min(abs(x - y) for x in by_split[a] for y in by_split[b])
+                    assert closest > anatomy.GAP_MM
+    counts = {s: len(anatomy.slabs(s)) for s in ("train", "val", "test")}
+    assert counts["train"] > counts["val"] >= 10 and counts["test"] >= 10  # paired tests
+    with pytest.raises(ValueError, match="split must be one of"):
+        anatomy.slabs("validation")
+
+
+def test_brain_files_hold_the_brain_and_read_as_fastmri_files(tmp_path):
+    path = synthesize(
+        tmp_path / "train",
+        volumes=1,
+        slices=2,
+        coils=4,
+        size=48,
+        anatomy="colin27",
+        progress=False,
+    )[0]
+    with h5py.File(path) as hf:
+        kspace, target = hf["kspace"][()], hf["reconstruction_rss"][()]
+        assert hf.attrs["orientation"] in anatomy.ORIENTATIONS
+        assert kspace.shape[:3] == (2, 4, 96) and kspace.dtype == np.complex64
+    import torch
+
+    expected = center_crop(rss(ifft2c(torch.from_numpy(kspace))), (48, 48)).numpy()
+    np.testing.assert_allclose(target, expected, rtol=1e-5, atol=1e-6 * target.max())
+    # The brain's own slices (coil weighting and noise aside): strongly correlated.
+    slab = anatomy.slabs("train", 2)[0]
+    seed = 0 * 100003 + 1000000
+    brain = anatomy.slab_images(slab, 48, np.random.default_rng(seed))
+    for t, b in zip(target, brain, strict=True):
+        assert np.corrcoef(t.ravel(), b.ravel())[0, 1] > 0.8
+    ds = FastMRISliceDataset(tmp_path / "train", challenge="multicoil")
+    assert len(ds) == 2 and ds[0][2].shape == (48, 48)
+
+
+def test_test_full_twins_hold_the_test_files_fully_sampled(tmp_path):
+    synthesize_set(
+        tmp_path,
+        splits=("test",),
+        volumes=2,
+        slices=2,
+        coils=2,
+        size=32,
+        progress=False,
+        anatomy="colin27",
+    )
+    masked = sorted((tmp_path / "multicoil_test").glob("*.h5"))
+    full = sorted((tmp_path / "multicoil_test_full").glob("*.h5"))
+    assert [p.name for p in masked] == [p.name for p in full] and len(full) == 2
+    for m, f in zip(masked, full, strict=True):
+        with h5py.File(m) as hm, h5py.File(f) as hf:
+            assert "reconstruction_rss" not in hm and "reconstruction_rss" in hf
+            mask = hm["mask"][()]
+            np.testing.assert_array_equal(hm["kspace"][()], np.where(mask, hf["kspace"][()], 0))
+
+
+def test_too_many_brain_volumes_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="test slabs"):
+        synthesize(tmp_path, split="test", volumes=1000, anatomy="colin27", progress=False)
+    with pytest.raises(ValueError, match="anatomy must be one of"):
+        synthesize(tmp_path, anatomy="knee", progress=False)
