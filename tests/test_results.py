@@ -67,10 +67,8 @@ def test_results_table_is_generated(tmp_path, monkeypatch):
     assert set(cs["chosen_on_val"]["4"]["val_grid"]) == {"espirit 0.003", "centre 0.003"}
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme and readme.endswith(f"{end}\nend\n")
-    assert (
-        f"| {REFERENCE} | 4x | {json.loads((tmp_path / 'docs' / 'results' / (results.slug(REFERENCE) + '_4x.json')).read_text())['ssim']:.4f} |"
-        in readme
-    )
+    reference = tmp_path / "docs" / "results" / f"{results.slug(REFERENCE)}_4x.json"
+    assert f"| {REFERENCE} | 4x | {json.loads(reference.read_text())['ssim']:.4f} |" in readme
     assert "Pre-training against its equal-total-steps control" in readme
     assert (tmp_path / "docs" / "results_curves.png").stat().st_size > 10000
 
