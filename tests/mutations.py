@@ -261,6 +261,80 @@ MUTATIONS = (
         "mask",
         ("tests/test_grid_coils.py::test_split_validates_with_the_protocol_masks",),
     ),
+    Mutation(
+        "test slabs shared with train",
+        "data/anatomy/__init__.py",
+        "                if PATTERN[i % len(PATTERN)] == split",
+        "                if True",
+        ("tests/test_anatomy.py::test_splits_take_separate_slabs_with_a_gap",),
+    ),
+    Mutation(
+        "no test_full twins",
+        "data/synthesize.py",
+        '        if split == "test":\n            synthesize(folders["test_full"]',
+        '        if False:\n            synthesize(folders["test_full"]',
+        ("tests/test_anatomy.py::test_test_full_twins_hold_the_test_files_fully_sampled",),
+    ),
+    Mutation(
+        "compare pairs volumes out of order",
+        "compare.py",
+        "np.array([b[n][metric] for n in names], dtype=np.float64)",
+        "np.array([b[n][metric] for n in reversed(names)], dtype=np.float64)",
+        ("tests/test_compare.py::test_equals_scipy_wilcoxon_and_bootstrap_on_the_same_numbers",),
+    ),
+    Mutation(
+        "bootstrap without resampling",
+        "compare.py",
+        "    means = differences[idx].mean(axis=1)",
+        "    means = np.repeat(differences.mean(), resamples)",
+        ("tests/test_compare.py::test_equals_scipy_wilcoxon_and_bootstrap_on_the_same_numbers",),
+    ),
+    Mutation(
+        "CS ignores its L1 weight",
+        "modules/cs.py",
+        "            self.lamda,\n",
+        "            0.0,\n",
+        ("tests/test_cs.py::test_lamda_moves_the_result",),
+    ),
+    Mutation(
+        "validation every step instead of the log-spaced ones",
+        "callbacks.py",
+        "        self.steps = set(steps) if steps else set(log_spaced_steps(max_steps, points))",
+        "        self.steps = set(range(1, max_steps + 1))",
+        (
+            "tests/test_callbacks.py::test_validation_at_log_spaced_steps_keeps_the_best_and_says_so",
+        ),
+    ),
+    Mutation(
+        "numbers of the last checkpoint, not the one chosen on val",
+        "train.py",
+        "        chosen = best_checkpoint(callbacks)\n",
+        "        chosen = None\n",
+        (
+            "tests/test_callbacks.py::test_validation_at_log_spaced_steps_keeps_the_best_and_says_so",
+        ),
+    ),
+    Mutation(
+        "results test every model at 4x only",
+        "results.py",
+        '[*model, f"input={target}", f"output={predictions}", f"mask=equispaced{accel}x"]',
+        '[*model, f"input={target}", f"output={predictions}", "mask=equispaced4x"]',
+        ("tests/test_results.py::test_results_table_is_generated",),
+    ),
+    Mutation(
+        "every difference marked significant",
+        "results.py",
+        '                mark = "✓" if significant(stat) else "·"',
+        '                mark = "✓"',
+        ("tests/test_results.py::test_table_marks_what_is_significant_against_the_reference",),
+    ),
+    Mutation(
+        "pre-training steps not counted in the curve",
+        "results.py",
+        "        offset_steps = pre\n",
+        "        offset_steps = 0\n",
+        ("tests/test_results.py::test_results_table_is_generated",),
+    ),
 )
 
 

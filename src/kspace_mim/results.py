@@ -186,6 +186,7 @@ def train_row(
         "seed": seed,
         "steps": total,
         "checkpoint_step": metrics["checkpoint_step"] + offset_steps,
+        "checkpoint": metrics["checkpoint"],
         "val_ssim": metrics["ssim"],
         "curve": curve(run_dir, offset_steps, offset_s),
         "pretrain_curve": pre_curve,
@@ -304,12 +305,52 @@ def row_files(runs: list[dict], out: Path, flops: dict[str, float | None]) -> di
                 if mine[0].get("curve")
                 else None,
                 "chosen_on_val": mine[0].get("chosen_on_val"),
+                **last_gain(mine),
                 "volumes": volumes,
                 "evaluations": evaluations,
             }
             (out / f"{slug(name)}_{accel}x.json").write_text(json.dumps(content, indent=2))
             rows[(name, accel)] = content
     return rows
+
+
+def last_gain(runs: list[dict]) -> dict[str, Any]:
+    """How much validation SSIM the last scheduled interval still added (mean over
+    seeds): whether the curve has flattened by the end of the budget."""
+    curves = [r["curve"] for r in runs if len(r.get("curve") or []) >= 2]
+    if not curves:
+        return {}
+    gain = statistics.fmean(c[-1]["ssim"] - c[-2]["ssim"] for c in curves)
+    return {"last_gain": gain, "last_steps": [curves[0][-2]["step"], curves[0][-1]["step"]]}
+
+
+FLAT = 0.005  # SSIM gained over the last log-spaced interval below which a curve is flat
+
+
+def flatness(rows: dict) -> str:
+    """One sentence: which curves had flattened at the final step and which had not."""
+    parts, rising = [], []
+    for name in ROWS:
+        r = rows.get((name, ACCELERATIONS[0]))
+        if r is None or "last_gain" not in r:
+            continue
+        a, b = r["last_steps"]
+        parts.append(f"{name} {r['last_gain']:+.3f} ({a} -> {b})")
+        if r["last_gain"] > FLAT:
+            rising.append(name)
+    if not parts:
+        return ""
+    verdict = (
+        f"still rising (more than {FLAT} over the last interval): {', '.join(rising)}; the "
+        "table compares these models before convergence"
+        if rising
+        else "every curve has flattened"
+    )
+    return (
+        "Validation SSIM gained over the last interval of the curves: "
+        + "; ".join(parts)
+        + f". {verdict[0].upper()}{verdict[1:]}."
+    )
 
 
 def table_markdown(rows: dict, steps: int, seeds: int, grid: tuple[int, int], coils: int) -> str:
@@ -351,6 +392,8 @@ def table_markdown(rows: dict, steps: int, seeds: int, grid: tuple[int, int], co
                 f"| {delta} | {mark} | {steps_text} | {gflop} | {minutes} |"
             )
     lines += ["", reading(rows, notes)]
+    if flatness(rows):
+        lines += ["", flatness(rows)]
     cs = rows.get(("CS (ESPIRiT + L1-wavelet)", 4))
     if cs and cs.get("chosen_on_val"):
         chosen = "; ".join(
@@ -457,7 +500,37 @@ def make_results(
         "(docs/results_curves.png)\n"
     )
     write_generated(root, "results", "Results", "make results", table)
+    save_overview(runs, table_rows, data, out_dir, root)
     return runs
+
+
+def save_overview(runs: list[dict], rows: dict, data: Path, out_dir: Path, root: Path) -> None:
+    """The README's picture: a test volume reconstructed at 4x by the best trained row
+    (first seed): target | zero-filled | reconstruction | error, k-space before / after."""
+    from kspace_mim.reconstruct import run as reconstruct
+
+    trained = [n for n in ROWS if not ROWS[n].baseline and (n, 4) in rows]
+    if not trained:
+        return
+    best = max(trained, key=lambda n: rows[(n, 4)]["ssim"])
+    ckpt = next(r["checkpoint"] for r in runs if r["row"] == best)
+    target = split_folders(data, "multicoil")["test_full"]
+    folder = out_dir / "overview"
+    shutil.rmtree(folder, ignore_errors=True)
+    cfg = compose(
+        [
+            f"ckpt='{ckpt}'",
+            f"input={target}",
+            f"output={folder}",
+            "mask=equispaced4x",
+            "figures=true",
+        ],
+        "reconstruct",
+    )
+    reconstruct(cfg)
+    figures = sorted((folder / "figures").glob("*.png"))
+    if figures:
+        shutil.copyfile(figures[len(figures) // 2], root / "docs" / "overview.png")
 
 
 # --- shared with the label-efficient table ---------------------------------------------
