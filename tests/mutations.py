@@ -335,6 +335,13 @@ MUTATIONS = (
         "        offset_steps = 0\n",
         ("tests/test_results.py::test_results_table_is_generated",),
     ),
+    Mutation(
+        "sweep report mixes configurations across seeds",
+        "report.py",
+        "    params = [p for p in swept_parameters(frame) if p != \"seed\"]",
+        "    params = []",
+        ("tests/test_report.py::test_seeds_are_grouped_with_means_and_intervals",),
+    ),
 )
 
 

@@ -43,3 +43,30 @@ def test_sweep_with_a_failing_job_and_its_report(env, tmp_path, train_cli):
         [sys.executable, "-m", "kspace_mim.report", str(sweep)], capture_output=True, text=True
     )
     assert cli.returncode == 0 and "U-Net needs" in cli.stdout
+
+
+def test_seeds_are_grouped_with_means_and_intervals(tmp_path):
+    """A sweep over seeds: one row per configuration, the mean over its seeds and an
+    interval that holds it; failed jobs left out."""
+    import numpy as np
+
+    from kspace_mim.report import by_seed, collect
+
+    ssim = {("unet", 0): 0.80, ("unet", 1): 0.82, ("unet", 2): 0.84, ("swin", 0): 0.70}
+    for n, ((encoder, seed), value) in enumerate([*ssim.items(), (("swin", 1), None)]):
+        job = tmp_path / str(n)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- encoder={encoder}\n- seed={seed}\n")
+        status = "finished" if value is not None else "failed"
+        (job / "status.json").write_text(json.dumps({"status": status}))
+        if value is not None:
+            metrics = {"ssim": value, "psnr": 30 * value, "nmse": 1 - value}
+            (job / "metrics.json").write_text(json.dumps(metrics))
+    grouped = by_seed(collect(tmp_path))
+    unet = grouped[grouped["encoder"] == "unet"].iloc[0]
+    assert unet["seeds"] == 3 and unet["ssim"] == np.mean([0.80, 0.82, 0.84])
+    lo, hi = (float(x) for x in unet["ssim_ci95"].strip("[]").split(","))
+    assert 0.80 <= lo < unet["ssim"] < hi <= 0.84
+    assert grouped[grouped["encoder"] == "swin"].iloc[0]["seeds"] == 1
+    report(tmp_path)
+    assert "| unet" in (tmp_path / "report_by_seed.md").read_text()
