@@ -48,11 +48,12 @@ def copy_folder(tmp_path, data_root):
 
 @pytest.fixture(scope="session")
 def env(tmp_path_factory) -> dict[str, str]:
-    """Environment of a command run on the default data layout (synthetic/multicoil_
-    {train,val} under KSPACE_MIM_DATA) in a temporary root; ``env["root"]`` is its cwd."""
+    """Environment of a command run on the default data layout (colin27/multicoil_
+    {train,val} under KSPACE_MIM_DATA, tiny phantom files) in a temporary root;
+    ``env["root"]`` is its cwd."""
     root = tmp_path_factory.mktemp("root")
     synthesize_set(
-        root / "data" / "synthetic",
+        root / "data" / "colin27",
         splits=("train", "val"),
         volumes=2,
         slices=2,

@@ -172,19 +172,22 @@ def train_in(tmp_path, *overrides, env=None):
 
 def test_first_run_writes_the_default_data(tmp_path):
     """`python -m kspace_mim.train encoder=swin mask=random0.6` with no data/ folder: the
-    synthetic default is written on first use, once."""
+    default set (the brain) is written on first use, once."""
     result = train_in(tmp_path, "encoder=swin", "mask=random0.6", "trainer.max_steps=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    data = tmp_path / "data" / "synthetic"
-    assert len(list((data / "multicoil_train").glob("*.h5"))) == 12
-    assert len(list((data / "multicoil_val").glob("*.h5"))) == 4
-    assert len(list((data / "multicoil_test").glob("*.h5"))) == 2  # for `reconstruct`
+    data = tmp_path / "data" / "colin27"
+    assert len(list((data / "multicoil_train").glob("*.h5"))) == 28
+    assert len(list((data / "multicoil_val").glob("*.h5"))) == 13
+    assert len(list((data / "multicoil_test").glob("*.h5"))) == 13  # for `reconstruct`
+    assert len(list((data / "multicoil_test_full").glob("*.h5"))) == 13  # its targets
     assert not list(data.glob(".*tmp*"))  # written in place by rename, nothing left over
-    assert "wrote the synthetic data set (first use): 12 + 4 + 2 volumes" in result.stdout
+    assert "wrote the default data set (first use; the Colin27 brain): 28 + 13 + 13 + 13" in (
+        result.stdout
+    )
     (run_dir,) = (tmp_path / "out" / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"ssim", "psnr", "nmse", "kspace_ssim", "num_volumes", "num_slices"} <= metrics.keys()
-    assert metrics["num_volumes"] == 4
+    assert metrics["num_volumes"] == 13
     assert "SSIM" in result.stdout and "k-space SSIM" in result.stdout
     again = train_in(tmp_path, "encoder.size=tiny", "trainer.max_steps=1")
     assert again.returncode == 0 and "first use" not in again.stdout
@@ -255,8 +258,8 @@ def test_make_train_writes_data_and_trains(tmp_path):
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    for split in ("train", "val", "test"):
-        assert len(list((tmp_path / "data" / "synthetic" / f"multicoil_{split}").glob("*.h5"))) == 2
+    for split in ("train", "val", "test", "test_full"):
+        assert len(list((tmp_path / "data" / "colin27" / f"multicoil_{split}").glob("*.h5"))) == 2
     (run_dir,) = (tmp_path / "out" / "runs").iterdir()
     assert (run_dir / "metrics.json").is_file()
 
