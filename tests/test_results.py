@@ -28,7 +28,7 @@ def test_results_table_is_generated(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "CS_LAMDAS", (0.003,))
     start, end = markers("results")
     (tmp_path / "README.md").write_text(f"# x\n{start}\nold\n{end}\nend\n")
-    rows = ("zero-filled", "CS (ESPIRiT + L1-wavelet)", REFERENCE, PRE, CONTROL)
+    rows = ("zero-filled", "CS (L1-wavelet SENSE)", REFERENCE, PRE, CONTROL)
     runs = make_results(
         steps=4,
         seeds=(0, 1),
@@ -61,7 +61,7 @@ def test_results_table_is_generated(tmp_path, monkeypatch):
     assert four["ssim"] > eight["ssim"]  # the accelerations are what they say
     cs = json.loads(
         (
-            tmp_path / "docs" / "results" / f"{results.slug('CS (ESPIRiT + L1-wavelet)')}_4x.json"
+            tmp_path / "docs" / "results" / f"{results.slug('CS (L1-wavelet SENSE)')}_4x.json"
         ).read_text()
     )
     assert set(cs["chosen_on_val"]["4"]["val_grid"]) == {"espirit 0.003", "centre 0.003"}

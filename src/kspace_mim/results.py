@@ -62,7 +62,7 @@ UNROLLED = ("encoder=unrolled", "encoder.size=tiny")
 # against a from-scratch control of 1.5x.
 ROWS: dict[str, Row] = {
     "zero-filled": Row(baseline="zero_filled"),
-    "CS (ESPIRiT + L1-wavelet)": Row(baseline="cs"),
+    "CS (L1-wavelet SENSE)": Row(baseline="cs"),
     "U-Net, fastMRI recipe": Row(("encoder=unet", "encoder.size=tiny")),
     REFERENCE: Row(("encoder=varnet", "encoder.size=tiny")),
     "E2E-VarNet, package recipe": Row(("encoder=varnet", "encoder.size=tiny", "recipe=package")),
@@ -394,7 +394,7 @@ def table_markdown(rows: dict, steps: int, seeds: int, grid: tuple[int, int], co
     lines += ["", reading(rows, notes)]
     if flatness(rows):
         lines += ["", flatness(rows)]
-    cs = rows.get(("CS (ESPIRiT + L1-wavelet)", 4))
+    cs = rows.get(("CS (L1-wavelet SENSE)", 4))
     if cs and cs.get("chosen_on_val"):
         chosen = "; ".join(
             f"{a}x: maps {c['setting'].split()[0]}, lamda {c['setting'].split()[1]}"
