@@ -338,7 +338,7 @@ MUTATIONS = (
     Mutation(
         "sweep report mixes configurations across seeds",
         "report.py",
-        "    params = [p for p in swept_parameters(frame) if p != \"seed\"]",
+        '    params = [p for p in swept_parameters(frame) if p != "seed"]',
         "    params = []",
         ("tests/test_report.py::test_seeds_are_grouped_with_means_and_intervals",),
     ),

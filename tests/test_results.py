@@ -152,3 +152,39 @@ def test_label_efficiency_table_is_generated(data_root, tmp_path):
     for r in rows:
         assert f"| {r['model']} | {r['ssim']:.4f} |" in readme
     assert "SSDU alone reaches SSIM" in readme and "SSDU pre-training then fine-tuning" in readme
+
+
+def curve_run(ssims, steps=(8, 40, 200, 400)):
+    return {
+        "curve": [
+            {"step": s, "ssim": v, "train_s": s / 10} for s, v in zip(steps, ssims, strict=True)
+        ]
+    }
+
+
+def test_flatness_names_the_curves_still_rising():
+    rows = {
+        (REFERENCE, 4): {**fake_row([0.8]), **results.last_gain([curve_run([0.5, 0.6, 0.7, 0.8])])},
+        ("SimMIM-Swin", 4): {
+            **fake_row([0.8]),
+            **results.last_gain([curve_run([0.5, 0.7, 0.8, 0.801])]),
+        },
+    }
+    sentence = results.flatness(rows)
+    assert f"{REFERENCE} +0.100 (200 -> 400)" in sentence and "SimMIM-Swin +0.001" in sentence
+    assert sentence.endswith(
+        f"more than {results.FLAT} over the last interval): {REFERENCE}; "
+        "the table compares these models before convergence."
+    )
+    flat = {k: v for k, v in rows.items() if k[0] == "SimMIM-Swin"}
+    assert "every curve has flattened" in results.flatness(flat).lower()
+
+
+def test_long_curve_sentence_reads_the_nearest_validation():
+    runs = [
+        curve_run([0.5, 0.6, 0.7, 0.72], (40, 380, 2000, 4000)),
+        curve_run([0.5, 0.62, 0.7, 0.74], (40, 380, 2000, 4000)),
+    ]
+    sentence = results.long_curve_sentence(runs, 400)
+    assert "0.6100 at step 380" in sentence and "0.7300 at 4000" in sentence
+    assert "+0.0300 over its last interval (2000 -> 4000)" in sentence

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import time
@@ -71,6 +72,9 @@ ROWS: dict[str, Row] = {
     "unrolled, pre-trained + fine-tuned": Row(UNROLLED, pretrain_steps=-1, total_steps=1.5),
     "unrolled, from scratch at the same total steps": Row(UNROLLED, total_steps=1.5),
 }
+# The cheapest model trained LONG times the table's steps (curve only, not a table row):
+# how far from flattened the table's budget leaves it.
+CHEAPEST, LONG = "U-Net, fastMRI recipe", 10
 CS_LAMDAS = (0.001, 0.003, 0.01)
 CS_MAPS = ("espirit", "centre")
 
@@ -438,7 +442,7 @@ def save_curves(runs: list[dict], flops: dict, path: Path) -> Path:
     from kspace_mim.figures import save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
-    for name in ROWS:
+    for name in (*ROWS, long_name()):
         mine = [r for r in runs if r["row"] == name and r.get("curve")]
         if not mine:
             continue
@@ -446,8 +450,9 @@ def save_curves(runs: list[dict], flops: dict, path: Path) -> Path:
         steps = np.array([p["step"] for p in mine[0]["curve"][:n]])
         ssim = np.mean([[p["ssim"] for p in r["curve"][:n]] for r in mine], axis=0)
         seconds = np.mean([[p["train_s"] for p in r["curve"][:n]] for r in mine], axis=0)
-        style = "--" if ROWS[name].pretrain_steps else "-"
-        for ax, x in zip(axes, (steps, steps * (flops.get(name) or np.nan), seconds), strict=False):
+        style = ":" if name == long_name() else "--" if ROWS[name].pretrain_steps else "-"
+        per_step = flops.get(CHEAPEST if name == long_name() else name) or np.nan
+        for ax, x in zip(axes, (steps, steps * per_step, seconds), strict=True):
             ax.plot(x, ssim, style, marker="o", ms=3, label=name)
     for ax, label in zip(
         axes,
@@ -491,9 +496,17 @@ def make_results(
             if not ROWS[name].baseline:
                 runs.append(train_row(name, ROWS[name], data, steps, seed, out_dir, points))
                 print(f"[{(time.perf_counter() - start) / 60:.1f} min] {name}, seed {seed}")
+    long_runs = []
+    if CHEAPEST in names:  # its curve LONG times as far: where it flattens
+        row = ROWS[CHEAPEST]._replace(total_steps=LONG)
+        for seed in seeds:
+            long_runs.append(train_row(long_name(), row, data, steps, seed, out_dir, points + 3))
     flops = {n: flops_per_step(ROWS[n], grid, coils) for n in names}
     table_rows = row_files(runs, root / "docs" / "results", flops)
     table = table_markdown(table_rows, steps, len(seeds), grid, coils)
+    if long_runs:
+        table += "\n" + long_curve_sentence(long_runs, steps) + "\n"
+    runs += long_runs
     save_curves(runs, flops, root / "docs" / "results_curves.png")
     table += (
         "\n![Learning curves: validation SSIM against steps, training FLOPs and wall-clock]"
@@ -502,6 +515,25 @@ def make_results(
     write_generated(root, "results", "Results", "make results", table)
     save_overview(runs, table_rows, data, out_dir, root)
     return runs
+
+
+def long_name() -> str:
+    return f"{CHEAPEST}, {LONG}x the steps (curve only)"
+
+
+def long_curve_sentence(runs: list[dict], steps: int) -> str:
+    """Validation SSIM of the cheapest model at the table's steps and at LONG times them."""
+    near = min(runs[0]["curve"], key=lambda p: abs(math.log(p["step"] / steps)))["step"]
+    at = [next(p["ssim"] for p in r["curve"] if p["step"] == near) for r in runs]
+    end = [r["curve"][-1]["ssim"] for r in runs]
+    gain = last_gain(runs)
+    a, b = gain["last_steps"]
+    return (
+        f"The cheapest model ({CHEAPEST}) trained {LONG}x as long (curve only, dotted): "
+        f"validation SSIM {statistics.fmean(at):.4f} at step {near} (the nearest validation "
+        f"to the table's {steps}), {statistics.fmean(end):.4f} at {steps * LONG}, "
+        f"{gain['last_gain']:+.4f} over its last interval ({a} -> {b})."
+    )
 
 
 def save_overview(runs: list[dict], rows: dict, data: Path, out_dir: Path, root: Path) -> None:
