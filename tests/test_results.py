@@ -100,8 +100,8 @@ def test_table_marks_what_is_significant_against_the_reference():
     swin = next(line for line in table.splitlines() if line.startswith("| SimMIM-Swin"))
     assert "| ✓ |" in unet and "-0.03" in unet
     assert "| · |" in swin
-    assert "significantly below: U-Net, fastMRI recipe" in table
-    assert "not distinguishable from it: SimMIM-Swin" in table
+    assert "Significantly below: U-Net, fastMRI recipe." in table
+    assert "Not distinguishable from it: SimMIM-Swin." in table
 
 
 def test_every_row_names_a_known_model():

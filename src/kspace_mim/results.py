@@ -310,6 +310,7 @@ def row_files(runs: list[dict], out: Path, flops: dict[str, float | None]) -> di
                 else None,
                 "chosen_on_val": mine[0].get("chosen_on_val"),
                 **last_gain(mine),
+                "curves": [r.get("curve") for r in mine],  # validation SSIM per seed
                 "volumes": volumes,
                 "evaluations": evaluations,
             }
@@ -345,7 +346,7 @@ def flatness(rows: dict) -> str:
     if not parts:
         return ""
     verdict = (
-        f"still rising (more than {FLAT} over the last interval): {', '.join(rising)}; the "
+        f"still rising (more than {FLAT} over the last interval): {'; '.join(rising)}; the "
         "table compares these models before convergence"
         if rising
         else "every curve has flattened"
@@ -415,9 +416,10 @@ def reading(rows: dict, notes: list) -> str:
         better = [n for a, n, s, sig in notes if a == accel and sig and s["mean_difference"] > 0]
         worse = [n for a, n, s, sig in notes if a == accel and sig and s["mean_difference"] < 0]
         ties = [n for a, n, s, sig in notes if a == accel and not sig]
-        text = f"At {accel}x, significantly above the reference: {', '.join(better) or 'none'}"
-        text += f"; significantly below: {', '.join(worse) or 'none'}"
-        text += f"; not distinguishable from it: {', '.join(ties) or 'none'}."
+        # Row names hold commas: the lists are joined with semicolons.
+        text = f"At {accel}x, significantly above the reference: {'; '.join(better) or 'none'}."
+        text += f" Significantly below: {'; '.join(worse) or 'none'}."
+        text += f" Not distinguishable from it: {'; '.join(ties) or 'none'}."
         parts.append(text)
     pre, control = (rows.get((n, 4)) for n in list(ROWS)[-2:])
     if pre and control:
