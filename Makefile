@@ -33,7 +33,7 @@ train: install data
 
 # The README's results table and curves: every model for the same 400 optimizer steps,
 # 3 seeds, the held-out test volumes at 4x and 8x, per-volume row files in docs/results/
-# (about 75 minutes on 2 CPU cores; a rerun resumes from outputs/results).
+# (about 85 minutes on 2 CPU cores, run alone; a rerun resumes from outputs/results).
 results: install data
 	$(BIN)/python -m kspace_mim.results --data $(DATA_ROOT)/colin27
 

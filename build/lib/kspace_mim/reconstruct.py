@@ -5,18 +5,21 @@
     python -m kspace_mim.reconstruct model=cs input=DIR output=DIR [mask=...] [cs.lamda=F]
 
 Test / challenge files use their own mask; other files the configured one, seeded by
-the file name (as validation). Bad volumes are named with their reason, the good ones
-written, and the exit status is 1 when any failed.
+the file name (as validation). ``output/reconstruct.json`` records what made the files
+(the model or checkpoint, the mask, the CS settings). Bad volumes are named with their
+reason, the good ones written, and the exit status is 1 when any failed.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
 
 from kspace_mim.config import CONFIG_DIR, register_resolvers
 from kspace_mim.data.mri_data import Volume
@@ -41,7 +44,10 @@ def run(cfg: DictConfig) -> int:
     if cfg.model == "zero_filled":
         model = ZeroFilledModule(num_coils=0, img_size=(0, 0))
     elif cfg.model == "cs":
-        model = hydra.utils.instantiate(cfg.cs)
+        try:
+            model = hydra.utils.instantiate(cfg.cs)
+        except InstantiationException as err:  # the module's own message, not Hydra's wrap
+            raise (err.__cause__ or err) from None
     elif cfg.model is not None:
         raise ValueError(f"model={cfg.model}: zero_filled or cs (or give ckpt=PATH)")
     elif cfg.ckpt:
@@ -83,6 +89,15 @@ def run(cfg: DictConfig) -> int:
     report = reconstruct_folder(
         model, cfg.input, output, challenge, transform_for, cfg.batch_size, device, cfg.figures
     )
+    # What made these files: a CS row's lamda, a checkpoint's path, the mask.
+    settings = {
+        "model": cfg.model or "checkpoint",
+        "ckpt": cfg.ckpt,
+        "mask": OmegaConf.to_container(cfg.mask, resolve=True),
+        **({"cs": OmegaConf.to_container(cfg.cs, resolve=True)} if cfg.model == "cs" else {}),
+        "volumes": [p.name for p in report.written],
+    }
+    (output / "reconstruct.json").write_text(json.dumps(settings, indent=2))
     print(f"wrote {len(report.written)} volume(s) to {output}")
     if report.failed:
         print(f"{len(report.failed)} volume(s) failed:", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 Reads every job of a Hydra multirun (``<sweep>/<n>/.hydra/overrides.yaml``,
 ``status.json``, ``metrics.json``) and writes ``report.csv``, ``report.md`` and one
-``ssim_vs_<parameter>.png`` per swept parameter into the sweep directory.
+``ssim_vs_<parameter>.png`` per swept parameter into the sweep directory. A sweep over
+``seed`` also gets ``report_by_seed.md`` / ``.csv``: one row per configuration, the mean
+of each metric over its seeds with a 95 % bootstrap interval (seeds resampled).
 """
 
 from __future__ import annotations
@@ -94,6 +96,32 @@ def print_report(frame: pd.DataFrame) -> None:
     print_table("sweep report (sorted by SSIM)", list(frame.columns), rows, justify="left")
 
 
+def by_seed(frame: pd.DataFrame, resamples: int = 10000) -> pd.DataFrame | None:
+    """Finished jobs grouped by every swept parameter but ``seed``: the number of seeds,
+    and per metric the mean and the 95 % percentile bootstrap interval over seeds."""
+    import numpy as np
+
+    from kspace_mim.compare import bootstrap_ci
+
+    params = [p for p in swept_parameters(frame) if p != "seed"]
+    done = frame[frame["status"] == "finished"]
+    if "seed" not in frame or done.empty:
+        return None
+    rows = []
+    groups = done.groupby(params, dropna=False) if params else [((), done)]
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row = {**dict(zip(params, key, strict=True)), "seeds": len(group)}
+        for metric in ("ssim", "psnr", "nmse"):
+            values = group[metric].dropna().to_numpy(dtype=float)
+            if len(values):
+                row[metric] = float(values.mean())
+                lo, hi = bootstrap_ci(values, resamples) if len(values) > 1 else (np.nan,) * 2
+                row[f"{metric}_ci95"] = f"[{lo:.4f}, {hi:.4f}]"
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("ssim", ascending=False).reset_index(drop=True)
+
+
 def report(sweep_dir: str | Path) -> pd.DataFrame:
     """Collect, print, and write CSV, Markdown and plots into ``sweep_dir``."""
     sweep_dir = Path(sweep_dir)
@@ -102,6 +130,12 @@ def report(sweep_dir: str | Path) -> pd.DataFrame:
     (sweep_dir / "report.md").write_text(frame.to_markdown(index=False, floatfmt=".4f") + "\n")
     plot_parameters(frame, sweep_dir)
     print_report(frame)
+    grouped = by_seed(frame) if "seed" in swept_parameters(frame) else None
+    if grouped is not None:
+        grouped.to_csv(sweep_dir / "report_by_seed.csv", index=False)
+        (sweep_dir / "report_by_seed.md").write_text(
+            grouped.to_markdown(index=False, floatfmt=".4f") + "\n"
+        )
     return frame
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import time
@@ -62,7 +63,7 @@ UNROLLED = ("encoder=unrolled", "encoder.size=tiny")
 # against a from-scratch control of 1.5x.
 ROWS: dict[str, Row] = {
     "zero-filled": Row(baseline="zero_filled"),
-    "CS (ESPIRiT + L1-wavelet)": Row(baseline="cs"),
+    "CS (L1-wavelet SENSE)": Row(baseline="cs"),
     "U-Net, fastMRI recipe": Row(("encoder=unet", "encoder.size=tiny")),
     REFERENCE: Row(("encoder=varnet", "encoder.size=tiny")),
     "E2E-VarNet, package recipe": Row(("encoder=varnet", "encoder.size=tiny", "recipe=package")),
@@ -71,6 +72,9 @@ ROWS: dict[str, Row] = {
     "unrolled, pre-trained + fine-tuned": Row(UNROLLED, pretrain_steps=-1, total_steps=1.5),
     "unrolled, from scratch at the same total steps": Row(UNROLLED, total_steps=1.5),
 }
+# The cheapest model trained LONG times the table's steps (curve only, not a table row):
+# how far from flattened the table's budget leaves it.
+CHEAPEST, LONG = "U-Net, fastMRI recipe", 5
 CS_LAMDAS = (0.001, 0.003, 0.01)
 CS_MAPS = ("espirit", "centre")
 
@@ -186,6 +190,7 @@ def train_row(
         "seed": seed,
         "steps": total,
         "checkpoint_step": metrics["checkpoint_step"] + offset_steps,
+        "checkpoint": metrics["checkpoint"],
         "val_ssim": metrics["ssim"],
         "curve": curve(run_dir, offset_steps, offset_s),
         "pretrain_curve": pre_curve,
@@ -304,12 +309,53 @@ def row_files(runs: list[dict], out: Path, flops: dict[str, float | None]) -> di
                 if mine[0].get("curve")
                 else None,
                 "chosen_on_val": mine[0].get("chosen_on_val"),
+                **last_gain(mine),
+                "curves": [r.get("curve") for r in mine],  # validation SSIM per seed
                 "volumes": volumes,
                 "evaluations": evaluations,
             }
             (out / f"{slug(name)}_{accel}x.json").write_text(json.dumps(content, indent=2))
             rows[(name, accel)] = content
     return rows
+
+
+def last_gain(runs: list[dict]) -> dict[str, Any]:
+    """How much validation SSIM the last scheduled interval still added (mean over
+    seeds): whether the curve has flattened by the end of the budget."""
+    curves = [r["curve"] for r in runs if len(r.get("curve") or []) >= 2]
+    if not curves:
+        return {}
+    gain = statistics.fmean(c[-1]["ssim"] - c[-2]["ssim"] for c in curves)
+    return {"last_gain": gain, "last_steps": [curves[0][-2]["step"], curves[0][-1]["step"]]}
+
+
+FLAT = 0.005  # SSIM gained over the last log-spaced interval below which a curve is flat
+
+
+def flatness(rows: dict) -> str:
+    """One sentence: which curves had flattened at the final step and which had not."""
+    parts, rising = [], []
+    for name in ROWS:
+        r = rows.get((name, ACCELERATIONS[0]))
+        if r is None or "last_gain" not in r:
+            continue
+        a, b = r["last_steps"]
+        parts.append(f"{name} {r['last_gain']:+.3f} ({a} -> {b})")
+        if r["last_gain"] > FLAT:
+            rising.append(name)
+    if not parts:
+        return ""
+    verdict = (
+        f"still rising (more than {FLAT} over the last interval): {'; '.join(rising)}; the "
+        "table compares these models before convergence"
+        if rising
+        else "every curve has flattened"
+    )
+    return (
+        "Validation SSIM gained over the last interval of the curves: "
+        + "; ".join(parts)
+        + f". {verdict[0].upper()}{verdict[1:]}."
+    )
 
 
 def table_markdown(rows: dict, steps: int, seeds: int, grid: tuple[int, int], coils: int) -> str:
@@ -351,7 +397,9 @@ def table_markdown(rows: dict, steps: int, seeds: int, grid: tuple[int, int], co
                 f"| {delta} | {mark} | {steps_text} | {gflop} | {minutes} |"
             )
     lines += ["", reading(rows, notes)]
-    cs = rows.get(("CS (ESPIRiT + L1-wavelet)", 4))
+    if flatness(rows):
+        lines += ["", flatness(rows)]
+    cs = rows.get(("CS (L1-wavelet SENSE)", 4))
     if cs and cs.get("chosen_on_val"):
         chosen = "; ".join(
             f"{a}x: maps {c['setting'].split()[0]}, lamda {c['setting'].split()[1]}"
@@ -368,9 +416,10 @@ def reading(rows: dict, notes: list) -> str:
         better = [n for a, n, s, sig in notes if a == accel and sig and s["mean_difference"] > 0]
         worse = [n for a, n, s, sig in notes if a == accel and sig and s["mean_difference"] < 0]
         ties = [n for a, n, s, sig in notes if a == accel and not sig]
-        text = f"At {accel}x, significantly above the reference: {', '.join(better) or 'none'}"
-        text += f"; significantly below: {', '.join(worse) or 'none'}"
-        text += f"; not distinguishable from it: {', '.join(ties) or 'none'}."
+        # Row names hold commas: the lists are joined with semicolons.
+        text = f"At {accel}x, significantly above the reference: {'; '.join(better) or 'none'}."
+        text += f" Significantly below: {'; '.join(worse) or 'none'}."
+        text += f" Not distinguishable from it: {'; '.join(ties) or 'none'}."
         parts.append(text)
     pre, control = (rows.get((n, 4)) for n in list(ROWS)[-2:])
     if pre and control:
@@ -395,7 +444,7 @@ def save_curves(runs: list[dict], flops: dict, path: Path) -> Path:
     from kspace_mim.figures import save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), sharey=True)
-    for name in ROWS:
+    for name in (*ROWS, long_name()):
         mine = [r for r in runs if r["row"] == name and r.get("curve")]
         if not mine:
             continue
@@ -403,8 +452,9 @@ def save_curves(runs: list[dict], flops: dict, path: Path) -> Path:
         steps = np.array([p["step"] for p in mine[0]["curve"][:n]])
         ssim = np.mean([[p["ssim"] for p in r["curve"][:n]] for r in mine], axis=0)
         seconds = np.mean([[p["train_s"] for p in r["curve"][:n]] for r in mine], axis=0)
-        style = "--" if ROWS[name].pretrain_steps else "-"
-        for ax, x in zip(axes, (steps, steps * (flops.get(name) or np.nan), seconds), strict=False):
+        style = ":" if name == long_name() else "--" if ROWS[name].pretrain_steps else "-"
+        per_step = flops.get(CHEAPEST if name == long_name() else name) or np.nan
+        for ax, x in zip(axes, (steps, steps * per_step, seconds), strict=True):
             ax.plot(x, ssim, style, marker="o", ms=3, label=name)
     for ax, label in zip(
         axes,
@@ -448,16 +498,73 @@ def make_results(
             if not ROWS[name].baseline:
                 runs.append(train_row(name, ROWS[name], data, steps, seed, out_dir, points))
                 print(f"[{(time.perf_counter() - start) / 60:.1f} min] {name}, seed {seed}")
+    long_runs = []
+    if CHEAPEST in names:  # its curve LONG times as far: where it flattens
+        row = ROWS[CHEAPEST]._replace(total_steps=LONG)
+        for seed in seeds:
+            long_runs.append(train_row(long_name(), row, data, steps, seed, out_dir, points + 2))
     flops = {n: flops_per_step(ROWS[n], grid, coils) for n in names}
     table_rows = row_files(runs, root / "docs" / "results", flops)
     table = table_markdown(table_rows, steps, len(seeds), grid, coils)
+    if long_runs:
+        table += "\n" + long_curve_sentence(long_runs, steps) + "\n"
+    runs += long_runs
     save_curves(runs, flops, root / "docs" / "results_curves.png")
     table += (
         "\n![Learning curves: validation SSIM against steps, training FLOPs and wall-clock]"
         "(docs/results_curves.png)\n"
     )
     write_generated(root, "results", "Results", "make results", table)
+    save_overview(runs, table_rows, data, out_dir, root)
     return runs
+
+
+def long_name() -> str:
+    return f"{CHEAPEST}, {LONG}x the steps (curve only)"
+
+
+def long_curve_sentence(runs: list[dict], steps: int) -> str:
+    """Validation SSIM of the cheapest model at the table's steps and at LONG times them."""
+    near = min(runs[0]["curve"], key=lambda p: abs(math.log(p["step"] / steps)))["step"]
+    at = [next(p["ssim"] for p in r["curve"] if p["step"] == near) for r in runs]
+    end = [r["curve"][-1]["ssim"] for r in runs]
+    gain = last_gain(runs)
+    a, b = gain["last_steps"]
+    return (
+        f"The cheapest model ({CHEAPEST}) trained {LONG}x as long (curve only, dotted): "
+        f"validation SSIM {statistics.fmean(at):.4f} at step {near} (the nearest validation "
+        f"to the table's {steps}), {statistics.fmean(end):.4f} at {steps * LONG}, "
+        f"{gain['last_gain']:+.4f} over its last interval ({a} -> {b})."
+    )
+
+
+def save_overview(runs: list[dict], rows: dict, data: Path, out_dir: Path, root: Path) -> None:
+    """The README's picture: a test volume reconstructed at 4x by the best trained row
+    (first seed): target | zero-filled | reconstruction | error, k-space before / after."""
+    from kspace_mim.reconstruct import run as reconstruct
+
+    trained = [n for n in ROWS if not ROWS[n].baseline and (n, 4) in rows]
+    if not trained:
+        return
+    best = max(trained, key=lambda n: rows[(n, 4)]["ssim"])
+    ckpt = next(r["checkpoint"] for r in runs if r["row"] == best)
+    target = split_folders(data, "multicoil")["test_full"]
+    folder = out_dir / "overview"
+    shutil.rmtree(folder, ignore_errors=True)
+    cfg = compose(
+        [
+            f"ckpt='{ckpt}'",
+            f"input={target}",
+            f"output={folder}",
+            "mask=equispaced4x",
+            "figures=true",
+        ],
+        "reconstruct",
+    )
+    reconstruct(cfg)
+    figures = sorted((folder / "figures").glob("*.png"))
+    if figures:
+        shutil.copyfile(figures[len(figures) // 2], root / "docs" / "overview.png")
 
 
 # --- shared with the label-efficient table ---------------------------------------------

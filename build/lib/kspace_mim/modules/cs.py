@@ -111,8 +111,8 @@ class CompressedSensingModule(ReconstructionModule):
 
         if self.maps == "centre":
             maps = centre_maps(y, calib)
-        else:  # ESPIRiT's kernel must fit the calibration square with room to slide
-            kernel = max(2, min(6, calib - 2))
+        else:
+            kernel = espirit_kernel(calib)
             maps = mr.app.EspiritCalib(
                 y, calib_width=calib, kernel_width=kernel, crop=self.crop, show_pbar=False
             ).run()
@@ -134,12 +134,20 @@ class CompressedSensingModule(ReconstructionModule):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             write_cfl(tmp / "ksp", np.transpose(y, (1, 2, 0))[:, :, None, :])
-            bart(f"ecalib -d0 -m1 -c{self.crop} -r{calib}", tmp / "ksp", tmp / "maps")
+            calibrate = f"ecalib -d0 -m1 -c{self.crop} -r{calib} -k{espirit_kernel(calib)}"
+            bart(calibrate, tmp / "ksp", tmp / "maps")
             reg = f"-R W:7:0:{self.lamda}"
             bart(f"pics -d0 -S {reg} -i {self.max_iter}", tmp / "ksp", tmp / "maps", tmp / "x")
-            maps = np.transpose(read_cfl(tmp / "maps")[:, :, 0, :], (2, 0, 1))
-            image = read_cfl(tmp / "x")[:, :, 0]
+            coils, rows, cols = y.shape
+            maps = np.transpose(read_cfl(tmp / "maps").reshape(rows, cols, coils), (2, 0, 1))
+            image = read_cfl(tmp / "x").reshape(rows, cols)
         return image, maps
+
+
+def espirit_kernel(calib: int) -> int:
+    """ESPIRiT's kernel side: its default 6, smaller when the calibration square is too
+    small to slide it (4x on a 74-column grid leaves 6 centre columns, 8x 3)."""
+    return max(2, min(6, calib - 2))
 
 
 def centre_maps(y: np.ndarray, num_low: int) -> np.ndarray:
