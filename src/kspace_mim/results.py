@@ -533,7 +533,7 @@ def long_curve_sentence(runs: list[dict], steps: int) -> str:
     return (
         f"The cheapest model ({CHEAPEST}) trained {LONG}x as long (curve only, dotted): "
         f"validation SSIM {statistics.fmean(at):.4f} at step {near} (the nearest validation "
-        f"to the table's {steps}), {statistics.fmean(end):.4f} at {steps * LONG}, "
+        f"to the table's {steps}), {statistics.fmean(end):.4f} at {runs[0]['curve'][-1]['step']}, "
         f"{gain['last_gain']:+.4f} over its last interval ({a} -> {b})."
     )
 
