@@ -55,7 +55,7 @@ class CompressedSensingModule(ReconstructionModule):
         calib_width: int = 24,
         crop: float = 0.0,
         backend: str = "sigpy",
-        maps: str = "espirit",
+        maps: str = "centre",
         loss: dict | None = None,
         optim: dict | None = None,
         data: dict | None = None,
