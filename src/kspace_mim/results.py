@@ -38,6 +38,8 @@ from kspace_mim.bench.timing import machine
 from kspace_mim.compare import compare, significant
 from kspace_mim.config import compose, project_root
 from kspace_mim.data.synthesize import DEFAULT_SET, ensure_synthetic, split_folders, synthesize
+from kspace_mim.metrics import evaluate_folders
+from kspace_mim.reconstruct import run as reconstruct
 from kspace_mim.train import run
 from kspace_mim.utils import write_generated
 
@@ -116,8 +118,6 @@ def test_evaluations(
     """Reconstruct the held-out test volumes (``test_full``) at each acceleration with
     ``reconstruct`` (``model``: its overrides, e.g. ``ckpt=...``) and score them with
     ``evaluate``: the per-volume results, also written to ``out/test_<a>x.json``."""
-    from kspace_mim.metrics import evaluate_folders
-    from kspace_mim.reconstruct import run as reconstruct
 
     target = split_folders(data, "multicoil")["test_full"]
     results = {}
@@ -201,7 +201,6 @@ def train_row(
 # --- the untrained rows --------------------------------------------------------------
 def baseline_row(name: str, row: Row, data: Path, out: Path) -> dict[str, Any]:
     """Zero-filling, or CS with lamda and maps chosen on validation per acceleration."""
-    from kspace_mim.metrics import evaluate_folders
 
     folder = out / slug(name)
     if row.baseline == "zero_filled":
@@ -219,7 +218,6 @@ def baseline_row(name: str, row: Row, data: Path, out: Path) -> dict[str, Any]:
                 if not saved.is_file():
                     predictions = folder / "val" / "predictions"
                     shutil.rmtree(predictions, ignore_errors=True)
-                    from kspace_mim.reconstruct import run as reconstruct
 
                     cfg = compose(
                         [
@@ -541,7 +539,6 @@ def long_curve_sentence(runs: list[dict], steps: int) -> str:
 def save_overview(runs: list[dict], rows: dict, data: Path, out_dir: Path, root: Path) -> None:
     """The README's picture: a test volume reconstructed at 4x by the best trained row
     (first seed): target | zero-filled | reconstruction | error, k-space before / after."""
-    from kspace_mim.reconstruct import run as reconstruct
 
     trained = [n for n in ROWS if not ROWS[n].baseline and (n, 4) in rows]
     if not trained:
