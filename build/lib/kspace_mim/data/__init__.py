@@ -1,1 +1,0 @@
-"""fastMRI data: reading volumes, masks, transforms, the DataModule, the synthesizer."""

@@ -1,1 +1,0 @@
-"""Benchmark splits shipped with the package (JSON: val_list / test_list)."""

@@ -1,1 +1,0 @@
-"""Plain networks (no training logic): SimMIM encoders and decoders, size presets."""
