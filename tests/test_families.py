@@ -53,7 +53,7 @@ def test_every_trainable_parameter_gets_a_nonzero_gradient(family, data_root):
     model = build_model(cfg, datamodule)
     datamodule.setup("fit")
     batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())))
-    model.supervision.training_terms(model, batch)["loss"].backward()
+    model.training_terms(batch)["loss"].backward()
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert params
     dead = [n for n, p in params if p.grad is None or not bool(p.grad.abs().sum() > 0)]

@@ -1,18 +1,27 @@
-"""What a training step learns from (``supervision=``): fully sampled targets, or SSDU.
+"""What a training step learns from: the ``supervision`` config group, one class each.
 
-``supervised`` (the default) compares the reconstruction with the fully sampled target.
-``ssdu`` is masked modeling of the *acquired* samples (Yaman et al. 2020, "SSDU"): each
-step splits every slice's acquired samples into an input set, which the model sees
-(its data consistency included), and a held-out loss set, which the loss compares the
-model's k-space with. No fully sampled scan is needed, so undersampled-only folders
-(fastMRI's test layout) can be trained on. Hand-written: neither fastmri nor timm has
-it, and deepinv's / DIRECT's versions are tied to their own model classes.
+- :class:`Supervised` (the default): the fully sampled target, with the ``loss`` group's
+  weights.
+- :class:`SSDU` (Yaman et al. 2020): part of every slice's *acquired* samples is held out
+  (points, drawn with a variable density); the model sees the rest, the loss compares its
+  k-space with the held-out part.
+- :class:`MaskedModeling` (``supervision=mim``): the same, with SimMIM's patch masks over
+  the k-space grid applied to the acquired samples (a training device, not an
+  acquisition: a 2-D Cartesian readout cannot skip patches).
+
+The last two never read the fully sampled k-space, so they train on undersampled-only
+folders (fastMRI's test layout). A strategy takes the batch and returns a :class:`Step`
+(what the model sees and the held-out set); the module reconstructs ``step.input`` and
+asks the strategy for the loss terms. Hand-written: neither fastmri nor timm has these,
+and deepinv's / DIRECT's SSDU splits are tied to their own model classes.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import zlib
+from typing import Any, NamedTuple
 
+import hydra
 import torch
 from torch import Tensor
 
@@ -20,72 +29,96 @@ from kspace_mim.data.transforms import KspaceSample
 from kspace_mim.models.simmim import ConfigError
 from kspace_mim.physics import apply_mask
 
-if TYPE_CHECKING:
-    from kspace_mim.modules.base import ReconstructionModule
-
 SELECTIONS = ("gaussian", "uniform")
 SSDU_LOSSES = ("l1l2", "l1")
+PROTECTS = ("block", "acs")
+RESAMPLES = ("fixed", "step")
+
+
+class Step(NamedTuple):
+    """What one training step learns from.
+
+    input: the batch the model sees (for self-supervision: the input set of the
+        acquired samples, in its own normalisation).
+    held_out: bool (B, 1, H, W), the acquired samples the loss compares with (None:
+        supervised).
+    gain: float (B,), the input's normalisation over the batch's (model units of the
+        input = the batch's / gain); None: unchanged.
+    """
+
+    input: KspaceSample
+    held_out: Tensor | None = None
+    gain: Tensor | None = None
 
 
 class Supervised:
-    """Today's training: the loss against the fully sampled target (``loss.*`` weights)."""
+    """Learn from the fully sampled target (the module's ``loss`` weights)."""
 
-    name = "supervised"
+    self_supervised = False
     needs_targets = True
     needs_kspace_output = False
 
-    def training_terms(self, module: ReconstructionModule, batch: KspaceSample) -> dict:
-        return module.loss(batch, module.reconstruct(batch))
+    def prepare(self, batch: KspaceSample) -> Step:
+        return Step(batch)
 
 
-class SSDU:
-    """Self-supervision from the acquired samples alone.
+class HeldOut:
+    """Self-supervision by held-out acquired samples; a subclass says how they are drawn.
 
     Args:
-        loss_fraction: share of each slice's acquired samples held out for the loss
-            (SSDU's rho, 0.4).
-        selection: "gaussian" (SSDU's variable density: a held-out sample is drawn with
-            probability from a 2-D Gaussian centred on k = 0, std = (n - 1) / std_scale
-            per axis) or "uniform" (every selectable acquired sample alike).
-        std_scale: the Gaussian's width divisor (SSDU: 4).
-        centre: the auto-calibration centre always stays in the input: the slice's fully
-            sampled centre columns (``num_low_frequencies``), or for masks without one a
-            centre block of ``centre`` x ``centre`` samples (SSDU's small ACS block).
+        protect: what is never held out: "block" (a ``centre`` x ``centre`` block around
+            k = 0, SSDU's small protected block) or "acs" (the slice's fully sampled
+            centre columns; the block for masks without them).
+        centre: the protected block's side in samples.
+        resample: "fixed" (one split per slice, reproducible from the file name, slice
+            and ``seed``: SSDU's) or "step" (a fresh split every step).
+        splits: K fixed splits per slice (multi-mask SSDU); each step uses one of them,
+            drawn at random. Only with ``resample: fixed``.
         loss: "l1l2" (SSDU's normalised L1 + L2: ||r||_1 / ||y||_1 + ||r||_2 / ||y||_2 on
             the held-out samples, per slice) or "l1" (the normalised L1 alone).
+        renormalize: normalise what the model sees as at test time, from its own
+            samples (the input set), so the held-out samples do not reach the model
+            even through the scale; False keeps the scale of every acquired sample.
+        seed: of the fixed splits.
     """
 
-    name = "ssdu"
+    self_supervised = True
     needs_targets = False
     needs_kspace_output = True
+    name = "held-out"
 
     def __init__(
         self,
-        loss_fraction: float = 0.4,
-        selection: str = "gaussian",
-        std_scale: float = 4.0,
+        protect: str = "block",
         centre: int = 4,
+        resample: str = "fixed",
+        splits: int = 1,
         loss: str = "l1l2",
+        renormalize: bool = True,
+        seed: int = 0,
     ):
-        if not 0.0 < loss_fraction < 1.0:
-            raise ConfigError(f"supervision.loss_fraction={loss_fraction}: between 0 and 1")
-        if selection not in SELECTIONS:
-            raise ConfigError(f"supervision.selection={selection!r}: one of {SELECTIONS}")
+        if protect not in PROTECTS:
+            raise ConfigError(f"supervision.protect={protect!r}: one of {PROTECTS}")
+        if resample not in RESAMPLES:
+            raise ConfigError(f"supervision.resample={resample!r}: one of {RESAMPLES}")
         if loss not in SSDU_LOSSES:
             raise ConfigError(f"supervision.loss={loss!r}: one of {SSDU_LOSSES}")
-        if std_scale <= 0 or centre < 0:
-            raise ConfigError("supervision.std_scale must be > 0 and supervision.centre >= 0")
-        self.loss_fraction = loss_fraction
-        self.selection = selection
-        self.std_scale = std_scale
-        self.centre = centre
-        self.loss = loss
+        if centre < 0 or splits < 1:
+            raise ConfigError("supervision.centre must be >= 0 and supervision.splits >= 1")
+        if splits > 1 and resample != "fixed":
+            raise ConfigError(
+                f"supervision.splits={splits} are fixed splits per slice: set "
+                "supervision.resample=fixed (resample=step draws a new split every step)"
+            )
+        self.protect, self.centre, self.resample = protect, centre, resample
+        self.splits, self.loss, self.renormalize, self.seed = splits, loss, renormalize, seed
 
-    def kept_centre(self, shape: tuple[int, int], num_low: int, device) -> Tensor:
-        """bool (H, W): the auto-calibration centre, never held out."""
+    # --- the split ----------------------------------------------------------------------
+    def protected(self, shape: tuple[int, int], num_low: int, device: Any = None) -> Tensor:
+        """bool (H, W): the samples never held out."""
         h, w = shape
         keep = torch.zeros(h, w, dtype=torch.bool, device=device)
-        if num_low > 0:
+        if self.protect == "acs" and num_low > 0:
             start = (w - num_low + 1) // 2  # fastMRI's centre columns
             keep[:, start : start + num_low] = True
         elif self.centre:
@@ -93,39 +126,65 @@ class SSDU:
             keep[r0 : r0 + self.centre, c0 : c0 + self.centre] = True
         return keep
 
-    def weights(self, shape: tuple[int, int], device) -> Tensor:
-        """float (H, W): how likely each sample is to be held out (before the mask)."""
-        h, w = shape
-        if self.selection == "uniform":
-            return torch.ones(h, w, device=device)
-        rows = torch.arange(h, device=device, dtype=torch.float32) - h // 2
-        cols = torch.arange(w, device=device, dtype=torch.float32) - w // 2
-        sr, sc = (h - 1) / self.std_scale, (w - 1) / self.std_scale
-        return torch.exp(-(rows[:, None] ** 2) / (2 * sr**2) - cols[None, :] ** 2 / (2 * sc**2))
+    def draw(self, selectable: Tensor, generator: torch.Generator | None) -> Tensor:
+        """bool (H, W) selectable samples -> bool (H, W) held-out ones (a subset)."""
+        raise NotImplementedError
+
+    def _generator(self, fname: str, slice_num: int) -> torch.Generator | None:
+        """The fixed split's generator for one slice (one of ``splits``, drawn from torch's
+        RNG); None for a fresh draw from torch's RNG."""
+        if self.resample == "step":
+            return None
+        k = int(torch.randint(self.splits, ())) if self.splits > 1 else 0
+        # crc32, not hash(): Python salts string hashes per process.
+        key = zlib.crc32(f"{fname}:{int(slice_num)}:{k}:{self.seed}".encode())
+        return torch.Generator().manual_seed(key)
 
     def split(
-        self, mask: Tensor, num_low_frequencies: Any, generator: torch.Generator | None = None
+        self,
+        mask: Tensor,
+        num_low_frequencies: Any,
+        fnames: list[str] | None = None,
+        slice_nums: Any = None,
     ) -> tuple[Tensor, Tensor]:
-        """mask: bool (B, 1, H, W) acquired -> (input, loss) masks, disjoint, their union
-        the acquisition, the centre in the input; a fresh draw from torch's RNG (or
-        ``generator``) each call."""
+        """mask: bool (B, 1, H, W) acquired -> (input, loss) masks: disjoint, their union
+        the acquisition, the protected samples in the input. ``fnames`` / ``slice_nums``
+        key the fixed splits (required with ``resample: fixed``)."""
         b, _, h, w = mask.shape
         lows = torch.as_tensor(num_low_frequencies).reshape(-1).expand(b).tolist()
-        weights = self.weights((h, w), mask.device)
+        if self.resample == "fixed" and fnames is None:
+            raise ValueError("fixed splits are keyed by file and slice: pass fnames, slice_nums")
+        slice_nums = torch.as_tensor(slice_nums if slice_nums is not None else [0] * b)
         loss_mask = torch.zeros_like(mask)
         for i in range(b):
             acquired = mask[i, 0]
-            selectable = acquired & ~self.kept_centre((h, w), int(lows[i]), mask.device)
-            count = min(round(self.loss_fraction * int(acquired.sum())), int(selectable.sum()))
-            if count == 0:
+            selectable = acquired & ~self.protected((h, w), int(lows[i]), mask.device)
+            if not selectable.any():
                 continue
-            # Weighted draws without replacement: SSDU's rejection loop, in one call.
-            p = (weights * selectable).flatten()
-            picked = torch.multinomial(p, count, replacement=False, generator=generator)
-            loss_mask[i, 0].view(-1)[picked] = True
+            name = fnames[i] if fnames is not None else ""
+            generator = self._generator(name, int(slice_nums.reshape(-1)[i]))
+            loss_mask[i, 0] = self.draw(selectable.cpu(), generator).to(mask.device)
         return mask & ~loss_mask, loss_mask
 
-    def ssdu_loss(self, predicted: Tensor, acquired: Tensor, loss_mask: Tensor) -> Tensor:
+    def prepare(self, batch: KspaceSample) -> Step:
+        input_mask, held = self.split(
+            batch.mask, batch.num_low_frequencies, list(batch.fname), batch.slice_num
+        )
+        kspace = apply_mask(batch.masked_kspace, input_mask)
+        scale, gain = batch.scale, None
+        if self.renormalize:
+            # The data transform's scale is the RMS of what the model sees (over the
+            # acquired samples, the mean image removed); the input set's is this much of it.
+            norms = torch.view_as_real(kspace).flatten(1).norm(dim=1)
+            full = torch.view_as_real(batch.masked_kspace).flatten(1).norm(dim=1)
+            gain = (norms / full.clamp_min(1e-30)).clamp_min(1e-12)
+            kspace = kspace / gain.reshape(-1, 1, 1, 1)
+            scale = batch.scale * gain
+        seen = batch._replace(masked_kspace=kspace, mask=input_mask, scale=scale)
+        return Step(seen, held, gain)
+
+    # --- the loss -----------------------------------------------------------------------
+    def held_out_loss(self, predicted: Tensor, acquired: Tensor, loss_mask: Tensor) -> Tensor:
         """Normalised error on the held-out samples, per slice, mean over the batch.
         predicted, acquired: complex (B, C, H, W); loss_mask: bool (B, 1, H, W)."""
         held = loss_mask.expand_as(acquired)
@@ -138,24 +197,121 @@ class SSDU:
         l2 = residual.norm(dim=1) / reference.norm(dim=1).clamp_min(1e-12)
         return (l1 + l2).mean()
 
-    def training_terms(self, module: ReconstructionModule, batch: KspaceSample) -> dict:
-        input_mask, loss_mask = self.split(batch.mask, batch.num_low_frequencies)
-        seen = batch._replace(
-            masked_kspace=apply_mask(batch.masked_kspace, input_mask), mask=input_mask
-        )
-        out = module.reconstruct(seen)
-        acquired = module.centre_slice(batch).masked_kspace
-        loss = self.ssdu_loss(out.kspace, acquired, loss_mask)
-        return {"ssdu": loss, "loss": loss}
+    def terms(self, kspace: Tensor, acquired: Tensor, step: Step) -> dict[str, Tensor]:
+        """kspace: complex (B, C, H, W), the model's (the input's units); acquired: the
+        slice's acquired k-space (the batch's units) -> {name: loss, "loss": total}."""
+        if step.gain is not None:
+            acquired = acquired / step.gain.reshape(-1, 1, 1, 1)
+        loss = self.held_out_loss(kspace, acquired, step.held_out)
+        return {self.name: loss, "loss": loss}
 
 
-SUPERVISIONS = {"supervised": Supervised, "ssdu": SSDU}
+class SSDU(HeldOut):
+    """SSDU's split: held-out points drawn with a variable density.
+
+    Args:
+        loss_fraction: share of the selectable acquired samples (outside the protected
+            ones) held out for the loss (SSDU's rho, 0.4).
+        selection: "gaussian" (SSDU's variable density: a held-out sample is drawn with
+            probability from a 2-D Gaussian centred on k = 0, std = (n - 1) / std_scale
+            per axis) or "uniform" (every selectable acquired sample alike).
+        std_scale: the Gaussian's width divisor (SSDU: 4).
+        Others: :class:`HeldOut`.
+    """
+
+    name = "ssdu"
+
+    def __init__(
+        self,
+        loss_fraction: float = 0.4,
+        selection: str = "gaussian",
+        std_scale: float = 4.0,
+        **held_out: Any,
+    ):
+        super().__init__(**held_out)
+        if not 0.0 < loss_fraction < 1.0:
+            raise ConfigError(f"supervision.loss_fraction={loss_fraction}: between 0 and 1")
+        if selection not in SELECTIONS:
+            raise ConfigError(f"supervision.selection={selection!r}: one of {SELECTIONS}")
+        if std_scale <= 0:
+            raise ConfigError("supervision.std_scale must be > 0")
+        self.loss_fraction, self.selection, self.std_scale = loss_fraction, selection, std_scale
+
+    def weights(self, shape: tuple[int, int]) -> Tensor:
+        """float (H, W): how likely each sample is to be held out (before the mask)."""
+        h, w = shape
+        if self.selection == "uniform":
+            return torch.ones(h, w)
+        rows = torch.arange(h, dtype=torch.float32) - h // 2
+        cols = torch.arange(w, dtype=torch.float32) - w // 2
+        sr, sc = (h - 1) / self.std_scale, (w - 1) / self.std_scale
+        return torch.exp(-(rows[:, None] ** 2) / (2 * sr**2) - cols[None, :] ** 2 / (2 * sc**2))
+
+    def draw(self, selectable: Tensor, generator: torch.Generator | None) -> Tensor:
+        count = round(self.loss_fraction * int(selectable.sum()))
+        held = torch.zeros_like(selectable)
+        if count:
+            # Weighted draws without replacement: SSDU's rejection loop, in one call.
+            p = (self.weights(tuple(selectable.shape)) * selectable).flatten()
+            picked = torch.multinomial(p, count, replacement=False, generator=generator)
+            held.view(-1)[picked] = True
+        return held
 
 
-def build_supervision(config: dict | None) -> Supervised | SSDU:
-    """``supervision`` config (``name`` and the class's arguments) -> its object."""
-    config = dict(config or {"name": "supervised"})
+class MaskedModeling(HeldOut):
+    """SimMIM's patch masks over the acquired samples (``supervision=mim``).
+
+    A ``ratio`` of the ``patch_size`` x ``patch_size`` patches tiling the k-space grid
+    (SimMIM's exact count, uniformly) is hidden: their acquired samples are held out.
+    A patch left without an input sample gets SimMIM's mask token where the encoder sees
+    k-space (``encoder.domain=kspace``); other networks see zeros there.
+
+    Args:
+        patch_size: the mask's patch side in k-space samples.
+        ratio: share of the patches hidden.
+        Others: :class:`HeldOut` (default ``resample: step``: SimMIM draws every step).
+    """
+
+    name = "mim"
+
+    def __init__(
+        self, patch_size: int = 8, ratio: float = 0.4, resample: str = "step", **held_out: Any
+    ):
+        super().__init__(resample=resample, **held_out)
+        if patch_size < 1:
+            raise ConfigError(f"supervision.patch_size={patch_size}: must be >= 1")
+        if not 0.0 < ratio < 1.0:
+            raise ConfigError(f"supervision.ratio={ratio}: between 0 and 1")
+        self.patch_size, self.ratio = patch_size, ratio
+
+    def patches(self, shape: tuple[int, int], generator: torch.Generator | None) -> Tensor:
+        """bool (H, W): the hidden patches (the grid tiled from its top-left corner)."""
+        h, w = shape
+        p = self.patch_size
+        rows, cols = -(-h // p), -(-w // p)
+        count = round(self.ratio * rows * cols)
+        order = torch.randperm(rows * cols, generator=generator)
+        hidden = torch.zeros(rows * cols, dtype=torch.bool)
+        hidden[order[:count]] = True
+        grid = hidden.reshape(rows, cols).repeat_interleave(p, 0).repeat_interleave(p, 1)
+        return grid[:h, :w]
+
+    def draw(self, selectable: Tensor, generator: torch.Generator | None) -> Tensor:
+        return selectable & self.patches(tuple(selectable.shape), generator)
+
+
+# Checkpoints written before the group had _target_ name their strategy.
+LEGACY = {"supervised": Supervised, "ssdu": SSDU, "mim": MaskedModeling}
+
+
+def build_supervision(config: dict | None) -> Supervised | HeldOut:
+    """``supervision`` config (``_target_`` and its arguments) -> its object."""
+    config = dict(config or {"_target_": f"{__name__}.Supervised"})
+    if "_target_" in config:
+        return hydra.utils.instantiate(config, _convert_="all")
     name = config.pop("name", "supervised")
-    if name not in SUPERVISIONS:
-        raise ConfigError(f"supervision={name!r}: one of {tuple(SUPERVISIONS)}")
-    return SUPERVISIONS[name](**config)
+    if name not in LEGACY:
+        raise ConfigError(f"supervision={name!r}: one of {tuple(LEGACY)}")
+    if name == "ssdu":  # the old SSDU: the ACS columns protected, a fresh split each step
+        config = {"protect": "acs", "resample": "step", "renormalize": False, **config}
+    return LEGACY[name](**config)

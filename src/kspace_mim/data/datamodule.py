@@ -98,7 +98,7 @@ class FastMRIDataModule(L.LightningDataModule):
             name; label-efficient studies), None: all.
         train_needs_targets: whether every training file must hold a fully sampled target
             (``supervision=supervised``); False accepts undersampled-only files (fastMRI's
-            test layout, their own mask) for ``supervision=ssdu``.
+            test layout, their own mask) for ``supervision=ssdu`` or ``mim``.
         adjacent_slices: N neighbours on either side of each slice, stacked as extra
             coils (2N + 1 slices, the edge slice repeated at a volume's ends), for the
             models whose denoiser sees images; the target stays the middle slice's.
@@ -230,7 +230,7 @@ class FastMRIDataModule(L.LightningDataModule):
             names = ", ".join(untargeted[:10]) + (", ..." if len(untargeted) > 10 else "")
             raise ValueError(
                 f"data.train_path: {len(untargeted)} file(s) have no fully sampled target "
-                f"(undersampled, fastMRI's test layout): {names}; supervision=ssdu learns "
+                f"(undersampled, fastMRI's test layout): {names}; supervision=ssdu or mim learn "
                 "from such files, supervised training needs reconstruction_rss / _esc"
             )
         return train

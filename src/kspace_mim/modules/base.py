@@ -84,9 +84,9 @@ class ReconstructionModule(L.LightningModule):
             metrics) the middle slice.
         on_nonfinite: a NaN / Inf loss "stop"s training (naming the batch) or "skip"s
             the optimizer step.
-        supervision: what training learns from (:mod:`kspace_mim.supervision`): ``name``
-            "supervised" (the fully sampled target, the default) or "ssdu" (held-out
-            acquired samples), with that class's arguments.
+        supervision: what training learns from, a config of the ``supervision`` group
+            (:mod:`kspace_mim.supervision`: ``_target_`` Supervised, the default, SSDU or
+            MaskedModeling, and its arguments).
     """
 
     trainable = True
@@ -207,8 +207,18 @@ class ReconstructionModule(L.LightningModule):
         return terms
 
     # --- training ---------------------------------------------------------------------
+    def training_terms(self, batch: KspaceSample) -> dict[str, Tensor]:
+        """What this step learns from (the supervision strategy): the model reconstructs
+        the strategy's input; the loss is the strategy's on the held-out samples, or the
+        ``loss`` weights against the fully sampled target."""
+        step = self.supervision.prepare(batch)
+        out = self.reconstruct(step.input)
+        if not self.supervision.self_supervised:
+            return self.loss(batch, out)
+        return self.supervision.terms(out.kspace, self.centre_slice(batch).masked_kspace, step)
+
     def training_step(self, batch: KspaceSample, batch_idx: int) -> Tensor | None:
-        terms = self.supervision.training_terms(self, batch)
+        terms = self.training_terms(batch)
         bs = batch.masked_kspace.shape[0]
         if not torch.isfinite(terms["loss"]):
             slices = zip(batch.fname, batch.slice_num, strict=True)

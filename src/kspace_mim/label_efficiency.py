@@ -1,0 +1,382 @@
+"""The label-efficiency curve, generated: ``python -m kspace_mim.label_efficiency``
+(``make results-label``).
+
+Does masked modeling help when fully sampled scans are scarce? One network for every row
+(SimMIM-Swin ``tiny``, image domain, 4x equispaced, batch 1, ``experiment=results``):
+
+- label-free pre-training on the undersampled-only copy of every training volume
+  (fastMRI's test layout: the fully sampled k-space is never written): SSDU
+  (``supervision=ssdu``, as published) or masked modeling of the acquired samples with
+  SimMIM's patch masks (``supervision=mim``); and, as an ablation that *does* use fully
+  sampled data, today's supervised patch-mask pre-training (``mask=random0.6``);
+- then supervised fine-tuning on the first N fully sampled training volumes, the same
+  steps for every fine-tuning;
+- controls: from scratch on the N volumes at the fine-tuning steps and at the total
+  (pre-training + fine-tuning) steps; at N = 0 the label-free models alone (their last
+  checkpoint: no label chooses it).
+
+Numbers are of the held-out test volumes (``test_full``, reconstructed and scored as the
+results table's), 3 seeds, per-volume files in ``docs/label_efficiency/`` and paired
+statistics (:mod:`kspace_mim.compare`) against "from scratch" at each N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from kspace_mim.bench.timing import machine
+from kspace_mim.compare import compare, significant
+from kspace_mim.data.synthesize import DEFAULT_SET, synthesize
+from kspace_mim.results import (
+    METRICS,
+    _locations,
+    curve,
+    seed_mean_volumes,
+    slug,
+    test_evaluations,
+    train_once,
+    train_overrides,
+)
+from kspace_mim.utils import write_generated
+
+MODEL = ("encoder=swin", "encoder.size=tiny", "mask=equispaced4x")
+ACCELERATION = 4
+
+
+class Pretraining(NamedTuple):
+    """How a pre-trained row's network starts: its overrides, and whether it learns from
+    the undersampled-only copy (no label) or from the fully sampled train folder."""
+
+    name: str
+    overrides: tuple[str, ...]
+    label_free: bool
+
+
+PRETRAININGS = {
+    "ssdu": Pretraining("SSDU", ("supervision=ssdu",), True),
+    "mim": Pretraining("masked modeling (patches)", ("supervision=mim",), True),
+    "patch": Pretraining("supervised patch masks", ("mask=random0.6",), False),
+}
+SCRATCH = "from scratch"
+SCRATCH_TOTAL = "from scratch, equal total steps"
+
+
+def tuned(kind: str) -> str:
+    note = "" if PRETRAININGS[kind].label_free else " (fully sampled pre-training)"
+    return f"{PRETRAININGS[kind].name} + fine-tuned{note}"
+
+
+def alone(kind: str) -> str:
+    return f"{PRETRAININGS[kind].name} alone"
+
+
+def row_names() -> list[str]:
+    """Every row, in table order (the N = 0 rows first)."""
+    free = [k for k, p in PRETRAININGS.items() if p.label_free]
+    return [*map(alone, free), SCRATCH, SCRATCH_TOTAL, *map(tuned, PRETRAININGS)]
+
+
+def undersampled_data(data: Path, **synthesis: Any) -> Path:
+    """The synthetic train volumes as a scanner that never samples fully writes them: the
+    same anatomy (the same seeds; ``synthesis``: the arguments the train folder was
+    written with, the defaults otherwise), fastMRI's test layout, 4x equispaced. Written
+    if missing."""
+    folder = data / "multicoil_train_undersampled4x"
+    if not folder.is_dir():
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        synthesis = {**DEFAULT_SET, "volumes": None, **synthesis}
+        synthesize(
+            tmp, split="train", progress=False, undersampled=True, accelerations=(4,), **synthesis
+        )
+        tmp.rename(folder)
+    return folder
+
+
+def _test(checkpoint: str, data: Path, folder: Path) -> dict:
+    """The held-out test evaluation of one checkpoint at 4x (per volume)."""
+    # Quoted: Lightning's checkpoint names hold '=' (best-epoch=003.ckpt).
+    return test_evaluations([f"ckpt='{checkpoint}'"], data, folder, (ACCELERATION,))[ACCELERATION]
+
+
+def pretrain(
+    kind: str, data: Path, undersampled: Path, steps: int, seed: int, out: Path, points: int
+) -> dict[str, Any]:
+    """One pre-training run; its last checkpoint (the fine-tunings' start), curve, test."""
+    p = PRETRAININGS[kind]
+    folder = out / "pretrain" / kind / f"seed{seed}"
+    where = [f"data.train_path={undersampled}"] if p.label_free else []
+    overrides = [*train_overrides(data, steps, seed, points), *MODEL, *p.overrides, *where]
+    train_once(overrides, folder / "train")
+    last = folder / "train" / "checkpoints" / "last.ckpt"
+    # The label-free rows are scored at their last checkpoint: no label chooses it.
+    test = _test(str(last), data, folder) if p.label_free else None
+    return {"kind": kind, "seed": seed, "checkpoint": str(last), "steps": steps,
+            "curve": curve(folder / "train"), "test": test}  # fmt: skip
+
+
+def finetune(
+    name: str,
+    labels: int | None,
+    data: Path,
+    steps: int,
+    seed: int,
+    out: Path,
+    points: int,
+    start: dict | None = None,
+) -> dict[str, Any]:
+    """Supervised training on the first ``labels`` fully sampled volumes (None: all),
+    from ``start`` (a pre-training run) or from scratch; tested at its checkpoint chosen
+    on validation."""
+    folder = out / f"n{labels or 'all'}" / slug(name) / f"seed{seed}"
+    extra = [f"data.train_volumes={labels}"] if labels else []
+    if start is not None:
+        extra.append(f"model.init_from={start['checkpoint']}")
+    overrides = [*train_overrides(data, steps, seed, points), *MODEL, *extra]
+    metrics = train_once(overrides, folder / "train")
+    offset = start["steps"] if start else 0
+    offset_s = start["curve"][-1]["train_s"] if start and start["curve"] else 0.0
+    return {
+        "row": name,
+        "labels": labels,
+        "seed": seed,
+        "steps": steps + offset,
+        "checkpoint_step": (metrics["checkpoint_step"] or 0) + offset,
+        "curve": curve(folder / "train", offset, offset_s),
+        "test": _test(metrics["checkpoint"], data, folder),
+    }
+
+
+def make_label_efficiency(
+    labels: tuple[int | None, ...] = (1, 2, 4, None),
+    seeds: tuple[int, ...] = (0, 1, 2),
+    pretrain_steps: int = 600,
+    finetune_steps: int = 300,
+    points: int = 5,
+    data: Path | None = None,
+    out_dir: Path | None = None,
+    root: Path | None = None,
+    synthesis: dict | None = None,
+) -> list[dict[str, Any]]:
+    """Every run of the curve (resumable: finished runs are read back), then the row
+    files, the table (docs/label_efficiency.md and the README) and the plot."""
+    from tqdm.auto import tqdm
+
+    root, data, out_dir = _locations(root, data, out_dir, "label_efficiency")
+    undersampled = undersampled_data(data, **(synthesis or {}))
+    volumes = len(list((data / "multicoil_train").glob("*.h5")))
+    runs: list[dict[str, Any]] = []
+    jobs = len(seeds) * (len(PRETRAININGS) + len(labels) * (2 + len(PRETRAININGS)))
+    bar = tqdm(total=jobs, desc="label-efficiency runs", unit="run")
+    for seed in seeds:
+        starts = {}
+        for kind, p in PRETRAININGS.items():
+            starts[kind] = pretrain(kind, data, undersampled, pretrain_steps, seed, out_dir, points)
+            bar.update()
+            if p.label_free:
+                runs.append({**starts[kind], "row": alone(kind), "labels": 0})
+        total = pretrain_steps + finetune_steps
+        for n in labels:
+            runs.append(finetune(SCRATCH, n, data, finetune_steps, seed, out_dir, points))
+            runs.append(finetune(SCRATCH_TOTAL, n, data, total, seed, out_dir, points))
+            bar.update(2)
+            for kind in PRETRAININGS:
+                runs.append(
+                    finetune(
+                        tuned(kind), n, data, finetune_steps, seed, out_dir, points, starts[kind]
+                    )  # fmt: skip
+                )
+                bar.update()
+    bar.close()
+    for r in runs:
+        r["labels"] = volumes if r["labels"] is None else r["labels"]
+    rows = row_files(runs, root / "docs" / "label_efficiency")
+    text = table_markdown(rows, pretrain_steps, finetune_steps, len(seeds), volumes)
+    save_plot(rows, root / "docs" / "label_efficiency.png", volumes)
+    text += "\n![SSIM against labelled volumes](docs/label_efficiency.png)\n"
+    write_generated(root, "label_efficiency", "Label efficiency", "make results-label", text)
+    return runs
+
+
+def row_files(runs: list[dict[str, Any]], out: Path) -> dict[tuple[str, int], dict]:
+    """One JSON per (row, N) in ``out``: per-volume means over seeds (``volumes``, what
+    :mod:`kspace_mim.compare` pairs), every seed's evaluation, steps and curves."""
+    out.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["row"], r["labels"]), []).append(r)
+    rows = {}
+    for (name, n), mine in groups.items():
+        evaluations = [r["test"] for r in mine]
+        volumes = seed_mean_volumes(evaluations)
+        content = {
+            "row": name,
+            "labels": n,
+            "acceleration": ACCELERATION,
+            "split": "test",
+            "seeds": [r["seed"] for r in mine],
+            **{m: statistics.fmean(v[m] for v in volumes.values()) for m in METRICS},
+            "ssim_per_seed": [e["ssim"] for e in evaluations],
+            "steps": mine[0]["steps"],
+            "checkpoint_steps": [r.get("checkpoint_step", r["steps"]) for r in mine],
+            "curves": [r["curve"] for r in mine],
+            "volumes": volumes,
+            "evaluations": evaluations,
+        }
+        (out / f"{slug(name)}_n{n}.json").write_text(json.dumps(content, indent=2))
+        rows[(name, n)] = content
+    return rows
+
+
+def _delta(rows: dict, reference: tuple[str, int], row: dict) -> tuple[str, str, dict | None]:
+    ref = rows.get(reference)
+    if ref is None or ref is row:
+        return "-", "", None
+    stat = compare(ref["volumes"], row["volumes"])["ssim"]
+    lo, hi = stat["ci95"]
+    return (
+        f"{stat['mean_difference']:+.4f} [{lo:+.4f}, {hi:+.4f}]",
+        "✓" if significant(stat) else "·",
+        stat,
+    )
+
+
+def table_markdown(
+    rows: dict, pretrain_steps: int, finetune_steps: int, seeds: int, volumes: int
+) -> str:
+    """The table, N by N, with paired differences against from scratch (at the
+    fine-tuning steps, and at the equal total steps), and its reading."""
+    lines = [
+        f"Held-out test volumes of the default set (Colin27 brain, 8 coils, 64 x 64 images), "
+        f"4x equispaced, SimMIM-Swin `tiny` (image domain) in every row, batch 1, {seeds} "
+        f"seeds. Label-free pre-training: {pretrain_steps} steps on the undersampled-only "
+        f"copy of all {volumes} training volumes; fine-tuning: {finetune_steps} supervised "
+        "steps on the first N fully sampled volumes (4 slices each), the checkpoint chosen "
+        "on validation; steps are cumulative. Δ: paired by volume (means over seeds) "
+        "against **from scratch** at the same N (95 % bootstrap CI); Δ total: against "
+        "from scratch at the equal total steps; ✓ = significant (Wilcoxon p < 0.05 and "
+        "the CI excludes 0), · = not.",
+        "",
+        "| N labelled | training | SSIM | PSNR | Δ SSIM vs scratch [95 % CI] | sig. "
+        "| Δ SSIM vs equal total steps | sig. | steps |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    findings = []
+    for n in sorted({n for _, n in rows}):
+        for name in row_names():
+            r = rows.get((name, n))
+            if r is None:
+                continue
+            delta, mark, stat = _delta(rows, (SCRATCH, n), r)
+            total_delta, total_mark, total_stat = ("-", "", None)
+            if name not in (SCRATCH, SCRATCH_TOTAL) and n:
+                total_delta, total_mark, total_stat = _delta(rows, (SCRATCH_TOTAL, n), r)
+            if stat is not None and name != SCRATCH_TOTAL:
+                findings.append((n, name, stat, total_stat))
+            lines.append(
+                f"| {n} | {name} | {r['ssim']:.4f} | {r['psnr']:.2f} | {delta} | {mark} "
+                f"| {total_delta} | {total_mark} | {r['steps']} |"
+            )
+    lines += ["", reading(findings)]
+    return "\n".join(lines) + "\n"
+
+
+def reading(findings: list) -> str:
+    """Where pre-training helps, by how much and with what certainty, in words."""
+    parts = []
+    for n, name, stat, total in findings:
+        if not n:
+            continue
+        d = stat["mean_difference"]
+        verdict = (
+            ("significantly above" if d > 0 else "significantly below")
+            if significant(stat)
+            else "not distinguishable from"
+        )
+        text = f"N = {n}: {name} is {verdict} from scratch ({d:+.4f})"
+        if total is not None:
+            t = total["mean_difference"]
+            sig = "significant" if significant(total) else "not significant"
+            text += f", {t:+.4f} against equal total steps ({sig})"
+        parts.append(text)
+    return "Reading: " + "; ".join(parts) + "." if parts else ""
+
+
+def save_plot(rows: dict, path: Path, volumes: int) -> Path:
+    """SSIM against N (the label-free rows at N = 0), one line per training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    for name in row_names():
+        points = sorted((n, r) for (row, n), r in rows.items() if row == name)
+        if not points:
+            continue
+        xs = [n for n, _ in points]
+        ys = [r["ssim"] for _, r in points]
+        spread = [statistics.pstdev(r["ssim_per_seed"]) for _, r in points]
+        ax.errorbar(xs, ys, yerr=spread, marker="o", ms=4, capsize=3, label=name)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel(f"fully sampled training volumes N (of {volumes})")
+    ax.set_ylabel("test SSIM, 4x (mean over seeds; bars: seed std)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    smallest = min((n for _, n in rows if n), default=None)
+    for name in row_names():
+        r = rows.get((name, smallest))
+        for i, c in enumerate(r["curves"] if r else []):
+            if c:
+                line = ax.plot([p["step"] for p in c], [p["ssim"] for p in c], marker=".")
+                if i == 0:
+                    line[0].set_label(name)
+    ax.set_xlabel("cumulative optimizer steps (pre-training + fine-tuning)")
+    ax.set_ylabel(f"validation SSIM while fine-tuning, N = {smallest}")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _labels(text: str) -> tuple[int | None, ...]:
+    values = tuple(None if t == "all" else int(t) for t in text.split(","))
+    if any(v is not None and v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"--labels {text}: positive counts or 'all'")
+    return values
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m kspace_mim.label_efficiency", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--labels", type=_labels, default=(1, 2, 4, None),
+                        help="fully sampled volumes N to fine-tune on, e.g. 1,2,4,all")  # fmt: skip
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--pretrain-steps", type=int, default=600)
+    parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument("--points", type=int, default=5, help="validations per run (log-spaced)")
+    parser.add_argument("--data", type=Path, help="data set (default: data/colin27)")
+    parser.add_argument("--out", type=Path, help="write the runs as JSON here too")
+    args = parser.parse_args(argv)
+    seeds = tuple(int(s) for s in args.seeds.split(","))
+    runs = make_label_efficiency(
+        args.labels, seeds, args.pretrain_steps, args.finetune_steps, args.points, args.data
+    )
+    if args.out:
+        args.out.write_text(json.dumps({"runs": runs, "machine": machine()}, indent=2))
+    print(f"{len(runs)} row run(s); the table is in docs/label_efficiency.md and the README")
+
+
+if __name__ == "__main__":
+    main()
