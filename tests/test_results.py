@@ -9,7 +9,7 @@ import pytest
 
 from kspace_mim import results
 from kspace_mim.data.synthesize import synthesize_set
-from kspace_mim.results import REFERENCE, ROWS, make_label_results, make_results, table_markdown
+from kspace_mim.results import REFERENCE, ROWS, make_results, table_markdown
 from kspace_mim.utils import markers
 
 pytestmark = pytest.mark.slow
@@ -107,51 +107,6 @@ def test_table_marks_what_is_significant_against_the_reference():
 def test_every_row_names_a_known_model():
     assert REFERENCE in ROWS and list(ROWS)[-2:] == [PRE, CONTROL]
     assert ROWS[PRE].total_steps == ROWS[CONTROL].total_steps > 1
-
-
-def test_label_efficiency_table_is_generated(data_root, tmp_path):
-    """The SSDU table: the undersampled-only folder holds the train folder's anatomy, the
-    fine-tuning starts from the SSDU run of its seed, every row and verdict is written."""
-    import h5py
-    import numpy as np
-
-    data = tmp_path / "synthetic"
-    data.mkdir()
-    (data / "multicoil_train").symlink_to(data_root / "multicoil_train")
-    (data / "multicoil_val").symlink_to(data_root / "multicoil_val")
-    start, end = markers("label_efficiency")
-    (tmp_path / "README.md").write_text(f"# x\n{start}\nold\n{end}\n")
-    rows = make_label_results(
-        steps=2,
-        seeds=(0,),
-        data=data,
-        out_dir=tmp_path / "runs",
-        batch_size=2,
-        root=tmp_path,
-        few=1,
-        synthesis={"volumes": 5, "slices": 3, "coils": 4, "size": 32, "anatomy": "phantom"},
-    )
-    name = "file1000000.h5"
-    with (
-        h5py.File(data / "multicoil_train" / name) as full,
-        h5py.File(data / "multicoil_train_undersampled4x" / name) as under,
-    ):
-        mask = under["mask"][()]
-        np.testing.assert_array_equal(under["kspace"][()], np.where(mask, full["kspace"][()], 0))
-    assert [r["model"] for r in rows] == [
-        "zero-filled",
-        "supervised, 1 fully sampled volumes",
-        "SSDU only, 5 undersampled-only volumes",
-        "SSDU pre-trained + supervised fine-tuned on the 1",
-        "supervised, all 5 volumes fully sampled",
-    ]
-    saved = (tmp_path / "runs" / "ssdu_finetuned" / "seed0" / "config.yaml").read_text()
-    assert f"init_from: {tmp_path / 'runs' / 'ssdu' / 'seed0'}" in saved
-    readme = (tmp_path / "README.md").read_text()
-    assert "old" not in readme
-    for r in rows:
-        assert f"| {r['model']} | {r['ssim']:.4f} |" in readme
-    assert "SSDU alone reaches SSIM" in readme and "SSDU pre-training then fine-tuning" in readme
 
 
 def curve_run(ssims, steps=(8, 40, 200, 400)):

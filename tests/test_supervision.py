@@ -1,4 +1,4 @@
-"""supervision=ssdu: the split of the acquired samples, its loss, and what it refuses."""
+"""supervision=ssdu | mim: the splits of the acquired samples, their loss, what they refuse."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from fastmri.data.subsample import EquispacedMaskFractionFunc
+from omegaconf import OmegaConf
 
+from kspace_mim.config import CONFIG_DIR
 from kspace_mim.data.masks import CartesianMask, RandomPatchMask
 from kspace_mim.data.mri_data import SliceDataset
 from kspace_mim.data.samplers import GridBatchSampler
@@ -17,7 +20,7 @@ from kspace_mim.data.transforms import KspaceTransform, collate_slices, prepare_
 from kspace_mim.models.simmim import ConfigError
 from kspace_mim.modules.simmim import SimMIMModule
 from kspace_mim.modules.unet import UnetModule
-from kspace_mim.supervision import SSDU, build_supervision
+from kspace_mim.supervision import SSDU, MaskedModeling, Supervised, build_supervision
 
 H, W = 64, 48
 
@@ -28,18 +31,25 @@ def cartesian(batch: int = 2) -> tuple[torch.Tensor, int]:
     return mask.expand(H, W).expand(batch, 1, H, W).clone(), num_low
 
 
+def keys(batch: int) -> tuple[list[str], torch.Tensor]:
+    """File names and slice numbers of a batch (what fixed splits are keyed by)."""
+    return [f"file{i // 2}.h5" for i in range(batch)], torch.arange(batch) % 2
+
+
 @pytest.mark.parametrize("selection", ["gaussian", "uniform"])
 def test_split_is_disjoint_covers_the_acquisition_and_keeps_the_centre(selection):
+    """Today's variant (the ACS columns protected, a fresh split each step)."""
     mask, num_low = cartesian()
-    ssdu = SSDU(loss_fraction=0.4, selection=selection)
+    ssdu = SSDU(loss_fraction=0.4, selection=selection, protect="acs", resample="step")
     torch.manual_seed(0)
     inp, held = ssdu.split(mask, num_low)
     assert not (inp & held).any()
     assert torch.equal(inp | held, mask)
-    centre = ssdu.kept_centre((H, W), num_low, mask.device)
+    centre = ssdu.protected((H, W), num_low, mask.device)
     assert centre.sum() == H * num_low and inp[:, 0][:, centre].all()
+    outer = int((mask[0, 0] & ~centre).sum())
     for i in range(mask.shape[0]):
-        assert int(held[i].sum()) == round(0.4 * int(mask[i].sum()))
+        assert int(held[i].sum()) == round(0.4 * outer)
     # A fresh split every step, reproducible under the seed.
     again = ssdu.split(mask, num_low)[1]
     assert not torch.equal(again, held)
@@ -47,13 +57,67 @@ def test_split_is_disjoint_covers_the_acquisition_and_keeps_the_centre(selection
     assert torch.equal(ssdu.split(mask, num_low)[1], held)
 
 
+def test_published_ssdu_holds_out_its_share_of_the_samples_outside_a_small_block():
+    """SSDU's split: rho of the acquired samples outside a centre x centre block; the
+    ACS columns outside the block are selectable too."""
+    mask, num_low = cartesian()
+    ssdu = SSDU(loss_fraction=0.4, centre=4)  # the defaults: protect=block, fixed
+    inp, held = ssdu.split(mask, num_low, *keys(2))
+    block = torch.zeros(H, W, dtype=torch.bool)
+    block[H // 2 - 2 : H // 2 + 2, W // 2 - 2 : W // 2 + 2] = True
+    assert torch.equal(ssdu.protected((H, W), num_low), block)
+    outer = mask[0, 0] & ~block
+    for i in range(2):
+        assert int(held[i, 0].sum()) == round(0.4 * int(outer.sum()))
+        assert inp[i, 0][block].all() and not held[i, 0][block].any()
+    acs = torch.zeros(H, W, dtype=torch.bool)
+    start = (W - num_low + 1) // 2
+    acs[:, start : start + num_low] = True
+    assert (held[:, 0] & acs & ~block).any()  # the centre columns are not all kept
+    assert torch.equal(inp | held, mask) and not (inp & held).any()
+
+
+def test_fixed_splits_are_one_per_slice_whatever_the_rng():
+    mask, num_low = cartesian(batch=4)
+    fnames, slices = keys(4)
+    ssdu = SSDU()
+    torch.manual_seed(0)
+    first = ssdu.split(mask, num_low, fnames, slices)[1]
+    torch.manual_seed(123)
+    assert torch.equal(ssdu.split(mask, num_low, fnames, slices)[1], first)
+    # Each slice its own split; another seed other splits.
+    assert all(not torch.equal(first[i], first[j]) for i in range(4) for j in range(i))
+    assert not torch.equal(SSDU(seed=1).split(mask, num_low, fnames, slices)[1], first)
+    # Reordering the batch moves the splits with their slices.
+    order = [2, 0, 3, 1]
+    moved = ssdu.split(mask, num_low, [fnames[i] for i in order], slices[order])[1]
+    assert torch.equal(moved, first[order])
+    with pytest.raises(ValueError, match="keyed by file and slice"):
+        ssdu.split(mask, num_low)
+
+
+def test_multi_mask_ssdu_draws_among_k_disjoint_splits_per_slice():
+    mask, num_low = cartesian(batch=1)
+    ssdu = SSDU(splits=3)
+    torch.manual_seed(0)
+    seen = {}
+    for _ in range(40):
+        inp, held = ssdu.split(mask, num_low, ["file.h5"], [0])
+        assert not (inp & held).any() and torch.equal(inp | held, mask)
+        seen[tuple(held.flatten().nonzero().flatten().tolist())] = held
+    assert len(seen) == 3  # exactly K splits of that slice, every one used
+    single = SSDU().split(mask, num_low, ["file.h5"], [0])[1]
+    assert any(torch.equal(single, h) for h in seen.values())  # split 0 is the K = 1 one
+
+
 def test_masks_without_a_centre_keep_a_centre_block():
     patches = RandomPatchMask(0.6, 4)((H, W), seed=0).mask  # (1, H, W), no ACS columns
     mask = patches.expand(2, 1, H, W).clone()
     mask[..., H // 2 - 2 : H // 2 + 2, W // 2 - 2 : W // 2 + 2] = True
-    inp, held = SSDU(centre=4).split(mask, 0)
-    assert inp[..., H // 2 - 2 : H // 2 + 2, W // 2 - 2 : W // 2 + 2].all()
-    assert held.any() and torch.equal(inp | held, mask)
+    for protect in ("acs", "block"):
+        inp, held = SSDU(centre=4, protect=protect).split(mask, 0, *keys(2))
+        assert inp[..., H // 2 - 2 : H // 2 + 2, W // 2 - 2 : W // 2 + 2].all()
+        assert held.any() and torch.equal(inp | held, mask)
 
 
 def test_gaussian_selection_holds_out_near_the_centre_more_than_uniform():
@@ -65,19 +129,36 @@ def test_gaussian_selection_holds_out_near_the_centre_more_than_uniform():
     radius = (rows**2 + cols**2).sqrt()
     distance = {}
     for selection in ("gaussian", "uniform"):
-        torch.manual_seed(0)
-        held = SSDU(selection=selection).split(mask, num_low)[1][:, 0].float()
+        held = SSDU(selection=selection).split(mask, num_low, *keys(16))[1][:, 0].float()
         distance[selection] = float((held * radius).sum() / held.sum())
     assert distance["gaussian"] < 0.9 * distance["uniform"]
 
 
-def test_ssdu_loss_is_the_normalised_l1_plus_l2_on_held_out_samples():
+def test_mim_holds_out_the_acquired_samples_of_whole_patches():
+    mask, num_low = cartesian()
+    mim = MaskedModeling(patch_size=8, ratio=0.4)
+    torch.manual_seed(0)
+    inp, held = mim.split(mask, num_low)
+    assert not (inp & held).any() and torch.equal(inp | held, mask)
+    block = mim.protected((H, W), num_low)
+    for i in range(2):
+        # Which 8 x 8 patches lost samples: every acquired sample of those is held out
+        # (the protected block aside), none of the others.
+        tiles = held[i, 0].reshape(H // 8, 8, W // 8, 8).any(3).any(1)
+        grid = tiles.repeat_interleave(8, 0).repeat_interleave(8, 1)
+        assert torch.equal(held[i, 0], mask[i, 0] & grid & ~block)
+        assert int(tiles.sum()) <= round(0.4 * (H // 8) * (W // 8))
+        assert int(tiles.sum()) >= round(0.4 * (H // 8) * (W // 8)) - 1  # the block's tile
+    assert not torch.equal(held[0], held[1])  # a mask per slice, fresh each call
+
+
+def test_held_out_loss_is_the_normalised_l1_plus_l2_on_held_out_samples():
     g = torch.Generator().manual_seed(0)
     acquired = torch.randn(2, 3, H, W, dtype=torch.complex64, generator=g)
     predicted = torch.randn(2, 3, H, W, dtype=torch.complex64, generator=g)
     held = torch.zeros(2, 1, H, W, dtype=torch.bool)
     held[..., ::5] = True
-    loss = SSDU().ssdu_loss(predicted, acquired, held)
+    loss = SSDU().held_out_loss(predicted, acquired, held)
     expected = []
     for i in range(2):
         r = torch.view_as_real((predicted[i] - acquired[i])[held[i].expand(3, H, W)])
@@ -86,17 +167,42 @@ def test_ssdu_loss_is_the_normalised_l1_plus_l2_on_held_out_samples():
     torch.testing.assert_close(loss, torch.stack(expected).mean())
     # Outside the held-out set nothing counts; equal there means zero loss.
     same = torch.where(held, acquired, predicted)
-    assert SSDU().ssdu_loss(same, acquired, held) == 0
+    assert SSDU().held_out_loss(same, acquired, held) == 0
 
 
 def test_bad_options_and_image_only_models_are_configuration_errors():
-    for bad in ({"loss_fraction": 1.0}, {"selection": "poisson"}, {"loss": "l3"}):
+    bad_ssdu = ({"loss_fraction": 1.0}, {"selection": "poisson"}, {"loss": "l3"},
+                {"protect": "none"}, {"resample": "epoch"}, {"splits": 0},
+                {"splits": 2, "resample": "step"})  # fmt: skip
+    for bad in bad_ssdu:
         with pytest.raises(ConfigError, match="supervision."):
             SSDU(**bad)
+    for bad in ({"patch_size": 0}, {"ratio": 0.0}):
+        with pytest.raises(ConfigError, match="supervision."):
+            MaskedModeling(**bad)
     with pytest.raises(ConfigError, match="supervision='semi'"):
         build_supervision({"name": "semi"})
-    with pytest.raises(ConfigError, match="UnetModule outputs an image only"):
-        UnetModule(4, (32, 32), size="tiny", supervision={"name": "ssdu"})
+    for name in ("ssdu", "mim"):
+        with pytest.raises(ConfigError, match="UnetModule outputs an image only"):
+            UnetModule(4, (32, 32), size="tiny", supervision=group(name))
+
+
+def group(name: str, **overrides) -> dict:
+    """The ``supervision`` group's config as train.py passes it."""
+    cfg = OmegaConf.load(CONFIG_DIR / "supervision" / f"{name}.yaml")
+    return {**OmegaConf.to_container(cfg), **overrides}
+
+
+def test_every_supervision_yaml_builds_its_strategy_and_old_names_still_load():
+    built = {
+        p.stem: build_supervision(group(p.stem))
+        for p in (CONFIG_DIR / "supervision").glob("*.yaml")
+    }
+    assert {type(s) for s in built.values()} == {Supervised, SSDU, MaskedModeling}
+    assert built["ssdu"].protect == "block" and built["ssdu"].resample == "fixed"
+    old = build_supervision({"name": "ssdu", "loss_fraction": 0.3})  # a pre-_target_ checkpoint
+    assert isinstance(old, SSDU) and old.loss_fraction == 0.3 and old.resample == "step"
+    assert isinstance(build_supervision(None), Supervised)
 
 
 def _ssdu_batch(folder, i: int = 0):
@@ -104,9 +210,10 @@ def _ssdu_batch(folder, i: int = 0):
     return prepare_batch(collate_slices([dataset[i], dataset[i + 1]]))
 
 
-def test_the_loss_never_sees_a_sample_that_was_not_acquired(data_root, tmp_path):
+@pytest.mark.parametrize("name", ["ssdu", "mim"])
+def test_the_loss_never_sees_a_sample_that_was_not_acquired(name, data_root, tmp_path):
     """Writing noise into the unacquired k-space of undersampled training files changes
-    neither the SSDU loss nor its gradients."""
+    neither the loss nor its gradients, bit for bit."""
     clean = data_root / "multicoil_test"
     noisy = shutil.copytree(clean, tmp_path / "noisy")
     for path in noisy.glob("*.h5"):
@@ -119,9 +226,9 @@ def test_the_loss_never_sees_a_sample_that_was_not_acquired(data_root, tmp_path)
     results = []
     for folder in (clean, noisy):
         torch.manual_seed(0)
-        module = SimMIMModule(4, (32, 32), size="tiny", supervision={"name": "ssdu"})
+        module = SimMIMModule(4, (32, 32), size="tiny", supervision=group(name))
         torch.manual_seed(1)
-        terms = module.supervision.training_terms(module, _ssdu_batch(folder))
+        terms = module.training_terms(_ssdu_batch(folder))
         terms["loss"].backward()
         results.append(
             (
@@ -129,29 +236,74 @@ def test_the_loss_never_sees_a_sample_that_was_not_acquired(data_root, tmp_path)
                 [p.grad.clone() for p in module.parameters() if p.grad is not None],
             )
         )
+    assert torch.isfinite(results[0][0]) and results[0][0] > 0
     torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=0)
     for a, b in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_the_model_sees_only_the_input_set(data_root):
+@pytest.mark.parametrize("name", ["ssdu", "mim"])
+def test_the_model_sees_only_the_input_set_normalised_as_at_test(name, data_root):
     """The held-out samples are removed from what the model sees, data consistency
-    included: its k-space there is a prediction, not the acquired value."""
+    included (its k-space there is a prediction, not the acquired value); the input set
+    keeps its original-unit values and is normalised from its own samples, as a test
+    input is (same RMS in model units)."""
     batch = _ssdu_batch(data_root / "multicoil_test")
     seen = {}
 
     class Spy(SimMIMModule):
         def reconstruct(self, b):
             seen["batch"] = b
-            return super().reconstruct(b)
+            seen["out"] = super().reconstruct(b)
+            return seen["out"]
 
     torch.manual_seed(0)
-    module = Spy(4, (32, 32), size="tiny", supervision={"name": "ssdu"})
-    module.supervision.training_terms(module, batch)
+    module = Spy(4, (32, 32), size="tiny", supervision=group(name))
+    module.training_terms(batch)
     b = seen["batch"]
     held = batch.mask & ~b.mask
     assert held.any() and not (b.mask & ~batch.mask).any()
     assert (b.masked_kspace[held.expand_as(b.masked_kspace)] == 0).all()
+    out = seen["out"].kspace[held.expand_as(b.masked_kspace)]
+    assert not torch.allclose(out, batch.masked_kspace[held.expand_as(b.masked_kspace)])
+    original = b.masked_kspace * b.scale.reshape(-1, 1, 1, 1)
+    expected = torch.where(b.mask, batch.masked_kspace * batch.scale.reshape(-1, 1, 1, 1), 0)
+    torch.testing.assert_close(original, expected)
+    rms = torch.view_as_real(b.masked_kspace).flatten(1).norm(dim=1)
+    torch.testing.assert_close(rms, torch.view_as_real(batch.masked_kspace).flatten(1).norm(dim=1))
+    # renormalize=false keeps the scale of every acquired sample (the old behaviour).
+    step = build_supervision(group(name, renormalize=False)).prepare(batch)
+    torch.testing.assert_close(step.input.scale, batch.scale)
+
+
+def test_mim_gives_the_kspace_encoder_a_mask_token_on_every_hidden_patch(data_root):
+    """With encoder.domain=kspace, SimMIM's mask token stands wherever a hidden patch
+    left no input sample: every patch that held acquired samples and lost them all."""
+    batch = _ssdu_batch(data_root / "multicoil_test")
+    torch.manual_seed(0)
+    module = SimMIMModule(
+        4, (32, 32), size="tiny", domain="kspace", supervision=group("mim", patch_size=4)
+    )
+    tokens = {}
+
+    def record(module, args):
+        tokens["mask"] = args[1]  # the encoder's token mask (B, h / p, w / p)
+
+    hook = module.net.encoder.register_forward_pre_hook(record)
+    torch.manual_seed(1)
+    step = module.supervision.prepare(batch)
+    torch.manual_seed(1)
+    module.training_terms(batch)
+    hook.remove()
+    p = module.net.patch_size
+    lost = F.max_pool2d((batch.mask & ~step.input.mask).float(), p)[:, 0] > 0
+    empty = F.max_pool2d(step.input.mask.float(), p)[:, 0] == 0
+    assert (lost & empty).any()
+    # The encoder's grid is padded evenly to its window multiple: crop back to ours.
+    (th, tw), (h, w) = tokens["mask"].shape[-2:], lost.shape[-2:]
+    token = tokens["mask"][:, (th - h) // 2 : (th - h) // 2 + h, (tw - w) // 2 : (tw - w) // 2 + w]
+    assert token[lost & empty].all()
+    assert not token[~empty].any()  # a patch with an input sample keeps its data
 
 
 def test_grid_batches_never_mix_widths_and_ranks_share_nothing():

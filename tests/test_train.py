@@ -331,9 +331,12 @@ def test_unrolled_pretrained_weights_land_in_every_cascade(overfit_dir, tmp_path
     assert not torch.equal(fresh.state_dict()[keys[0]], pretrained[keys[0]])
 
 
-def test_ssdu_trains_on_undersampled_files_alone(data_root, tmp_path, train_log):
-    """supervision=ssdu from the command line's config on a folder of test-layout files:
-    the SSDU loss is what is logged and trained, validation scores fully sampled files."""
+@pytest.mark.parametrize("supervision", ["ssdu", "mim"])
+def test_self_supervision_trains_on_undersampled_files_alone(
+    supervision, data_root, tmp_path, train_log
+):
+    """supervision=ssdu | mim from the command line's config on a folder of test-layout
+    files: its loss is what is logged and trained, validation scores fully sampled files."""
     cfg = compose(
         [
             f"data.train_path={data_root}/multicoil_test",
@@ -342,13 +345,13 @@ def test_ssdu_trains_on_undersampled_files_alone(data_root, tmp_path, train_log)
             "data.batch_size=2",
             "data.num_workers=0",
             "encoder.size=tiny",
-            "supervision=ssdu",
+            f"supervision={supervision}",
             "trainer.max_steps=3",
             "trainer.log_every_n_steps=1",
         ]
     )
     metrics = run(cfg, tmp_path)
     log = train_log(tmp_path)
-    assert log["train/ssdu"].notna().sum() == 3
+    assert log[f"train/{supervision}"].notna().sum() == 3
     assert log["train/loss"].dropna().map(math.isfinite).all()
     assert metrics["num_volumes"] == 2 and 0 < metrics["ssim"] < 1

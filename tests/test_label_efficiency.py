@@ -1,0 +1,115 @@
+"""The label-efficiency curve: label-free pre-training on undersampled-only copies, then
+N fully sampled volumes, against from scratch at equal fine-tuning and total steps."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from kspace_mim import label_efficiency as le
+from kspace_mim.compare import compare
+from kspace_mim.data.synthesize import synthesize_set
+from kspace_mim.utils import markers
+
+pytestmark = pytest.mark.slow
+SYNTHESIS = {"volumes": 2, "slices": 2, "coils": 4, "size": 32}
+
+
+def test_label_efficiency_curve_is_generated(tmp_path):
+    data = synthesize_set(tmp_path / "data", progress=False, **SYNTHESIS)
+    start, end = markers("label_efficiency")
+    (tmp_path / "README.md").write_text(f"# x\n{start}\nold\n{end}\nend\n")
+    runs = le.make_label_efficiency(
+        labels=(1, None),
+        seeds=(0,),
+        pretrain_steps=3,
+        finetune_steps=2,
+        points=2,
+        data=data,
+        out_dir=tmp_path / "runs",
+        root=tmp_path,
+        synthesis={**SYNTHESIS, "anatomy": "phantom"},
+    )
+    # The undersampled-only copy is the train folder's anatomy, acquired samples only.
+    under = data / "multicoil_train_undersampled4x"
+    for path in sorted((data / "multicoil_train").glob("*.h5")):
+        with h5py.File(path) as full, h5py.File(under / path.name) as copy:
+            mask = copy["mask"][()].astype(bool)
+            assert "reconstruction_rss" not in copy
+            np.testing.assert_array_equal(copy["kspace"][()], np.where(mask, full["kspace"][()], 0))
+    # Every row at every N (the label-free rows alone at N = 0), steps cumulative.
+    got = {(r["row"], r["labels"]): r for r in runs}
+    volumes = len(list((data / "multicoil_train").glob("*.h5")))
+    expected = {(le.alone(k), 0) for k, p in le.PRETRAININGS.items() if p.label_free}
+    expected |= {(name, n) for n in (1, volumes) for name in le.row_names()[2:]}
+    assert set(got) == expected
+    assert got[(le.SCRATCH, 1)]["steps"] == 2 and got[(le.SCRATCH_TOTAL, 1)]["steps"] == 5
+    assert got[(le.tuned("mim"), 1)]["steps"] == 5
+    # Label-free pre-training reads the undersampled copy; fine-tuning starts from the
+    # pre-training of its seed and reads N labelled volumes.
+    pre = tmp_path / "runs" / "pretrain"
+    for kind, p in le.PRETRAININGS.items():
+        config = yaml.safe_load((pre / kind / "seed0" / "train" / "config.yaml").read_text())
+        assert (config["data"]["train_path"] == str(under)) == p.label_free
+        folder = tmp_path / "runs" / "n1" / le.slug(le.tuned(kind)) / "seed0" / "train"
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        assert config["model"]["init_from"] == str(
+            pre / kind / "seed0" / "train" / "checkpoints" / "last.ckpt"
+        )
+        assert config["data"]["train_volumes"] == 1
+    supervision = yaml.safe_load((pre / "mim" / "seed0" / "train" / "config.yaml").read_text())
+    assert supervision["supervision"]["_target_"].endswith("MaskedModeling")
+    # Row files pair by volume; the table and its reading are in the README, the plot saved.
+    docs = tmp_path / "docs"
+    row = json.loads(
+        (docs / "label_efficiency" / f"{le.slug(le.tuned('ssdu'))}_n1.json").read_text()
+    )
+    scratch = json.loads((docs / "label_efficiency" / f"{le.slug(le.SCRATCH)}_n1.json").read_text())
+    assert set(row["volumes"]) == set(scratch["volumes"]) and len(row["volumes"]) == 2
+    assert compare(scratch["volumes"], row["volumes"])["ssim"]["mean_difference"] == pytest.approx(
+        row["ssim"] - scratch["ssim"]
+    )
+    readme = (tmp_path / "README.md").read_text()
+    assert "old" not in readme and readme.endswith("end\n")
+    for (name, n), r in got.items():
+        assert f"| {n} | {name} | {r['test']['ssim']:.4f} |" in readme
+    assert "Reading: N = 1:" in readme and (docs / "label_efficiency.png").stat().st_size > 0
+
+
+def test_table_marks_differences_against_scratch_and_equal_total_steps():
+    names = [f"file{i}.h5" for i in range(12)]
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.6, 0.7, 12)
+
+    def row(offset, noise=0.0):
+        values = base + offset + rng.normal(0, noise, 12)
+        vols = {
+            n: {"ssim": float(v), "psnr": 20.0, "nmse": 0.1}
+            for n, v in zip(names, values, strict=True)
+        }
+        return {"ssim": float(np.mean(values)), "psnr": 20.0, "steps": 10, "volumes": vols}
+
+    rows = {
+        (le.SCRATCH, 1): row(0.0),
+        (le.SCRATCH_TOTAL, 1): row(0.02, 0.001),
+        (le.tuned("ssdu"), 1): row(0.02, 0.02),  # above scratch, not above equal total steps
+        (le.tuned("mim"), 1): row(-0.03, 0.001),  # below both
+    }
+    text = le.table_markdown(rows, 3, 2, 3, 12)
+    line = next(x for x in text.splitlines() if f"| {le.tuned('mim')} |" in x)
+    assert line.count("✓") == 2 and line.count("-0.03") >= 1
+    assert f"{le.tuned('mim')} is significantly below from scratch" in text
+    assert f"{le.tuned('ssdu')} is significantly above from scratch" in text
+    ssdu = next(x for x in text.splitlines() if f"| {le.tuned('ssdu')} |" in x)
+    assert ssdu.count("✓") == 1 and ssdu.count("·") == 1
+    assert "against equal total steps (not significant)" in text
+
+
+def test_bad_label_counts_are_refused():
+    assert le._labels("1,2,all") == (1, 2, None)
+    with pytest.raises(Exception, match="positive counts"):
+        le._labels("0,1")
