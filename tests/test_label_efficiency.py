@@ -45,7 +45,8 @@ def test_label_efficiency_curve_is_generated(tmp_path):
     got = {(r["row"], r["labels"]): r for r in runs}
     volumes = len(list((data / "multicoil_train").glob("*.h5")))
     expected = {(le.alone(k), 0) for k, p in le.PRETRAININGS.items() if p.label_free}
-    expected |= {(name, n) for n in (1, volumes) for name in le.row_names()[2:]}
+    expected.add((le.ZERO_FILLED, 0))
+    expected |= {(name, n) for n in (1, volumes) for name in le.row_names()[3:]}
     assert set(got) == expected
     assert got[(le.SCRATCH, 1)]["steps"] == 2 and got[(le.SCRATCH_TOTAL, 1)]["steps"] == 5
     assert got[(le.tuned("mim"), 1)]["steps"] == 5
@@ -77,7 +78,24 @@ def test_label_efficiency_curve_is_generated(tmp_path):
     assert "old" not in readme and readme.endswith("end\n")
     for (name, n), r in got.items():
         assert f"| {n} | {name} | {r['test']['ssim']:.4f} |" in readme
-    assert "Reading: N = 1:" in readme and (docs / "label_efficiency.png").stat().st_size > 0
+    assert "Reading: N = 0: SSDU alone is" in readme and "zero-filling" in readme
+    assert "; N = 1: " in readme and (docs / "label_efficiency.png").stat().st_size > 0
+    # The label-free variants: the default shares its run with the curve's pre-training.
+    before = (pre / "ssdu" / "seed0" / "train" / "metrics.json").stat().st_mtime_ns
+    variants = {
+        "published": ("supervision=ssdu",),
+        "patches 4": ("supervision=mim", "supervision.patch_size=4"),
+    }
+    runs = le.make_variants((0,), 3, 2, data, tmp_path / "runs", tmp_path, variants)
+    assert (pre / "ssdu" / "seed0" / "train" / "metrics.json").stat().st_mtime_ns == before
+    config = yaml.safe_load(
+        (
+            tmp_path / "runs" / "variants" / "patches_4" / "seed0" / "train" / "config.yaml"
+        ).read_text()
+    )
+    assert config["supervision"]["patch_size"] == 4 and config["data"]["train_path"] == str(under)
+    page = (docs / "label_free_variants.md").read_text()
+    assert f"| published | {runs[0]['test']['ssim']:.4f} |" in page and "| patches 4 |" in page
 
 
 def test_table_marks_differences_against_scratch_and_equal_total_steps():

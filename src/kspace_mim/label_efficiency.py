@@ -62,6 +62,7 @@ PRETRAININGS = {
     "mim": Pretraining("masked modeling (patches)", ("supervision=mim",), True),
     "patch": Pretraining("supervised patch masks", ("mask=random0.6",), False),
 }
+ZERO_FILLED = "zero-filled"
 SCRATCH = "from scratch"
 SCRATCH_TOTAL = "from scratch, equal total steps"
 
@@ -78,7 +79,7 @@ def alone(kind: str) -> str:
 def row_names() -> list[str]:
     """Every row, in table order (the N = 0 rows first)."""
     free = [k for k, p in PRETRAININGS.items() if p.label_free]
-    return [*map(alone, free), SCRATCH, SCRATCH_TOTAL, *map(tuned, PRETRAININGS)]
+    return [ZERO_FILLED, *map(alone, free), SCRATCH, SCRATCH_TOTAL, *map(tuned, PRETRAININGS)]
 
 
 def undersampled_data(data: Path, **synthesis: Any) -> Path:
@@ -104,20 +105,119 @@ def _test(checkpoint: str, data: Path, folder: Path) -> dict:
     return test_evaluations([f"ckpt='{checkpoint}'"], data, folder, (ACCELERATION,))[ACCELERATION]
 
 
+def label_free_run(
+    overrides: tuple[str, ...],
+    folder: Path,
+    data: Path,
+    undersampled: Path | None,
+    steps: int,
+    seed: int,
+    points: int,
+) -> dict[str, Any]:
+    """One pre-training run in ``folder`` (on ``undersampled`` when given); its last
+    checkpoint (where fine-tuning starts), curve, and the held-out test of that last
+    checkpoint when it learned without labels (no label chooses it)."""
+    where = [f"data.train_path={undersampled}"] if undersampled else []
+    train_once(
+        [*train_overrides(data, steps, seed, points), *MODEL, *overrides, *where], folder / "train"
+    )
+    last = folder / "train" / "checkpoints" / "last.ckpt"
+    test = _test(str(last), data, folder) if undersampled else None
+    return {
+        "seed": seed,
+        "checkpoint": str(last),
+        "steps": steps,
+        "curve": curve(folder / "train"),
+        "test": test,
+    }
+
+
 def pretrain(
     kind: str, data: Path, undersampled: Path, steps: int, seed: int, out: Path, points: int
 ) -> dict[str, Any]:
-    """One pre-training run; its last checkpoint (the fine-tunings' start), curve, test."""
+    """The pre-training of one kind (:data:`PRETRAININGS`) for one seed."""
     p = PRETRAININGS[kind]
     folder = out / "pretrain" / kind / f"seed{seed}"
-    where = [f"data.train_path={undersampled}"] if p.label_free else []
-    overrides = [*train_overrides(data, steps, seed, points), *MODEL, *p.overrides, *where]
-    train_once(overrides, folder / "train")
-    last = folder / "train" / "checkpoints" / "last.ckpt"
-    # The label-free rows are scored at their last checkpoint: no label chooses it.
-    test = _test(str(last), data, folder) if p.label_free else None
-    return {"kind": kind, "seed": seed, "checkpoint": str(last), "steps": steps,
-            "curve": curve(folder / "train"), "test": test}  # fmt: skip
+    run = label_free_run(
+        p.overrides, folder, data, undersampled if p.label_free else None, steps, seed, points
+    )
+    return {"kind": kind, **run}
+
+
+# Label-free variants measured at N = 0 (docs/label_free_variants.md), against the first.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "SSDU as published (the default)": ("supervision=ssdu",),
+    # 0.4 of every acquired sample at 4x on this grid is about 58 % of the outer ones.
+    "SSDU, the previous split (centre columns kept, fresh each step, old scale)": (
+        "supervision=ssdu",
+        "supervision.protect=acs",
+        "supervision.loss_fraction=0.58",
+        "supervision.resample=step",
+        "supervision.renormalize=false",
+    ),
+    "SSDU, a fresh split each step": ("supervision=ssdu", "supervision.resample=step"),
+    "SSDU, multi-mask (K = 4 fixed splits)": ("supervision=ssdu", "supervision.splits=4"),
+    "SSDU, input not renormalised": ("supervision=ssdu", "supervision.renormalize=false"),
+    "masked modeling (the default: 8 x 8 patches, 40 %)": ("supervision=mim",),
+    "masked modeling, 4 x 4 patches": ("supervision=mim", "supervision.patch_size=4"),
+    "masked modeling, 60 % of the patches": ("supervision=mim", "supervision.ratio=0.6"),
+    "masked modeling, k-space encoder with mask tokens": (
+        "supervision=mim",
+        "encoder.domain=kspace",
+    ),
+}
+
+
+def make_variants(
+    seeds: tuple[int, ...] = (0, 1, 2),
+    steps: int = 600,
+    points: int = 5,
+    data: Path | None = None,
+    out_dir: Path | None = None,
+    root: Path | None = None,
+    variants: dict[str, tuple[str, ...]] | None = None,
+) -> list[dict[str, Any]]:
+    """Each label-free variant trained on the undersampled-only copy for ``steps``, tested
+    at its last checkpoint; docs/label_free_variants.md pairs each with the first. The
+    defaults share their runs with the curve's pre-training (the same folders)."""
+    from tqdm.auto import tqdm
+
+    root, data, out_dir = _locations(root, data, out_dir, "label_efficiency")
+    undersampled = undersampled_data(data)
+    variants = variants or VARIANTS
+    shared = {("supervision=ssdu",): "ssdu", ("supervision=mim",): "mim"}
+    runs = []
+    for name, overrides in tqdm(list(variants.items()), desc="label-free variants"):
+        for seed in seeds:
+            kind = shared.get(tuple(overrides))
+            folder = out_dir / "pretrain" / kind if kind else out_dir / "variants" / slug(name)
+            run = label_free_run(
+                overrides, folder / f"seed{seed}", data, undersampled, steps, seed, points
+            )
+            runs.append({**run, "row": name, "labels": 0})
+    rows = row_files(runs, root / "docs" / "label_free_variants")
+    names = list(variants)
+    lines = [
+        f"Label-free training only (N = 0): SimMIM-Swin `tiny`, {steps} steps on the "
+        "undersampled-only copy of the training volumes, 4x, the last checkpoint, "
+        f"held-out test volumes, {len(seeds)} seeds. Δ: paired by volume against "
+        f"**{names[0]}** (95 % bootstrap CI); ✓ = significant.",
+        "",
+        "| variant | SSIM | PSNR | Δ SSIM [95 % CI] | sig. |",
+        "|---|---|---|---|---|",
+    ]
+    for name in names:
+        r = rows[(name, 0)]
+        delta, mark, _ = _delta(rows, (names[0], 0), r)
+        lines.append(f"| {name} | {r['ssim']:.4f} | {r['psnr']:.2f} | {delta} | {mark} |")
+    write_generated(
+        root,
+        "label_free_variants",
+        "Label-free variants",
+        "make results-label",
+        "\n".join(lines) + "\n",
+    )
+    return runs
 
 
 def finetune(
@@ -170,7 +270,17 @@ def make_label_efficiency(
     root, data, out_dir = _locations(root, data, out_dir, "label_efficiency")
     undersampled = undersampled_data(data, **(synthesis or {}))
     volumes = len(list((data / "multicoil_train").glob("*.h5")))
-    runs: list[dict[str, Any]] = []
+    zero = test_evaluations(["model=zero_filled"], data, out_dir / "zero_filled", (ACCELERATION,))
+    runs: list[dict[str, Any]] = [
+        {
+            "row": ZERO_FILLED,
+            "labels": 0,
+            "seed": None,
+            "steps": 0,
+            "curve": [],
+            "test": zero[ACCELERATION],
+        }
+    ]
     jobs = len(seeds) * (len(PRETRAININGS) + len(labels) * (2 + len(PRETRAININGS)))
     bar = tqdm(total=jobs, desc="label-efficiency runs", unit="run")
     for seed in seeds:
@@ -189,7 +299,7 @@ def make_label_efficiency(
                 runs.append(
                     finetune(
                         tuned(kind), n, data, finetune_steps, seed, out_dir, points, starts[kind]
-                    )  # fmt: skip
+                    )
                 )
                 bar.update()
     bar.close()
@@ -258,7 +368,8 @@ def table_markdown(
         f"copy of all {volumes} training volumes; fine-tuning: {finetune_steps} supervised "
         "steps on the first N fully sampled volumes (4 slices each), the checkpoint chosen "
         "on validation; steps are cumulative. Δ: paired by volume (means over seeds) "
-        "against **from scratch** at the same N (95 % bootstrap CI); Δ total: against "
+        "against **from scratch** at the same N (at N = 0: against zero-filling; 95 % "
+        "bootstrap CI); Δ total: against "
         "from scratch at the equal total steps; ✓ = significant (Wilcoxon p < 0.05 and "
         "the CI excludes 0), · = not.",
         "",
@@ -268,37 +379,40 @@ def table_markdown(
     ]
     findings = []
     for n in sorted({n for _, n in rows}):
+        # At N = 0 there is nothing to train from scratch on: the reference is zero-filling.
+        reference = (SCRATCH, n) if n else (ZERO_FILLED, 0)
         for name in row_names():
             r = rows.get((name, n))
             if r is None:
                 continue
-            delta, mark, stat = _delta(rows, (SCRATCH, n), r)
+            delta, mark, stat = _delta(rows, reference, r)
             total_delta, total_mark, total_stat = ("-", "", None)
             if name not in (SCRATCH, SCRATCH_TOTAL) and n:
                 total_delta, total_mark, total_stat = _delta(rows, (SCRATCH_TOTAL, n), r)
             if stat is not None and name != SCRATCH_TOTAL:
                 findings.append((n, name, stat, total_stat))
+            steps = r["steps"] or "-"
             lines.append(
                 f"| {n} | {name} | {r['ssim']:.4f} | {r['psnr']:.2f} | {delta} | {mark} "
-                f"| {total_delta} | {total_mark} | {r['steps']} |"
+                f"| {total_delta} | {total_mark} | {steps} |"
             )
     lines += ["", reading(findings)]
     return "\n".join(lines) + "\n"
+
+
+def _verdict(stat: dict) -> str:
+    d = stat["mean_difference"]
+    if not significant(stat):
+        return "not distinguishable from"
+    return "significantly above" if d > 0 else "significantly below"
 
 
 def reading(findings: list) -> str:
     """Where pre-training helps, by how much and with what certainty, in words."""
     parts = []
     for n, name, stat, total in findings:
-        if not n:
-            continue
-        d = stat["mean_difference"]
-        verdict = (
-            ("significantly above" if d > 0 else "significantly below")
-            if significant(stat)
-            else "not distinguishable from"
-        )
-        text = f"N = {n}: {name} is {verdict} from scratch ({d:+.4f})"
+        against = "from scratch" if n else "zero-filling"
+        text = f"N = {n}: {name} is {_verdict(stat)} {against} ({stat['mean_difference']:+.4f})"
         if total is not None:
             t = total["mean_difference"]
             sig = "significant" if significant(total) else "not significant"
@@ -360,16 +474,29 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m kspace_mim.label_efficiency", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--labels", type=_labels, default=(1, 2, 4, None),
-                        help="fully sampled volumes N to fine-tune on, e.g. 1,2,4,all")  # fmt: skip
+    parser.add_argument(
+        "--labels",
+        type=_labels,
+        default=(1, 2, 4, None),
+        help="fully sampled volumes N to fine-tune on, e.g. 1,2,4,all",
+    )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--pretrain-steps", type=int, default=600)
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--points", type=int, default=5, help="validations per run (log-spaced)")
     parser.add_argument("--data", type=Path, help="data set (default: data/colin27)")
     parser.add_argument("--out", type=Path, help="write the runs as JSON here too")
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="the label-free variants at N = 0 instead (docs/label_free_variants.md)",
+    )
     args = parser.parse_args(argv)
     seeds = tuple(int(s) for s in args.seeds.split(","))
+    if args.variants:
+        runs = make_variants(seeds, args.pretrain_steps, args.points, args.data)
+        print(f"{len(runs)} run(s); the table is in docs/label_free_variants.md")
+        return
     runs = make_label_efficiency(
         args.labels, seeds, args.pretrain_steps, args.finetune_steps, args.points, args.data
     )
