@@ -221,6 +221,15 @@ MUTATIONS = (
         ("tests/test_supervision.py::test_the_model_sees_only_the_input_set_normalised_as_at_test",),
     ),
     Mutation(
+        "density weighting weights the residual only",
+        "supervision.py",
+        "            residual, reference = residual * weights, reference * weights",
+        "            residual = residual * weights",
+        (
+            "tests/test_supervision.py::test_density_weighting_divides_each_residual_by_the_root_of_its_selection_odds",
+        ),
+    ),
+    Mutation(
         "label-free pre-training reads the fully sampled folder",
         "label_efficiency.py",
         '    where = [f"data.train_path={undersampled}"] if p.label_free else []',

@@ -170,10 +170,58 @@ def test_held_out_loss_is_the_normalised_l1_plus_l2_on_held_out_samples():
     assert SSDU().held_out_loss(same, acquired, held) == 0
 
 
+def test_density_weighting_divides_each_residual_by_the_root_of_its_selection_odds():
+    """weighting=density: a held-out sample's residual and reference are weighted by
+    q^-1/2 (q its chance of being held out). Uniform draws give equal weights, so the
+    normalised loss is the unweighted one; the Gaussian draw weights the rarely chosen
+    outer samples up."""
+    mask, num_low = cartesian()
+    g = torch.Generator().manual_seed(0)
+    acquired = torch.randn(2, 3, H, W, dtype=torch.complex64, generator=g)
+    predicted = torch.randn(2, 3, H, W, dtype=torch.complex64, generator=g)
+    for selection in ("uniform", "gaussian"):
+        ssdu = SSDU(selection=selection, weighting="density")
+        batch = _toy_batch(mask, num_low, acquired)
+        step = ssdu.prepare(batch)
+        w = step.weights
+        assert torch.equal(w > 0, step.held_out)
+        selectable = mask[0, 0] & ~ssdu.protected((H, W), num_low)
+        q = ssdu.probability(selectable)
+        torch.testing.assert_close(w[0, 0][step.held_out[0, 0]], q[step.held_out[0, 0]].rsqrt())
+        weighted = ssdu.terms(predicted, acquired, step)["loss"]
+        plain = SSDU(selection=selection).terms(predicted, acquired, step._replace(weights=None))
+        if selection == "uniform":
+            assert torch.unique(w[w > 0]).numel() == 1
+            torch.testing.assert_close(weighted, plain["loss"])
+        else:
+            assert w[w > 0].max() > 1.5 * w[w > 0].min() and not torch.isclose(
+                weighted, plain["loss"]
+            )
+
+
+def _toy_batch(mask, num_low, kspace):
+    from kspace_mim.data.transforms import KspaceSample
+
+    b = mask.shape[0]
+    return KspaceSample(
+        masked_kspace=torch.where(mask, kspace, 0),
+        mask=mask,
+        kspace=torch.zeros_like(kspace),
+        target=torch.zeros(b, 0, 0),
+        scale=torch.ones(b),
+        offset=torch.zeros(b, kspace.shape[1], dtype=kspace.dtype),
+        max_value=torch.zeros(b),
+        crop_size=torch.tensor([[H, W]] * b),
+        fname=[f"file{i}.h5" for i in range(b)],
+        slice_num=torch.arange(b),
+        num_low_frequencies=torch.tensor([num_low] * b),
+    )
+
+
 def test_bad_options_and_image_only_models_are_configuration_errors():
     bad_ssdu = ({"loss_fraction": 1.0}, {"selection": "poisson"}, {"loss": "l3"},
                 {"protect": "none"}, {"resample": "epoch"}, {"splits": 0},
-                {"splits": 2, "resample": "step"})  # fmt: skip
+                {"splits": 2, "resample": "step"}, {"weighting": "inverse"})  # fmt: skip
     for bad in bad_ssdu:
         with pytest.raises(ConfigError, match="supervision."):
             SSDU(**bad)

@@ -158,6 +158,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "SSDU, a fresh split each step": ("supervision=ssdu", "supervision.resample=step"),
     "SSDU, multi-mask (K = 4 fixed splits)": ("supervision=ssdu", "supervision.splits=4"),
     "SSDU, input not renormalised": ("supervision=ssdu", "supervision.renormalize=false"),
+    "SSDU, loss weighted by the selection density": (
+        "supervision=ssdu",
+        "supervision.weighting=density",
+    ),
     "masked modeling (the default: 8 x 8 patches, 40 %)": ("supervision=mim",),
     "masked modeling, 4 x 4 patches": ("supervision=mim", "supervision.patch_size=4"),
     "masked modeling, 60 % of the patches": ("supervision=mim", "supervision.ratio=0.6"),

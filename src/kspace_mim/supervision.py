@@ -33,6 +33,7 @@ SELECTIONS = ("gaussian", "uniform")
 SSDU_LOSSES = ("l1l2", "l1")
 PROTECTS = ("block", "acs")
 RESAMPLES = ("fixed", "step")
+WEIGHTINGS = ("none", "density")
 
 
 class Step(NamedTuple):
@@ -44,11 +45,13 @@ class Step(NamedTuple):
         supervised).
     gain: float (B,), the input's normalisation over the batch's (model units of the
         input = the batch's / gain); None: unchanged.
+    weights: float (B, 1, H, W), the loss weight of each held-out sample (None: equal).
     """
 
     input: KspaceSample
     held_out: Tensor | None = None
     gain: Tensor | None = None
+    weights: Tensor | None = None
 
 
 class Supervised:
@@ -80,6 +83,9 @@ class HeldOut:
             samples (the input set), so the held-out samples do not reach the model
             even through the scale; False keeps the scale of every acquired sample.
         seed: of the fixed splits.
+        weighting: "none" or "density": each held-out sample's residual weighted by
+            q^-1/2, q its probability of being held out (Millard & Chiew 2023's
+            variable-density correction for Noisier2Noise / SSDU); equal for a uniform draw.
     """
 
     self_supervised = True
@@ -96,6 +102,7 @@ class HeldOut:
         loss: str = "l1l2",
         renormalize: bool = True,
         seed: int = 0,
+        weighting: str = "none",
     ):
         if protect not in PROTECTS:
             raise ConfigError(f"supervision.protect={protect!r}: one of {PROTECTS}")
@@ -111,7 +118,10 @@ class HeldOut:
                 "supervision.resample=fixed (resample=step draws a new split every step)"
             )
         self.protect, self.centre, self.resample = protect, centre, resample
+        if weighting not in WEIGHTINGS:
+            raise ConfigError(f"supervision.weighting={weighting!r}: one of {WEIGHTINGS}")
         self.splits, self.loss, self.renormalize, self.seed = splits, loss, renormalize, seed
+        self.weighting = weighting
 
     # --- the split ----------------------------------------------------------------------
     def protected(self, shape: tuple[int, int], num_low: int, device: Any = None) -> Tensor:
@@ -128,6 +138,14 @@ class HeldOut:
 
     def draw(self, selectable: Tensor, generator: torch.Generator | None) -> Tensor:
         """bool (H, W) selectable samples -> bool (H, W) held-out ones (a subset)."""
+        raise NotImplementedError
+
+    def probability(self, selectable: Tensor) -> Tensor:
+        """float (H, W): each selectable sample's probability of being held out (here the
+        same for all: the draw's expected share)."""
+        return selectable.float() * self.expected_share()
+
+    def expected_share(self) -> float:
         raise NotImplementedError
 
     def _generator(self, fname: str, slice_num: int) -> torch.Generator | None:
@@ -181,16 +199,34 @@ class HeldOut:
             kspace = kspace / gain.reshape(-1, 1, 1, 1)
             scale = batch.scale * gain
         seen = batch._replace(masked_kspace=kspace, mask=input_mask, scale=scale)
-        return Step(seen, held, gain)
+        weights = None
+        if self.weighting == "density":
+            b, _, h, w = batch.mask.shape
+            lows = torch.as_tensor(batch.num_low_frequencies).reshape(-1).expand(b).tolist()
+            q = torch.stack(
+                [
+                    self.probability(batch.mask[i, 0].cpu() & ~self.protected((h, w), int(n)))
+                    for i, n in enumerate(lows)
+                ]
+            )[:, None].to(batch.mask.device)
+            weights = torch.where(held, q.clamp_min(1e-6).rsqrt(), 0.0)
+        return Step(seen, held, gain, weights)
 
     # --- the loss -----------------------------------------------------------------------
-    def held_out_loss(self, predicted: Tensor, acquired: Tensor, loss_mask: Tensor) -> Tensor:
+    def held_out_loss(
+        self, predicted: Tensor, acquired: Tensor, loss_mask: Tensor, weights: Tensor | None = None
+    ) -> Tensor:
         """Normalised error on the held-out samples, per slice, mean over the batch.
-        predicted, acquired: complex (B, C, H, W); loss_mask: bool (B, 1, H, W)."""
+        predicted, acquired: complex (B, C, H, W); loss_mask: bool (B, 1, H, W);
+        weights: float (B, 1, H, W) per-sample weights of residual and reference."""
         held = loss_mask.expand_as(acquired)
         zero = torch.zeros((), dtype=acquired.dtype, device=acquired.device)
-        residual = torch.view_as_real(torch.where(held, predicted - acquired, zero)).flatten(1)
-        reference = torch.view_as_real(torch.where(held, acquired, zero)).flatten(1)
+        residual = torch.where(held, predicted - acquired, zero)
+        reference = torch.where(held, acquired, zero)
+        if weights is not None:
+            residual, reference = residual * weights, reference * weights
+        residual = torch.view_as_real(residual).flatten(1)
+        reference = torch.view_as_real(reference).flatten(1)
         l1 = residual.abs().sum(1) / reference.abs().sum(1).clamp_min(1e-12)
         if self.loss == "l1":
             return l1.mean()
@@ -202,7 +238,7 @@ class HeldOut:
         slice's acquired k-space (the batch's units) -> {name: loss, "loss": total}."""
         if step.gain is not None:
             acquired = acquired / step.gain.reshape(-1, 1, 1, 1)
-        loss = self.held_out_loss(kspace, acquired, step.held_out)
+        loss = self.held_out_loss(kspace, acquired, step.held_out, step.weights)
         return {self.name: loss, "loss": loss}
 
 
@@ -246,6 +282,16 @@ class SSDU(HeldOut):
         cols = torch.arange(w, dtype=torch.float32) - w // 2
         sr, sc = (h - 1) / self.std_scale, (w - 1) / self.std_scale
         return torch.exp(-(rows[:, None] ** 2) / (2 * sr**2) - cols[None, :] ** 2 / (2 * sc**2))
+
+    def expected_share(self) -> float:
+        return self.loss_fraction
+
+    def probability(self, selectable: Tensor) -> Tensor:
+        # The draw's inclusion probability, to first order: count x w / sum(w), at most 1
+        # (exact for the uniform draw).
+        count = round(self.loss_fraction * int(selectable.sum()))
+        w = self.weights(tuple(selectable.shape)) * selectable
+        return (count * w / w.sum().clamp_min(1e-12)).clamp(max=1.0)
 
     def draw(self, selectable: Tensor, generator: torch.Generator | None) -> Tensor:
         count = round(self.loss_fraction * int(selectable.sum()))
@@ -295,6 +341,9 @@ class MaskedModeling(HeldOut):
         hidden[order[:count]] = True
         grid = hidden.reshape(rows, cols).repeat_interleave(p, 0).repeat_interleave(p, 1)
         return grid[:h, :w]
+
+    def expected_share(self) -> float:
+        return self.ratio
 
     def draw(self, selectable: Tensor, generator: torch.Generator | None) -> Tensor:
         return selectable & self.patches(tuple(selectable.shape), generator)
