@@ -158,6 +158,14 @@ class HeldOut:
         key = zlib.crc32(f"{fname}:{int(slice_num)}:{k}:{self.seed}".encode())
         return torch.Generator().manual_seed(key)
 
+    def selectable(self, mask: Tensor, num_low_frequencies: Any) -> Tensor:
+        """mask: bool (B, 1, H, W) acquired -> bool (B, H, W) on the CPU: the acquired
+        samples that may be held out (all but the protected ones)."""
+        b, _, h, w = mask.shape
+        lows = torch.as_tensor(num_low_frequencies).reshape(-1).expand(b).tolist()
+        keep = torch.stack([self.protected((h, w), int(n)) for n in lows])
+        return mask[:, 0].cpu() & ~keep
+
     def split(
         self,
         mask: Tensor,
@@ -168,20 +176,17 @@ class HeldOut:
         """mask: bool (B, 1, H, W) acquired -> (input, loss) masks: disjoint, their union
         the acquisition, the protected samples in the input. ``fnames`` / ``slice_nums``
         key the fixed splits (required with ``resample: fixed``)."""
-        b, _, h, w = mask.shape
-        lows = torch.as_tensor(num_low_frequencies).reshape(-1).expand(b).tolist()
+        b = mask.shape[0]
         if self.resample == "fixed" and fnames is None:
             raise ValueError("fixed splits are keyed by file and slice: pass fnames, slice_nums")
         slice_nums = torch.as_tensor(slice_nums if slice_nums is not None else [0] * b)
         loss_mask = torch.zeros_like(mask)
-        for i in range(b):
-            acquired = mask[i, 0]
-            selectable = acquired & ~self.protected((h, w), int(lows[i]), mask.device)
+        for i, selectable in enumerate(self.selectable(mask, num_low_frequencies)):
             if not selectable.any():
                 continue
             name = fnames[i] if fnames is not None else ""
             generator = self._generator(name, int(slice_nums.reshape(-1)[i]))
-            loss_mask[i, 0] = self.draw(selectable.cpu(), generator).to(mask.device)
+            loss_mask[i, 0] = self.draw(selectable, generator).to(mask.device)
         return mask & ~loss_mask, loss_mask
 
     def prepare(self, batch: KspaceSample) -> Step:
@@ -201,14 +206,9 @@ class HeldOut:
         seen = batch._replace(masked_kspace=kspace, mask=input_mask, scale=scale)
         weights = None
         if self.weighting == "density":
-            b, _, h, w = batch.mask.shape
-            lows = torch.as_tensor(batch.num_low_frequencies).reshape(-1).expand(b).tolist()
-            q = torch.stack(
-                [
-                    self.probability(batch.mask[i, 0].cpu() & ~self.protected((h, w), int(n)))
-                    for i, n in enumerate(lows)
-                ]
-            )[:, None].to(batch.mask.device)
+            selectable = self.selectable(batch.mask, batch.num_low_frequencies)
+            q = torch.stack([self.probability(s) for s in selectable])[:, None]
+            q = q.to(batch.mask.device)
             weights = torch.where(held, q.clamp_min(1e-6).rsqrt(), 0.0)
         return Step(seen, held, gain, weights)
 
