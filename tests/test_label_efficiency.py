@@ -77,7 +77,8 @@ def test_label_efficiency_curve_is_generated(tmp_path):
     assert "old" not in readme and readme.endswith("end\n")
     for (name, n), r in got.items():
         assert f"| {n} | {name} | {r['test']['ssim']:.4f} |" in readme
-    assert "Reading: N = 0: SSDU alone is" in readme and "zero-filling" in readme
+    assert "Every comparison: N = 0: SSDU alone is" in readme and "zero-filling" in readme
+    assert "against from scratch at the same total steps: significantly better at N =" in readme
     assert "; N = 1: " in readme and (docs / "label_efficiency.png").stat().st_size > 0
     # The label-free variants: the default shares its run with the curve's pre-training.
     before = (pre / "ssdu" / "seed0" / "train" / "metrics.json").stat().st_mtime_ns

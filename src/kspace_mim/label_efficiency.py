@@ -412,8 +412,10 @@ def _verdict(stat: dict) -> str:
 
 
 def reading(findings: list) -> str:
-    """Where pre-training helps, by how much and with what certainty, in words."""
-    parts = []
+    """Where pre-training helps, by how much and with what certainty, in words: a summary
+    per pre-training (against from scratch at equal total steps, the control that counts
+    the pre-training's steps), then every comparison."""
+    parts, summary = [], []
     for n, name, stat, total in findings:
         against = "from scratch" if n else "zero-filling"
         text = f"N = {n}: {name} is {_verdict(stat)} {against} ({stat['mean_difference']:+.4f})"
@@ -422,7 +424,23 @@ def reading(findings: list) -> str:
             sig = "significant" if significant(total) else "not significant"
             text += f", {t:+.4f} against equal total steps ({sig})"
         parts.append(text)
-    return "Reading: " + "; ".join(parts) + "." if parts else ""
+    for kind in PRETRAININGS:
+        mine = [(n, total) for n, name, _, total in findings if name == tuned(kind) and total]
+        helps = [n for n, t in mine if significant(t) and t["mean_difference"] > 0]
+        hurts = [n for n, t in mine if significant(t) and t["mean_difference"] < 0]
+        ties = [n for n, t in mine if not significant(t)]
+        if not mine:
+            continue
+        listed = lambda ns: ", ".join(map(str, ns)) or "none"  # noqa: E731
+        summary.append(
+            f"**{tuned(kind)}** against from scratch at the same total steps: significantly "
+            f"better at N = {listed(helps)}; significantly worse at N = {listed(hurts)}; "
+            f"not distinguishable at N = {listed(ties)}."
+        )
+    text = " ".join(summary)
+    if parts:
+        text += ("\n\n" if text else "") + "Every comparison: " + "; ".join(parts) + "."
+    return text
 
 
 def save_plot(rows: dict, path: Path, volumes: int) -> Path:
