@@ -109,7 +109,13 @@ def test_table_marks_differences_against_scratch_and_equal_total_steps():
             n: {"ssim": float(v), "psnr": 20.0, "nmse": 0.1}
             for n, v in zip(names, values, strict=True)
         }
-        return {"ssim": float(np.mean(values)), "psnr": 20.0, "steps": 10, "volumes": vols}
+        return {
+            "ssim": float(np.mean(values)),
+            "psnr": 20.0,
+            "steps": 10,
+            "volumes": vols,
+            "checkpoint_steps": [4, 10],
+        }
 
     rows = {
         (le.SCRATCH, 1): row(0.0),
@@ -119,7 +125,7 @@ def test_table_marks_differences_against_scratch_and_equal_total_steps():
     }
     text = le.table_markdown(rows, 3, 2, 3, 12)
     line = next(x for x in text.splitlines() if f"| {le.tuned('mim')} |" in x)
-    assert line.count("✓") == 2 and line.count("-0.03") >= 1
+    assert line.count("✓") == 2 and line.count("-0.03") >= 1 and line.endswith("| 10 | 4 / 10 |")
     assert f"{le.tuned('mim')} is significantly below from scratch" in text
     assert f"{le.tuned('ssdu')} is significantly above from scratch" in text
     ssdu = next(x for x in text.splitlines() if f"| {le.tuned('ssdu')} |" in x)

@@ -371,15 +371,17 @@ def table_markdown(
         f"seeds. Label-free pre-training: {pretrain_steps} steps on the undersampled-only "
         f"copy of all {volumes} training volumes; fine-tuning: {finetune_steps} supervised "
         "steps on the first N fully sampled volumes (4 slices each), the checkpoint chosen "
-        "on validation; steps are cumulative. Δ: paired by volume (means over seeds) "
+        "on validation (the label-free rows at N = 0: their last); steps are cumulative "
+        "(a fine-tuned row chosen near its pre-training's steps kept little of its "
+        "fine-tuning). Δ: paired by volume (means over seeds) "
         "against **from scratch** at the same N (at N = 0: against zero-filling; 95 % "
         "bootstrap CI); Δ total: against "
         "from scratch at the equal total steps; ✓ = significant (Wilcoxon p < 0.05 and "
         "the CI excludes 0), · = not.",
         "",
         "| N labelled | training | SSIM | PSNR | Δ SSIM vs scratch [95 % CI] | sig. "
-        "| Δ SSIM vs equal total steps | sig. | steps |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Δ SSIM vs equal total steps | sig. | steps | chosen at step (per seed) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     findings = []
     for n in sorted({n for _, n in rows}):
@@ -396,9 +398,10 @@ def table_markdown(
             if stat is not None and name != SCRATCH_TOTAL:
                 findings.append((n, name, stat, total_stat))
             steps = r["steps"] or "-"
+            chosen = " / ".join(str(c) for c in r["checkpoint_steps"] if c) or "-"
             lines.append(
                 f"| {n} | {name} | {r['ssim']:.4f} | {r['psnr']:.2f} | {delta} | {mark} "
-                f"| {total_delta} | {total_mark} | {steps} |"
+                f"| {total_delta} | {total_mark} | {steps} | {chosen} |"
             )
     lines += ["", reading(findings)]
     return "\n".join(lines) + "\n"
