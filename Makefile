@@ -40,10 +40,12 @@ results: install data
 # The README's lead result, the label-efficiency curve: label-free pre-training (SSDU,
 # masked modeling of the acquired samples) on undersampled-only copies, then N fully
 # sampled volumes, against from scratch; 3 seeds, the held-out test volumes at 4x
-# (about 70 minutes on 2 CPU cores, run alone; a rerun resumes from outputs/label_efficiency).
+# then the label-free variants at N = 0 (docs/label_free_variants.md); about 100 minutes
+# on 2 CPU cores, run alone; a rerun resumes from outputs/label_efficiency.
 results-label: install data
 	$(BIN)/python -m kspace_mim.label_efficiency --data $(DATA_ROOT)/colin27 \
 		--out docs/label_efficiency.json
+	$(BIN)/python -m kspace_mim.label_efficiency --variants --data $(DATA_ROOT)/colin27
 
 # Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them
 # (a GPU machine adds its rows beside the CPU ones).
