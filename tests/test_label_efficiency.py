@@ -131,6 +131,7 @@ def test_table_marks_differences_against_scratch_and_equal_total_steps():
     ssdu = next(x for x in text.splitlines() if f"| {le.tuned('ssdu')} |" in x)
     assert ssdu.count("✓") == 1 and ssdu.count("·") == 1
     assert "against equal total steps (not significant)" in text
+    assert "Patches against points (masked modeling against SSDU, paired): N = 1: -0.05" in text
     summary = "against from scratch at the same total steps: significantly better at N = "
     assert f"**{le.tuned('mim')}** {summary}none; significantly worse at N = 1;" in text
     assert f"**{le.tuned('ssdu')}** {summary}none; significantly worse at N = none; " in text

@@ -403,7 +403,7 @@ def table_markdown(
                 f"| {n} | {name} | {r['ssim']:.4f} | {r['psnr']:.2f} | {delta} | {mark} "
                 f"| {total_delta} | {total_mark} | {steps} | {chosen} |"
             )
-    lines += ["", reading(findings)]
+    lines += ["", reading(findings, shape_differences(rows))]
     return "\n".join(lines) + "\n"
 
 
@@ -414,11 +414,25 @@ def _verdict(stat: dict) -> str:
     return "significantly above" if d > 0 else "significantly below"
 
 
-def reading(findings: list) -> str:
+def shape_differences(rows: dict) -> list[str]:
+    """Masked modeling (patches) against SSDU (points), paired by volume, at every N."""
+    out = []
+    for n in sorted({n for _, n in rows}):
+        pair = [rows.get(((alone if n == 0 else tuned)(k), n)) for k in ("ssdu", "mim")]
+        if None in pair:
+            continue
+        stat = compare(pair[0]["volumes"], pair[1]["volumes"])["ssim"]
+        lo, hi = stat["ci95"]
+        sig = "significant" if significant(stat) else "not significant"
+        out.append(f"N = {n}: {stat['mean_difference']:+.4f} [{lo:+.4f}, {hi:+.4f}] ({sig})")
+    return out
+
+
+def reading(findings: list, shapes: list[str] | None = None) -> str:
     """Where pre-training helps, by how much and with what certainty, in words: a summary
     per pre-training (against from scratch at equal total steps, the control that counts
     the pre-training's steps), then every comparison."""
-    parts, summary = [], []
+    parts, summary, shapes = [], [], shapes or []
     for n, name, stat, total in findings:
         against = "from scratch" if n else "zero-filling"
         text = f"N = {n}: {name} is {_verdict(stat)} {against} ({stat['mean_difference']:+.4f})"
@@ -441,28 +455,38 @@ def reading(findings: list) -> str:
             f"not distinguishable at N = {listed(ties)}."
         )
     text = " ".join(summary)
+    if shapes:
+        text += (" " if text else "") + "Patches against points (masked modeling against SSDU, "
+        text += "paired): " + "; ".join(shapes) + "."
     if parts:
         text += ("\n\n" if text else "") + "Every comparison: " + "; ".join(parts) + "."
     return text
 
 
 def save_plot(rows: dict, path: Path, volumes: int) -> Path:
-    """SSIM against N (the label-free rows at N = 0), one line per training."""
+    """Left: test SSIM against N (the label-free rows at N = 0, zero-filling as a line).
+    Right: validation curves at the smallest N, the label-free pre-training before them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colours = {name: f"C{i}" for i, name in enumerate(row_names())}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     ax = axes[0]
     for name in row_names():
         points = sorted((n, r) for (row, n), r in rows.items() if row == name)
+        if name == ZERO_FILLED and points:
+            ax.axhline(points[0][1]["ssim"], color=colours[name], ls="--", label=name)
+            continue
         if not points:
             continue
         xs = [n for n, _ in points]
         ys = [r["ssim"] for _, r in points]
         spread = [statistics.pstdev(r["ssim_per_seed"]) for _, r in points]
-        ax.errorbar(xs, ys, yerr=spread, marker="o", ms=4, capsize=3, label=name)
+        ax.errorbar(
+            xs, ys, yerr=spread, marker="o", ms=4, capsize=3, label=name, color=colours[name]
+        )
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlabel(f"fully sampled training volumes N (of {volumes})")
     ax.set_ylabel("test SSIM, 4x (mean over seeds; bars: seed std)")
@@ -471,14 +495,18 @@ def save_plot(rows: dict, path: Path, volumes: int) -> Path:
     ax = axes[1]
     smallest = min((n for _, n in rows if n), default=None)
     for name in row_names():
-        r = rows.get((name, smallest))
+        r = rows.get((name, 0)) or rows.get((name, smallest))
         for i, c in enumerate(r["curves"] if r else []):
             if c:
-                line = ax.plot([p["step"] for p in c], [p["ssim"] for p in c], marker=".")
-                if i == 0:
-                    line[0].set_label(name)
-    ax.set_xlabel("cumulative optimizer steps (pre-training + fine-tuning)")
-    ax.set_ylabel(f"validation SSIM while fine-tuning, N = {smallest}")
+                ax.plot(
+                    [p["step"] for p in c],
+                    [p["ssim"] for p in c],
+                    marker=".",
+                    color=colours[name],
+                    label=name if i == 0 else None,
+                )
+    ax.set_xlabel("cumulative optimizer steps (label-free pre-training, then fine-tuning)")
+    ax.set_ylabel(f"validation SSIM (fine-tuning at N = {smallest})")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
