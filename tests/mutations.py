@@ -181,8 +181,9 @@ MUTATIONS = (
     Mutation(
         "SSDU holds out a share of every acquired sample, not of the outer ones",
         "supervision.py",
-        "        count = round(self.loss_fraction * int(selectable.sum()))",
-        "        count = round(self.loss_fraction * int(selectable.sum() + self.centre**2))",
+        "        count = round(self.loss_fraction * int(selectable.sum()))\n        held =",
+        "        count = round(self.loss_fraction * int(selectable.sum() + self.centre**2))\n"
+        "        held =",
         ("tests/test_supervision.py::test_published_ssdu_holds_out_its_share_of_the_samples_outside_a_small_block",),
     ),
     Mutation(
@@ -232,7 +233,7 @@ MUTATIONS = (
     Mutation(
         "label-free pre-training reads the fully sampled folder",
         "label_efficiency.py",
-        '    where = [f"data.train_path={undersampled}"] if p.label_free else []',
+        '    where = [f"data.train_path={undersampled}"] if undersampled else []',
         "    where = []",
         ("tests/test_label_efficiency.py::test_label_efficiency_curve_is_generated",),
     ),
