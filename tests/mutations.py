@@ -184,7 +184,9 @@ MUTATIONS = (
         "        count = round(self.loss_fraction * int(selectable.sum()))\n        held =",
         "        count = round(self.loss_fraction * int(selectable.sum() + self.centre**2))\n"
         "        held =",
-        ("tests/test_supervision.py::test_published_ssdu_holds_out_its_share_of_the_samples_outside_a_small_block",),
+        (
+            "tests/test_supervision.py::test_published_ssdu_holds_out_its_share_of_the_samples_outside_a_small_block",
+        ),
     ),
     Mutation(
         "fixed splits ignore the slice",
@@ -198,7 +200,9 @@ MUTATIONS = (
         "supervision.py",
         "        k = int(torch.randint(self.splits, ())) if self.splits > 1 else 0",
         "        k = 0",
-        ("tests/test_supervision.py::test_multi_mask_ssdu_draws_among_k_disjoint_splits_per_slice",),
+        (
+            "tests/test_supervision.py::test_multi_mask_ssdu_draws_among_k_disjoint_splits_per_slice",
+        ),
     ),
     Mutation(
         "mim hides patches of unacquired samples too",
@@ -212,14 +216,18 @@ MUTATIONS = (
         "supervision.py",
         "            kspace = kspace / gain.reshape(-1, 1, 1, 1)\n",
         "",
-        ("tests/test_supervision.py::test_the_model_sees_only_the_input_set_normalised_as_at_test",),
+        (
+            "tests/test_supervision.py::test_the_model_sees_only_the_input_set_normalised_as_at_test",
+        ),
     ),
     Mutation(
         "the model reconstructs the whole acquisition in self-supervision",
         "modules/base.py",
         "        out = self.reconstruct(step.input)",
         "        out = self.reconstruct(batch)",
-        ("tests/test_supervision.py::test_the_model_sees_only_the_input_set_normalised_as_at_test",),
+        (
+            "tests/test_supervision.py::test_the_model_sees_only_the_input_set_normalised_as_at_test",
+        ),
     ),
     Mutation(
         "density weighting weights the residual only",
