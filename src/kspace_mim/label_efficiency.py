@@ -428,6 +428,10 @@ def shape_differences(rows: dict) -> list[str]:
     return out
 
 
+def _listed(values: list[int]) -> str:
+    return ", ".join(map(str, values)) or "none"
+
+
 def reading(findings: list, shapes: list[str] | None = None) -> str:
     """Where pre-training helps, by how much and with what certainty, in words: a summary
     per pre-training (against from scratch at equal total steps, the control that counts
@@ -448,11 +452,10 @@ def reading(findings: list, shapes: list[str] | None = None) -> str:
         ties = [n for n, t in mine if not significant(t)]
         if not mine:
             continue
-        listed = lambda ns: ", ".join(map(str, ns)) or "none"  # noqa: E731
         summary.append(
             f"**{tuned(kind)}** against from scratch at the same total steps: significantly "
-            f"better at N = {listed(helps)}; significantly worse at N = {listed(hurts)}; "
-            f"not distinguishable at N = {listed(ties)}."
+            f"better at N = {_listed(helps)}; significantly worse at N = {_listed(hurts)}; "
+            f"not distinguishable at N = {_listed(ties)}."
         )
     text = " ".join(summary)
     if shapes:
