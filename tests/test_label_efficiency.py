@@ -71,6 +71,12 @@ def test_label_efficiency_curve_is_generated(tmp_path):
     )
     scratch = json.loads((docs / "label_efficiency" / f"{le.slug(le.SCRATCH)}_n1.json").read_text())
     assert set(row["volumes"]) == set(scratch["volumes"]) and len(row["volumes"]) == 2
+    # FLOPs follow the steps (one network); minutes include the pre-training's.
+    assert row["train_flops"] == pytest.approx(scratch["train_flops"] * 5 / 2)
+    pre_minutes = json.loads(
+        (docs / "label_efficiency" / f"{le.slug(le.alone('ssdu'))}_n0.json").read_text()
+    )["train_minutes"]
+    assert row["train_minutes"] > pre_minutes > 0
     assert compare(scratch["volumes"], row["volumes"])["ssim"]["mean_difference"] == pytest.approx(
         row["ssim"] - scratch["ssim"]
     )
@@ -80,6 +86,7 @@ def test_label_efficiency_curve_is_generated(tmp_path):
         assert f"| {n} | {name} | {r['test']['ssim']:.4f} |" in readme
     assert "Every comparison: N = 0: SSDU alone is" in readme and "zero-filling" in readme
     assert "against from scratch at the same total steps: significantly better at N =" in readme
+    assert "Validation SSIM gained over each curve's last interval: SSDU alone (N = 0)" in readme
     assert "; N = 1: " in readme and (docs / "label_efficiency.png").stat().st_size > 0
     # The label-free variants: the default shares its run with the curve's pre-training.
     before = (pre / "ssdu" / "seed0" / "train" / "metrics.json").stat().st_mtime_ns
@@ -126,7 +133,11 @@ def test_table_marks_differences_against_scratch_and_equal_total_steps():
     }
     text = le.table_markdown(rows, 3, 2, 3, 12)
     line = next(x for x in text.splitlines() if f"| {le.tuned('mim')} |" in x)
-    assert line.count("✓") == 2 and line.count("-0.03") >= 1 and line.endswith("| 10 | 4 / 10 |")
+    assert (
+        line.count("✓") == 2
+        and line.count("-0.03") >= 1
+        and line.endswith("| 10 | 4 / 10 | - | - |")
+    )
     assert f"{le.tuned('mim')} is significantly below from scratch" in text
     assert f"{le.tuned('ssdu')} is significantly above from scratch" in text
     ssdu = next(x for x in text.splitlines() if f"| {le.tuned('ssdu')} |" in x)
@@ -144,3 +155,34 @@ def test_bad_label_counts_are_refused():
     assert le._labels("1,2,all") == (1, 2, None)
     with pytest.raises(Exception, match="positive counts"):
         le._labels("0,1")
+
+
+def test_the_command_line_passes_its_options(monkeypatch, tmp_path):
+    calls = {}
+    monkeypatch.setattr(le, "make_label_efficiency", lambda *a: calls.update(curve=a) or [])
+    monkeypatch.setattr(le, "make_variants", lambda *a: calls.update(variants=a) or [])
+    out = tmp_path / "runs.json"
+    le.main(
+        [
+            "--labels",
+            "1,all",
+            "--seeds",
+            "0,2",
+            "--pretrain-steps",
+            "6",
+            "--finetune-steps",
+            "4",
+            "--points",
+            "3",
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(out),
+        ]
+    )
+    assert calls["curve"] == ((1, None), (0, 2), 6, 4, 3, tmp_path)
+    assert json.loads(out.read_text())["runs"] == []
+    le.main(["--variants", "--seeds", "1", "--pretrain-steps", "5", "--data", str(tmp_path)])
+    assert calls["variants"] == ((1,), 5, 5, tmp_path)
+    with pytest.raises(SystemExit):
+        le.main(["--labels", "0"])

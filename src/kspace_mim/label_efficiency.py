@@ -33,9 +33,14 @@ from kspace_mim.bench.timing import machine
 from kspace_mim.compare import compare, significant
 from kspace_mim.data.synthesize import DEFAULT_SET, synthesize
 from kspace_mim.results import (
+    FLAT,
     METRICS,
+    Row,
     _locations,
     curve,
+    data_grid,
+    flops_per_step,
+    last_gain,
     seed_mean_volumes,
     slug,
     test_evaluations,
@@ -309,7 +314,9 @@ def make_label_efficiency(
     bar.close()
     for r in runs:
         r["labels"] = volumes if r["labels"] is None else r["labels"]
-    rows = row_files(runs, root / "docs" / "label_efficiency")
+    grid, coils = data_grid(data)
+    flops = flops_per_step(Row(MODEL), grid, coils)  # one network: alike in every row
+    rows = row_files(runs, root / "docs" / "label_efficiency", flops)
     text = table_markdown(rows, pretrain_steps, finetune_steps, len(seeds), volumes)
     save_plot(rows, root / "docs" / "label_efficiency.png", volumes)
     text += "\n![SSIM against labelled volumes](docs/label_efficiency.png)\n"
@@ -317,9 +324,12 @@ def make_label_efficiency(
     return runs
 
 
-def row_files(runs: list[dict[str, Any]], out: Path) -> dict[tuple[str, int], dict]:
+def row_files(
+    runs: list[dict[str, Any]], out: Path, flops_per_step: float | None = None
+) -> dict[tuple[str, int], dict]:
     """One JSON per (row, N) in ``out``: per-volume means over seeds (``volumes``, what
-    :mod:`kspace_mim.compare` pairs), every seed's evaluation, steps and curves."""
+    :mod:`kspace_mim.compare` pairs), every seed's evaluation, steps, training FLOPs and
+    minutes (pre-training included), curves and the last interval's gain."""
     out.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in runs:
@@ -338,6 +348,12 @@ def row_files(runs: list[dict[str, Any]], out: Path) -> dict[tuple[str, int], di
             "ssim_per_seed": [e["ssim"] for e in evaluations],
             "steps": mine[0]["steps"],
             "checkpoint_steps": [r.get("checkpoint_step", r["steps"]) for r in mine],
+            "train_flops": (flops_per_step or 0) * mine[0]["steps"] or None,
+            # Curves carry the pre-training's seconds as their offset: the last is the total.
+            "train_minutes": statistics.fmean(r["curve"][-1]["train_s"] / 60 for r in mine)
+            if all(r["curve"] for r in mine)
+            else None,
+            **last_gain(mine),
             "curves": [r["curve"] for r in mine],
             "volumes": volumes,
             "evaluations": evaluations,
@@ -377,11 +393,14 @@ def table_markdown(
         "against **from scratch** at the same N (at N = 0: against zero-filling; 95 % "
         "bootstrap CI); Δ total: against "
         "from scratch at the equal total steps; ✓ = significant (Wilcoxon p < 0.05 and "
-        "the CI excludes 0), · = not.",
+        "the CI excludes 0), · = not. FLOPs: the same network in every row, so training "
+        "FLOPs follow the steps; minutes on this noisy 2-core CPU are beside them, not "
+        "for ranking.",
         "",
         "| N labelled | training | SSIM | PSNR | Δ SSIM vs scratch [95 % CI] | sig. "
-        "| Δ SSIM vs equal total steps | sig. | steps | chosen at step (per seed) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| Δ SSIM vs equal total steps | sig. | steps | chosen at step (per seed) "
+        "| train GFLOP | train min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     findings = []
     for n in sorted({n for _, n in rows}):
@@ -399,12 +418,42 @@ def table_markdown(
                 findings.append((n, name, stat, total_stat))
             steps = r["steps"] or "-"
             chosen = " / ".join(str(c) for c in r["checkpoint_steps"] if c) or "-"
+            gflop = f"{r['train_flops'] / 1e9:,.0f}" if r.get("train_flops") else "-"
+            minutes = f"{r['train_minutes']:.1f}" if r.get("train_minutes") else "-"
             lines.append(
                 f"| {n} | {name} | {r['ssim']:.4f} | {r['psnr']:.2f} | {delta} | {mark} "
-                f"| {total_delta} | {total_mark} | {steps} | {chosen} |"
+                f"| {total_delta} | {total_mark} | {steps} | {chosen} | {gflop} | {minutes} |"
             )
     lines += ["", reading(findings, shape_differences(rows))]
+    if flatness(rows):
+        lines += ["", flatness(rows)]
     return "\n".join(lines) + "\n"
+
+
+def flatness(rows: dict) -> str:
+    """Which validation curves had flattened by their last interval (the label-free
+    pre-trainings, and every row at the largest N), and which still rose."""
+    largest = max((n for _, n in rows), default=0)
+    picked = [(name, n) for name in row_names() for n in (0, largest) if (name, n) in rows]
+    gains = [(key, rows[key]) for key in dict.fromkeys(picked) if "last_gain" in rows[key]]
+    if not gains:
+        return ""
+    parts = [
+        f"{name} (N = {n}) {r['last_gain']:+.3f} ({r['last_steps'][0]} -> {r['last_steps'][1]})"
+        for (name, n), r in gains
+    ]
+    rising = [f"{name} (N = {n})" for (name, n), r in gains if r["last_gain"] > FLAT]
+    verdict = (
+        f"Still rising (more than {FLAT} over the last interval): {'; '.join(rising)}: at that "
+        "N the comparison is of these budgets, not of converged training."
+        if rising
+        else "Every one of these curves has flattened."
+    )
+    return (
+        "Validation SSIM gained over each curve's last interval: "
+        + "; ".join(parts)
+        + (f". {verdict}")
+    )
 
 
 def _verdict(stat: dict) -> str:

@@ -250,6 +250,14 @@ def baseline_row(name: str, row: Row, data: Path, out: Path) -> dict[str, Any]:
 
 
 # --- aggregation ---------------------------------------------------------------------
+def data_grid(data: Path) -> tuple[tuple[int, int], int]:
+    """The k-space grid (H, W) and coil count of the set's first training volume."""
+    from kspace_mim.data.mri_data import inspect_volumes, list_h5
+
+    volume = inspect_volumes(list_h5(split_folders(data, "multicoil")["train"]), "multicoil")[0][0]
+    return tuple(volume.shape[-2:]), volume.num_coils
+
+
 def flops_per_step(row: Row, grid: tuple[int, int], coils: int) -> float | None:
     """Training FLOPs of one step at batch 1 on the data's grid (``bench train``'s count)."""
     from kspace_mim.bench.train import train_step_rate
@@ -481,10 +489,7 @@ def make_results(
     table (docs/results.md, README) and the curves in ``root`` (the repository)."""
     root, data, out_dir = _locations(root, data, out_dir, "results")
     names = rows or tuple(ROWS)
-    from kspace_mim.data.mri_data import inspect_volumes, list_h5
-
-    volume = inspect_volumes(list_h5(split_folders(data, "multicoil")["train"]), "multicoil")[0][0]
-    grid, coils = tuple(volume.shape[-2:]), volume.num_coils
+    grid, coils = data_grid(data)
     runs: list[dict] = []
     start = time.perf_counter()
     for name in names:
