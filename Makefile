@@ -8,7 +8,8 @@ SYNTH_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test train data results results-label bench parity lint clean mutation
+.PHONY: install test test-slurm wheel-check docs train data results results-label bench parity \
+	lint clean mutation
 
 install: $(STAMP)
 
@@ -17,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -m pip install --quiet -e '.[dev,optuna,docs]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import kspace_mim, fastmri, timm, lightning, hydra"
 	touch $(STAMP)
 
@@ -76,6 +77,23 @@ parity: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The SLURM tests on a one-node cluster of this machine: installs Debian's SLURM if missing
+# (root; otherwise a skip message), starts munge, slurmctld and slurmd, runs tests/slurm,
+# stops the daemons it started. Under CI=true a skip is a failure.
+test-slurm: install
+	KSPACE_MIM_SLURM_TESTS=1 .ci/slurm-cluster $(BIN)/python -m pytest tests/slurm -p no:nbmake -o addopts="" -ra \
+		--timeout=900 $(PYTEST_ARGS)
+
+# The package as a user installs it: a wheel, alone in a fresh virtual environment, trained
+# from an empty folder (.ci/wheel-check).
+wheel-check: install
+	PYTHON=$(BIN)/python .ci/wheel-check
+
+# The documentation site (site/); --strict fails on a broken link or a missing page.
+docs: install
+	$(BIN)/python -m kspace_mim.docs_reference docs/reference/configuration.md
+	$(BIN)/mkdocs build --strict
 
 # Mutation proof of the tests behind the README's promises (not part of make test): each
 # mutation breaks one behaviour and its tests must fail (tests/mutations.py).

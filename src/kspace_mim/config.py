@@ -9,13 +9,15 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-# conf/ sits at the repository root (docs/design.md); an editable install finds it here.
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The configs ship inside the package (package data), so an editable install, a wheel and
+# ``pip install git+...`` all find them beside this file.
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def project_root() -> str:
-    """The repository root (``KSPACE_MIM_ROOT`` wins), so runs work from any directory."""
-    return os.environ.get("KSPACE_MIM_ROOT", str(CONFIG_DIR.parent))
+    """Where data and outputs live by default: ``KSPACE_MIM_ROOT``, else the current
+    directory (an installed package has no repository root to write into)."""
+    return os.environ.get("KSPACE_MIM_ROOT", os.getcwd())
 
 
 def make_dir(path: str) -> str:
@@ -58,6 +60,28 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("kspace_mim_wandb_offline", wandb_offline)
     if not OmegaConf.has_resolver("kspace_mim_mkdir"):
         OmegaConf.register_new_resolver("kspace_mim_mkdir", make_dir)
+
+
+# Registered on import: every entry point, a submitit job unpickling its task and a notebook
+# that imports the package resolve the same configs.
+register_resolvers()
+
+# Plugins that live in an optional extra: the override that needs one, and the extra.
+EXTRAS = {"hydra_plugins.hydra_optuna_sweeper": ("hparams_search=optuna", "optuna")}
+
+
+def require_extras(overrides: Sequence[str]) -> None:
+    """Exit with one line naming the extra to install when an override needs a plugin
+    that is not installed (Hydra alone would say only that a config group is missing)."""
+    import importlib.util
+
+    for module, (override, extra) in EXTRAS.items():
+        if any(arg.lstrip("+~") == override for arg in overrides):
+            if importlib.util.find_spec(module) is None:
+                raise SystemExit(
+                    f"error: {override} needs the Optuna sweeper: "
+                    f"pip install 'kspace_mim[{extra}]'"
+                )
 
 
 def compose(

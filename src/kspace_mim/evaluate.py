@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from kspace_mim.config import CONFIG_DIR, register_resolvers
+from kspace_mim.config import CONFIG_DIR
 from kspace_mim.metrics import evaluate_folders
 from kspace_mim.utils import print_table
 
@@ -55,5 +55,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    register_resolvers()
     main()

@@ -21,7 +21,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from kspace_mim.config import CONFIG_DIR, register_resolvers
+from kspace_mim.config import CONFIG_DIR
 from kspace_mim.data.mri_data import Volume
 from kspace_mim.data.transforms import KspaceTransform
 from kspace_mim.inference import eval_augmentation, reconstruct_folder
@@ -118,5 +118,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    register_resolvers()
     main()

@@ -10,6 +10,7 @@ sweeps: :mod:`kspace_mim.jobs`.
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kspace_mim.callbacks import instantiate_callbacks
 from kspace_mim.checkpoint_io import AtomicCheckpointIO
-from kspace_mim.config import CONFIG_DIR, register_resolvers
+from kspace_mim.config import CONFIG_DIR, require_extras
 from kspace_mim.data.datamodule import FastMRIDataModule
 from kspace_mim.jobs import relaunch_this_job_only, run_job
 from kspace_mim.loggers import build_logger
@@ -112,8 +113,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
+    resumed = None
     if model.trainable and not cfg.eval_only:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        ckpt_path = cfg.ckpt_path or restart_checkpoint(run_dir)
+        if ckpt_path:
+            resumed = {"checkpoint": str(ckpt_path), "step": checkpoint_step(str(ckpt_path))}
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # The final state, whatever the validation / checkpoint cadence was.
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
         chosen = best_checkpoint(callbacks)
@@ -135,12 +140,35 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     metrics = {
         **results["val"],
         "selected_on": "val" if model.trainable and not cfg.eval_only else None,
+        "resumed_from": resumed,
+        # How the run was spread: processes and who started them (SLURM's srun, Lightning's
+        # own launcher, a single process).
+        "world_size": trainer.world_size,
+        "cluster_environment": type(trainer.strategy.cluster_environment).__name__
+        if getattr(trainer.strategy, "cluster_environment", None) is not None
+        else None,
         **({"test": results["test"]} if "test" in results else {}),
     }
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         print_metrics_table(results, title=f"{type(model).__name__} — {run_dir}")
     return metrics
+
+
+def restart_checkpoint(run_dir: Path) -> Path | None:
+    """``last.ckpt`` of this run directory when the job has run here before (a SLURM
+    requeue, a pre-empted or timed-out job restarted by submitit), else None.
+
+    A run directory belongs to one run (microsecond names; a sweep job keeps its own), so
+    a checkpoint already in it can only be this job's own: resuming from it continues the
+    run at its step instead of training again from step 0.
+    """
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    if rank_zero_only.rank == 0:
+        print(f"resuming from {last} (this run directory's own checkpoint)", file=sys.stderr)
+    return last
 
 
 def checkpoint_step(path: str | None) -> int | None:
@@ -161,7 +189,7 @@ def best_checkpoint(callbacks: list) -> str | None:
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> float:
+def train(cfg: DictConfig) -> float:
     relaunch_this_job_only()
     if rank_zero_only.rank == 0:
         print_config_tree(cfg)
@@ -169,6 +197,11 @@ def main(cfg: DictConfig) -> float:
     return float(metrics[cfg.optimized_metric.split("/", 1)[1]])
 
 
+def main() -> None:
+    """``python -m kspace_mim.train`` / ``kspace-mim-train``: the Hydra command line."""
+    require_extras(sys.argv[1:])
+    train()
+
+
 if __name__ == "__main__":
-    register_resolvers()
     main()

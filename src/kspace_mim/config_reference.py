@@ -1,0 +1,181 @@
+"""The configuration reference, generated from the shipped configs:
+``python -m kspace_mim.config_reference [OUT.md]``.
+
+Every config group (a folder of ``conf/``), every option in it (a YAML file) and every key
+with its default and its meaning: the comment on the key's line, else the comment lines
+just above it, else the argument of the option's ``_target_`` it sets. The option's
+leading comment block is its description. Written by hand: OmegaConf and PyYAML drop
+comments, and the comments are where the configs explain themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kspace_mim.config import CONFIG_DIR
+
+# `key: value  # comment` at any indentation; the value may be empty (a mapping follows).
+KEY = re.compile(
+    r"^(?P<indent> *)(?P<key>[A-Za-z_][\w.@/-]*):(?P<value>[^#]*?)\s*(?:#\s?(?P<note>.*))?$"
+)
+# The configs read first: what `python -m kspace_mim.<command>` composes.
+PRIMARY = ("train", "reconstruct", "evaluate")
+
+
+@dataclass
+class Key:
+    """One key of an option: dotted path, default as written, meaning."""
+
+    path: str
+    default: str
+    meaning: str
+
+
+@dataclass
+class Option:
+    """One YAML file: its group, name, description and keys."""
+
+    group: str
+    name: str
+    description: str
+    keys: list[Key] = field(default_factory=list)
+    target: str | None = None
+
+
+def parse_option(path: Path, root: Path = CONFIG_DIR) -> Option:
+    """Read one YAML file of ``root`` with its comments."""
+    group = path.parent.relative_to(root).as_posix()
+    option = Option(group="" if group == "." else group, name=path.stem, description="")
+    lines = path.read_text().splitlines()
+    header: list[str] = []
+    body_start = 0
+    for body_start, line in enumerate(lines):  # noqa: B007 (the index is used after the loop)
+        if not line.startswith("#"):
+            break
+        if not line.startswith("# @package"):
+            header.append(line.lstrip("#").strip())
+    else:
+        body_start = len(lines)
+    option.description = " ".join(h for h in header if h)
+
+    parents: list[tuple[int, str]] = []  # (indent, key) of the mappings we are inside
+    pending: list[str] = []  # comment lines above the next key
+    items: dict[str, list[str]] = {}  # list entries (the defaults list) by their key
+    for line in lines[body_start:]:
+        stripped = line.strip()
+        if not stripped:
+            pending = []
+            continue
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("#").strip())
+            continue
+        if stripped.startswith("- ") and parents:
+            entry = stripped[2:].split(" #")[0].strip()
+            items.setdefault(".".join(k for _, k in parents), []).append(entry)
+            pending = []
+            continue
+        match = KEY.match(line)
+        if match is None:
+            pending = []
+            continue
+        indent = len(match["indent"])
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        dotted = ".".join([*(k for _, k in parents), match["key"]])
+        value = match["value"].strip()
+        meaning = (match["note"] or " ".join(pending)).strip()
+        pending = []
+        if dotted == "_target_":
+            option.target = value
+        if value:
+            option.keys.append(Key(dotted, value, meaning))
+        else:  # a mapping or a list follows
+            parents.append((indent, match["key"]))
+            option.keys.append(Key(dotted, "", meaning))
+    for key in option.keys:
+        if key.path in items:
+            key.default = "[" + ", ".join(items[key.path]) + "]"
+    # A mapping without a comment of its own says nothing its keys do not.
+    option.keys = [k for k in option.keys if k.default or k.meaning]
+    return option
+
+
+def options(root: Path = CONFIG_DIR) -> list[Option]:
+    """Every YAML under ``root``: primary configs first, then the groups alphabetically."""
+    found = [parse_option(p, root) for p in sorted(root.rglob("*.yaml"))]
+    rank = {name: i for i, name in enumerate(PRIMARY)}
+    return sorted(found, key=lambda o: (o.group != "", rank.get(o.name, 99), o.group, o.name))
+
+
+def groups(root: Path = CONFIG_DIR) -> list[str]:
+    """The config groups (folders holding YAML files), e.g. ``encoder``, ``hydra/launcher``."""
+    return sorted({o.group for o in options(root) if o.group})
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(root: Path = CONFIG_DIR) -> str:
+    """The reference page: one section per group, one table per option."""
+    all_options = options(root)
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the configs inside the package (`src/kspace_mim/conf/`) by",
+        "`python -m kspace_mim.config_reference docs/reference/configuration.md`; do not edit.",
+        "Choose an option with `group=option` on the command line, set a key with",
+        "`key=value` (a group's keys live under the group's name, e.g. `data.batch_size=8`;",
+        "`# @package _global_` options such as `recipe` and `experiment` set keys anywhere).",
+        "",
+        "Groups: "
+        + ", ".join(f"[`{g}`](#{g.replace('/', '')})" for g in groups(root))
+        + ".",
+        "",
+    ]
+    current = None
+    for option in all_options:
+        if option.group != current:
+            current = option.group
+            title = f"`{current}`" if current else "Primary configs"
+            anchor = current.replace("/", "") if current else "primary-configs"
+            out += [f"## {title} {{#{anchor}}}", ""]
+        name = f"{option.group}={option.name}" if option.group else f"{option.name}.yaml"
+        out += [f"### `{name}`", ""]
+        if option.description:
+            out += [option.description, ""]
+        rows = [k for k in option.keys if k.path != "_target_"]
+        if option.target:
+            out += [f"Builds `{option.target}`.", ""]
+        if rows:
+            out += ["| key | default | meaning |", "|---|---|---|"]
+            for key in rows:
+                meaning = key.meaning or (
+                    f"argument of `{option.target}`" if option.target else ""
+                )
+                default = f"`{_cell(key.default)}`" if key.default else ""
+                out.append(f"| `{key.path}` | {default} | {_cell(meaning)} |")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m kspace_mim.config_reference", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("out", nargs="?", type=Path, help="Markdown file (default: stdout)")
+    args = parser.parse_args(argv)
+    text = markdown()
+    if args.out is None:
+        print(text, end="")
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"wrote {args.out} ({len(options())} options in {len(groups())} groups)")
+
+
+if __name__ == "__main__":
+    main()
