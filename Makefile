@@ -92,7 +92,7 @@ wheel-check: install
 
 # The documentation site (site/); --strict fails on a broken link or a missing page.
 docs: install
-	$(BIN)/python -m kspace_mim.docs_reference docs/reference/configuration.md
+	$(BIN)/python -m kspace_mim.config_reference docs/reference/configuration.md
 	$(BIN)/mkdocs build --strict
 
 # Mutation proof of the tests behind the README's promises (not part of make test): each

@@ -62,3 +62,77 @@ def test_slurm_launcher_composes_and_job_pickles():
 
     assert pickle.loads(pickle.dumps(train_module.main)) is train_module.main
     assert pickle.loads(pickle.dumps(jobs.run_job)) is jobs.run_job
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [1, 0])
+def test_a_killed_ddp_rank_ends_the_run_and_last_ckpt_resumes_it(
+    env, tmp_path, train_command, rank
+):
+    """``kill -9`` of one of two ``ddp_cpu`` processes mid-run: the whole run ends with a
+    non-zero status within a bounded time (no rank left waiting in a collective), and
+    ``ckpt_path=<last.ckpt>`` continues it at its step."""
+    import subprocess
+    import time
+
+    import psutil
+    import torch
+
+    run_dir = tmp_path / "run"
+    tiny = [
+        "trainer=ddp_cpu",
+        "encoder.size=tiny",
+        "data.batch_size=1",
+        "trainer.max_epochs=-1",
+        "trainer.check_val_every_n_epoch=1000",
+        "trainer.enable_progress_bar=false",
+        "checkpoint.every_n_train_steps=2",
+    ]
+    command = train_command(*tiny, "trainer.max_steps=2000", f"hydra.run.dir={run_dir}")
+    launcher = subprocess.Popen(
+        command, env=env, cwd=env["root"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ranks: list[psutil.Process] = [psutil.Process(launcher.pid)]
+    try:
+        deadline = time.monotonic() + 300
+        while not last.is_file() or len(ranks) < 2:
+            assert launcher.poll() is None, launcher.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            ranks = [ranks[0], *ranks[0].children()]  # rank 1: started by Lightning
+            time.sleep(0.2)
+        victim, survivor = (ranks[1], ranks[0]) if rank == 1 else (ranks[0], ranks[1])
+        victim.kill()  # SIGKILL: no handler, no checkpoint, no goodbye
+        survivor.wait(timeout=120)  # psutil.TimeoutExpired here: a rank left hanging
+        assert launcher.wait(timeout=30) != 0
+    finally:
+        for process in ranks:
+            if process.is_running():
+                process.kill()
+        launcher.wait()
+    if rank == 1:
+        status = json.loads((run_dir / "status.json").read_text())
+        assert status["status"] == "failed"
+
+    step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert step >= 2
+    resumed_dir = tmp_path / "resumed"
+    result = subprocess.run(
+        train_command(
+            *tiny,
+            f"trainer.max_steps={step + 4}",
+            f"ckpt_path={last}",
+            f"hydra.run.dir={resumed_dir}",
+        ),
+        env=env,
+        cwd=env["root"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((resumed_dir / "metrics.json").read_text())
+    assert metrics["resumed_from"] == {"checkpoint": str(last), "step": step}
+    assert metrics["world_size"] == 2
+    final = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert final["global_step"] == step + 4

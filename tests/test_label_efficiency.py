@@ -80,14 +80,22 @@ def test_label_efficiency_curve_is_generated(tmp_path):
     assert compare(scratch["volumes"], row["volumes"])["ssim"]["mean_difference"] == pytest.approx(
         row["ssim"] - scratch["ssim"]
     )
+    page = (docs / "label_efficiency.md").read_text()
+    for (name, n), r in got.items():
+        assert f"| {n} | {name} | {r['test']['ssim']:.4f} |" in page
+    assert "Every comparison: N = 0: SSDU alone is" in page and "zero-filling" in page
+    assert "against from scratch at the same total steps: significantly better at N =" in page
+    assert "Validation SSIM gained over each curve's last interval: SSDU alone (N = 0)" in page
+    assert "; N = 1: " in page
+    # The README carries the short form: the label-free rows against the equal-steps control.
     readme = (tmp_path / "README.md").read_text()
     assert "old" not in readme and readme.endswith("end\n")
-    for (name, n), r in got.items():
-        assert f"| {n} | {name} | {r['test']['ssim']:.4f} |" in readme
-    assert "Every comparison: N = 0: SSDU alone is" in readme and "zero-filling" in readme
-    assert "against from scratch at the same total steps: significantly better at N =" in readme
-    assert "Validation SSIM gained over each curve's last interval: SSDU alone (N = 0)" in readme
-    assert "; N = 1: " in readme and (docs / "label_efficiency.png").stat().st_size > 0
+    assert "| N labelled | from scratch, equal total steps | SSDU, then fine-tuned |" in readme
+    total = got[(le.SCRATCH_TOTAL, 1)]["test"]["ssim"]
+    ssdu = got[(le.tuned("ssdu"), 1)]["test"]["ssim"]
+    assert f"| 1 | {total:.4f} | {ssdu:.4f} (" in readme
+    assert "(docs/label_efficiency.md)" in readme
+    assert (docs / "label_efficiency.png").stat().st_size > 0
     # The label-free variants: the default shares its run with the curve's pre-training.
     before = (pre / "ssdu" / "seed0" / "train" / "metrics.json").stat().st_mtime_ns
     variants = {

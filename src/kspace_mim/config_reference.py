@@ -115,8 +115,13 @@ def groups(root: Path = CONFIG_DIR) -> list[str]:
     return sorted({o.group for o in options(root) if o.group})
 
 
+def _text(text: str) -> str:
+    """Comment text as Markdown: brackets stay brackets (not link references)."""
+    return text.replace("[", "\\[").replace("]", "\\]")
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _text(text).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown(root: Path = CONFIG_DIR) -> str:
@@ -146,7 +151,7 @@ def markdown(root: Path = CONFIG_DIR) -> str:
         name = f"{option.group}={option.name}" if option.group else f"{option.name}.yaml"
         out += [f"### `{name}`", ""]
         if option.description:
-            out += [option.description, ""]
+            out += [_text(option.description), ""]
         rows = [k for k in option.keys if k.path != "_target_"]
         if option.target:
             out += [f"Builds `{option.target}`.", ""]

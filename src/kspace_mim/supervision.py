@@ -252,7 +252,7 @@ class SSDU(HeldOut):
             probability from a 2-D Gaussian centred on k = 0, std = (n - 1) / std_scale
             per axis) or "uniform" (every selectable acquired sample alike).
         std_scale: the Gaussian's width divisor (SSDU: 4).
-        Others: :class:`HeldOut`.
+        **held_out: the arguments of :class:`HeldOut`.
     """
 
     name = "ssdu"
@@ -315,7 +315,8 @@ class MaskedModeling(HeldOut):
     Args:
         patch_size: the mask's patch side in k-space samples.
         ratio: share of the patches hidden.
-        Others: :class:`HeldOut` (default ``resample: step``: SimMIM draws every step).
+        resample: as :class:`HeldOut`'s, but ``step`` by default (SimMIM draws every step).
+        **held_out: the other arguments of :class:`HeldOut`.
     """
 
     name = "mim"

@@ -77,8 +77,11 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 
 
-def write_generated(root: Path, name: str, title: str, command: str, text: str) -> Path:
-    """Write ``docs/<name>.md`` and replace the README's ``name`` section with ``text``.
+def write_generated(
+    root: Path, name: str, title: str, command: str, text: str, readme_text: str | None = None
+) -> Path:
+    """Write ``docs/<name>.md`` and replace the README's ``name`` section, where it has
+    one, with ``readme_text`` (default: ``text``; the README carries short forms).
 
     Generated sections are never edited by hand: the command that made them is named.
     """
@@ -93,5 +96,5 @@ def write_generated(root: Path, name: str, title: str, command: str, text: str) 
     if start in content and end in content:
         head, rest = content.split(start, 1)
         _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{text}{end}{tail}")
+        readme.write_text(f"{head}{start}\n{readme_text or text}{end}{tail}")
     return page

@@ -77,20 +77,19 @@ def finish(process: subprocess.Popen, sweep: Path, timeout: float = WAIT_S) -> s
 
 
 def slurm_job_ids(sweep: Path) -> set[str]:
-    """The SLURM job ids submitit used for a sweep (one folder each under .submitit)."""
-    return {p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()}
+    """The SLURM ids of a sweep's jobs (``<array>_<task>`` for a job array): submitit
+    keeps a folder per job under .submitit, with the job it pickled."""
+    return {p.parent.name for p in (sweep / ".submitit").glob("*/*_submitted.pkl")}
 
 
-def test_multirun_of_two_jobs_goes_through_sbatch_and_is_reported(
-    env, tmp_path, train_command
-):
+def test_multirun_of_two_jobs_goes_through_sbatch_and_is_reported(env, tmp_path, train_command):
     sweep = tmp_path / "sweep"
     command = train_command(
         "-m", *LAUNCHER, *TINY, "trainer.max_steps=3", "seed=0,1", f"hydra.sweep.dir={sweep}"
     )
     finish(launch(command, env), sweep)
 
-    assert len(slurm_job_ids(sweep)) == 2  # two sbatch submissions
+    assert len(slurm_job_ids(sweep)) == 2  # two SLURM jobs (one array)
     for job in ("0", "1"):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
         assert metrics["num_volumes"] == 2 and 0 < metrics["ssim"] <= 1
@@ -109,9 +108,7 @@ def test_multirun_of_two_jobs_goes_through_sbatch_and_is_reported(
     assert (sweep / "report.md").read_text().count("finished") == 2
 
 
-def test_requeued_job_resumes_from_its_last_checkpoint_at_its_step(
-    env, tmp_path, train_command
-):
+def test_requeued_job_resumes_from_its_last_checkpoint_at_its_step(env, tmp_path, train_command):
     sweep = tmp_path / "sweep"
     steps = 400
     command = train_command(
@@ -119,6 +116,7 @@ def test_requeued_job_resumes_from_its_last_checkpoint_at_its_step(
         *LAUNCHER,
         *TINY,
         f"trainer.max_steps={steps}",
+        "trainer.max_epochs=-1",
         "trainer.check_val_every_n_epoch=1000",
         "checkpoint.every_n_train_steps=5",
         f"hydra.sweep.dir={sweep}",

@@ -68,9 +68,10 @@ class FastMRIDataModule(L.LightningDataModule):
     """fastMRI volumes from folders; the mask and grid of the config.
 
     Args:
-        train_path, val_path, test_path: folders of ``.h5`` volumes. With no
-            ``val_path`` the train folder is split by volume (``val_fraction``,
-            the paper's 80/20). ``test_path`` may hold challenge files (own masks).
+        train_path: the folder of ``.h5`` training volumes.
+        val_path: the validation folder; with none the train folder is split by volume
+            (``val_fraction``, the paper's 80/20).
+        test_path: the test folder; it may hold challenge files (their own masks).
         challenge: "singlecoil" or "multicoil".
         mask: a mask from :mod:`kspace_mim.data.masks`, random in training and
             seeded by file name in validation / test.
@@ -87,12 +88,13 @@ class FastMRIDataModule(L.LightningDataModule):
         synthetic_root: the folder of the embedded synthetic data set. A configured
             folder ``<synthetic_root>/<challenge>_<split>`` that is missing is written
             on first use; any other missing folder is an error.
-        split, split_file: a benchmark split (``val99_test100``, shipped; or any JSON with
-            ``val_list`` / ``test_list``): validation on the ``val_list`` files of
-            ``val_path``, test on the ``test_list`` files of ``test_path`` (default
-            ``<split_dir>/test``, masked by ``python -m kspace_mim.data.split``). Listed
-            files that are missing are named. Validation then draws the protocol's
-            masks (fastMRI's test set: random 4x / 8x, seeded by file name).
+        split: a benchmark split (``val99_test100``, shipped); validation on the
+            ``val_list`` files of ``val_path``, test on the ``test_list`` files of
+            ``test_path`` (default ``<split_dir>/test``, masked by
+            ``python -m kspace_mim.data.split``). Listed files that are missing are named.
+            Validation then draws the protocol's masks (fastMRI's test set: random 4x /
+            8x, seeded by file name).
+        split_file: any JSON with ``val_list`` / ``test_list`` instead of ``split``.
         split_dir: where ``python -m kspace_mim.data.split`` wrote the split.
         train_volumes: train on the first N volumes of the train folder only (sorted by
             name; label-efficient studies), None: all.
@@ -102,11 +104,12 @@ class FastMRIDataModule(L.LightningDataModule):
         adjacent_slices: N neighbours on either side of each slice, stacked as extra
             coils (2N + 1 slices, the edge slice repeated at a volume's ends), for the
             models whose denoiser sees images; the target stays the middle slice's.
-        grid, readout: the model grid (:func:`kspace_mim.data.transforms.model_grid`):
+        grid: the model grid (:func:`kspace_mim.data.transforms.model_grid`):
             "square" (``crop_size`` x ``crop_size``, both axes cropped before masking) or
-            "native" (the file's own k-space, masks with its padding columns excluded,
-            the readout oversampling kept or cropped; only the image is cropped).
-            Training batches hold slices of one grid and one coil count.
+            "native" (the file's own k-space, masks with its padding columns excluded;
+            only the image is cropped). Training batches hold slices of one grid and one
+            coil count.
+        readout: on the native grid, "keep" the readout oversampling or "crop" it.
     """
 
     def __init__(
@@ -115,7 +118,7 @@ class FastMRIDataModule(L.LightningDataModule):
         val_path: str | None = None,
         test_path: str | None = None,
         challenge: str = "multicoil",
-        mask=None,
+        mask: CartesianMask | None = None,
         crop_size: int | None = None,
         virtual_coils: int | None = None,
         augmentation: Augmentation | None = None,

@@ -346,8 +346,9 @@ class KspaceTransform:
             the workers do the FFTs in parallel with the training step.
         adjacent_slices: N > 0 for k-space read with N neighbours on either side
             (``SliceDataset(adjacent_slices=N)``); one mask for the whole stack.
-        grid, readout: the model grid (:func:`model_grid`): "square" (``crop_size``) or
+        grid: the model grid (:func:`model_grid`): "square" (``crop_size``) or
             "native" (the file's own width, padding columns never sampled).
+        readout: on the native grid, "keep" the 2x readout oversampling or "crop" it.
     """
 
     def __init__(

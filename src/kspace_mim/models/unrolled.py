@@ -133,7 +133,10 @@ class Unrolled(nn.Module):
         checkpointing: recompute each cascade in the backward pass (activation memory of
             one cascade instead of all: a 640x368 15-coil knee slice on one GPU).
         size: preset of the first estimate and of a Swin / ViT denoiser.
-        chans, pools: the U-Net denoiser's; sens_chans, sens_pools: the sensitivity U-Net's.
+        chans: channels of the U-Net denoiser's first level.
+        pools: pooling levels of the U-Net denoiser.
+        sens_chans: channels of the sensitivity U-Net's first level.
+        sens_pools: pooling levels of the sensitivity U-Net.
         patch_size: patch size of the SimMIM networks.
         slices: slices per input stack (adjacent slices stacked as coils, slice by slice:
             ``num_coils`` is slices x coils). Sensitivity maps and data consistency are per

@@ -13,11 +13,15 @@ class SimMIMModule(ReconstructionModule):
     """SimMIM-Swin / SimMIM-ViT.
 
     Args:
-        family: "swin" or "vit". domain: "kspace" (the paper's: the encoder sees
-            acquired k-space, mask tokens where nothing was acquired) or "image"
-            (the zero-filled coil images; masking still happens in k-space).
+        family: "swin" or "vit".
+        domain: "kspace" (the paper's: the encoder sees acquired k-space, mask tokens
+            where nothing was acquired) or "image" (the zero-filled coil images; masking
+            still happens in k-space).
         compile: ``torch.compile`` the real-valued network (never the complex FFTs).
-        Other arguments: see :class:`kspace_mim.models.simmim.SimMIM`.
+
+    The network's arguments are :class:`kspace_mim.models.simmim.SimMIM`'s; ``loss``,
+    ``optim``, ``data``, ``on_nonfinite`` and ``supervision`` are every module's
+    (:class:`kspace_mim.modules.base.ReconstructionModule`).
     """
 
     varying_coils = False  # every coil is a pair of input channels
