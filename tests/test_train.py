@@ -123,6 +123,24 @@ def test_resume_continues_at_the_same_step(overfit_dir, tmp_path, train_log):
     assert steps.min() == 4 and steps.max() == 5  # epoch 3 only: 2 steps per epoch
 
 
+def test_a_restarted_job_resumes_from_its_own_run_directory(overfit_dir, tmp_path):
+    """What a requeued SLURM job does: the same job runs again in its own directory; with
+    ckpt_path unset it continues from that directory's last.ckpt at its step."""
+    fresh = run(compose(overrides(overfit_dir, "trainer.max_epochs=1")), tmp_path / "job")
+    assert fresh["resumed_from"] is None and fresh["world_size"] == 1
+    last = tmp_path / "job" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 2
+    again = run(compose(overrides(overfit_dir, "trainer.max_epochs=2")), tmp_path / "job")
+    assert again["resumed_from"] == {"checkpoint": str(last), "step": 2}
+    assert torch.load(last, weights_only=False)["global_step"] == 4  # 2 more, not 4
+    # An explicit ckpt_path wins over the directory's own.
+    other = run(
+        compose(overrides(overfit_dir, "trainer.max_epochs=3", f"ckpt_path={last}")),
+        tmp_path / "other",
+    )
+    assert other["resumed_from"] == {"checkpoint": str(last), "step": 4}
+
+
 def test_pretrain_then_finetune(overfit_dir, tmp_path):
     pre = compose(
         overrides(overfit_dir, "mask=random0.6", "trainer.max_steps=2", "encoder.domain=kspace")

@@ -161,7 +161,8 @@ def markdown(root: Path = CONFIG_DIR) -> str:
                 meaning = key.meaning or (
                     f"argument of `{option.target}`" if option.target else ""
                 )
-                default = f"`{_cell(key.default)}`" if key.default else ""
+                # a code span: brackets stay literal there, only the table's pipe escapes
+                default = "`" + key.default.replace("|", "\\|") + "`" if key.default else ""
                 out.append(f"| `{key.path}` | {default} | {_cell(meaning)} |")
             out.append("")
     return "\n".join(out).rstrip() + "\n"
