@@ -31,6 +31,41 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
+        "a restarted job starts again from step 0",
+        "train.py",
+        "        ckpt_path = cfg.ckpt_path or restart_checkpoint(run_dir)",
+        "        ckpt_path = cfg.ckpt_path",
+        ("tests/test_train.py::test_a_restarted_job_resumes_from_its_own_run_directory",),
+    ),
+    Mutation(
+        "data and outputs under the repository, not the current folder",
+        "config.py",
+        '    return os.environ.get("KSPACE_MIM_ROOT", os.getcwd())',
+        '    return os.environ.get("KSPACE_MIM_ROOT", str(CONFIG_DIR.parents[2]))',
+        ("tests/test_package.py::test_data_and_outputs_default_to_the_current_folder",),
+    ),
+    Mutation(
+        "a missing extra goes unnamed",
+        "config.py",
+        "            if importlib.util.find_spec(module) is None:",
+        "            if False:",
+        ("tests/test_package.py::test_a_search_without_its_extra_names_the_extra",),
+    ),
+    Mutation(
+        "the configuration reference drops the comments above a key",
+        "config_reference.py",
+        '        meaning = (match["note"] or " ".join(pending)).strip()',
+        '        meaning = (match["note"] or "").strip()',
+        ("tests/test_package.py::test_configuration_reference_lists_every_group_option_and_key",),
+    ),
+    Mutation(
+        "the README's lead table compares with the wrong control",
+        "label_efficiency.py",
+        "reference = (SCRATCH_TOTAL, n) if n else (ZERO_FILLED, 0)",
+        "reference = (SCRATCH, n) if n else (ZERO_FILLED, 0)",
+        ("tests/test_label_efficiency.py::test_label_efficiency_curve_is_generated",),
+    ),
+    Mutation(
         "no checkpoint on SIGTERM",
         "callbacks.py",
         '        if isinstance(exception, INTERRUPTS) and trainer.state.fn == "fit":',
@@ -54,8 +89,8 @@ MUTATIONS = (
     Mutation(
         "resume unpickles anything",
         "train.py",
-        "trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)",
-        "trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)",
+        "trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)",
+        "trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)",
         ("tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload[ckpt_path]",),
     ),
     Mutation(

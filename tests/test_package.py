@@ -85,6 +85,8 @@ def test_configuration_reference_lists_every_group_option_and_key():
     # a key's default and its comment (inline here), nested keys dotted
     assert "| `encoder_stride` | `null` | null: the real downsampling, patch_size" in text
     assert "| `model.init_from` | `null` | a checkpoint to start from" in text
+    # ... or the comment lines just above it
+    assert "| `optimized_metric` | `val/ssim` | What a sweep optimises" in text
     # a key without a comment of its own: the argument of the option's _target_
     assert "| `accelerator` | `auto` | argument of `lightning.Trainer` |" in text
     # the defaults list, and brackets that are not Markdown links
