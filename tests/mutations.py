@@ -31,6 +31,13 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
+        "the resumed step is read from an untrusted checkpoint unsafely",
+        "train.py",
+        'return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])',
+        'return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])',
+        ("tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload[ckpt_path]",),
+    ),
+    Mutation(
         "a restarted job starts again from step 0",
         "train.py",
         "        ckpt_path = cfg.ckpt_path or restart_checkpoint(run_dir)",

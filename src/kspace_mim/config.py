@@ -79,8 +79,7 @@ def require_extras(overrides: Sequence[str]) -> None:
         if any(arg.lstrip("+~") == override for arg in overrides):
             if importlib.util.find_spec(module) is None:
                 raise SystemExit(
-                    f"error: {override} needs the Optuna sweeper: "
-                    f"pip install 'kspace_mim[{extra}]'"
+                    f"error: {override} needs the Optuna sweeper: pip install 'kspace_mim[{extra}]'"
                 )
 
 

@@ -136,9 +136,7 @@ def markdown(root: Path = CONFIG_DIR) -> str:
         "`key=value` (a group's keys live under the group's name, e.g. `data.batch_size=8`;",
         "`# @package _global_` options such as `recipe` and `experiment` set keys anywhere).",
         "",
-        "Groups: "
-        + ", ".join(f"[`{g}`](#{g.replace('/', '')})" for g in groups(root))
-        + ".",
+        "Groups: " + ", ".join(f"[`{g}`](#{g.replace('/', '')})" for g in groups(root)) + ".",
         "",
     ]
     current = None
@@ -158,9 +156,7 @@ def markdown(root: Path = CONFIG_DIR) -> str:
         if rows:
             out += ["| key | default | meaning |", "|---|---|---|"]
             for key in rows:
-                meaning = key.meaning or (
-                    f"argument of `{option.target}`" if option.target else ""
-                )
+                meaning = key.meaning or (f"argument of `{option.target}`" if option.target else "")
                 # a code span: brackets stay literal there, only the table's pipe escapes
                 default = "`" + key.default.replace("|", "\\|") + "`" if key.default else ""
                 out.append(f"| `{key.path}` | {default} | {_cell(meaning)} |")

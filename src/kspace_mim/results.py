@@ -1,4 +1,4 @@
-"""The README's results table, generated: ``python -m kspace_mim.results`` (``make results``).
+"""The results table (docs/results.md), generated: ``python -m kspace_mim.results`` (``make results``).
 
 The protocol (``experiment=results``; docs/design.md says why):
 
@@ -16,8 +16,9 @@ The protocol (``experiment=results``; docs/design.md says why):
   per volume) and paired statistics (:mod:`kspace_mim.compare`) against the reference
   row, fastMRI's E2E-VarNet with its published recipe.
 
-No number in the table is typed by hand: it goes to ``docs/results.md`` and into the
-README between the results markers, with the curves in ``docs/results_curves.png``.
+No number in the table is typed by hand: it goes to ``docs/results.md`` (and a README
+section between results markers, where the README has one), with the curves in
+``docs/results_curves.png``.
 """
 
 from __future__ import annotations
@@ -486,7 +487,7 @@ def make_results(
     rows: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
     """Every row of :data:`ROWS` (or ``rows``), every seed; writes the row files, the
-    table (docs/results.md, README) and the curves in ``root`` (the repository)."""
+    table (docs/results.md) and the curves in ``root`` (the repository)."""
     root, data, out_dir = _locations(root, data, out_dir, "results")
     names = rows or tuple(ROWS)
     grid, coils = data_grid(data)
@@ -598,7 +599,7 @@ def main(argv: list[str] | None = None) -> None:
     text = json.dumps({"results": runs, "machine": machine()}, indent=2)
     if args.out:
         args.out.write_text(text)
-    print(f"{len(runs)} run(s); the table is in docs/results.md and the README")
+    print(f"{len(runs)} run(s); the table is in docs/results.md")
 
 
 if __name__ == "__main__":

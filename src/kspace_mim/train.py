@@ -172,10 +172,12 @@ def restart_checkpoint(run_dir: Path) -> Path | None:
 
 
 def checkpoint_step(path: str | None) -> int | None:
-    """The optimizer step a checkpoint was written at (None without one)."""
+    """The optimizer step a checkpoint was written at (None without one). Read with
+    ``weights_only``: a resume's checkpoint may come from anywhere, and this read comes
+    before Lightning's own (safe) one."""
     if not path or not Path(path).is_file():
         return None
-    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
 
 
 def best_checkpoint(callbacks: list) -> str | None:

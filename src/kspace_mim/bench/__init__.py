@@ -4,7 +4,7 @@
   (``SliceDataset`` + ``VarNetDataTransform``) and a bare h5 read of the same slices.
 - :mod:`.train`: per encoder, training-step slices/s, peak memory, parameters, FLOPs and
   on a GPU the fraction of the card's bf16 peak; our U-Net step against a bare one.
-- :mod:`.tables`: the README's benchmark section and ``docs/bench.md`` from their JSON.
+- :mod:`.tables`: ``docs/bench.md`` (and a README section, where it has one) from their JSON.
 - :mod:`.timing`: the machine description and the interleaved, warmed-up timers.
 
 The results table (training every model) is its own command: ``python -m kspace_mim.results``.

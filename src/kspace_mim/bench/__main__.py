@@ -17,7 +17,7 @@ from kspace_mim.utils import write_generated
 
 
 def write_parity(result: dict, source: Path) -> Path:
-    """docs/parity.md and the README's parity section from ``bench parity`` JSON."""
+    """docs/parity.md (and a README section, where it has one) from ``bench parity`` JSON."""
     root = Path(project_root()).resolve()
     source = source.resolve()
     shown = source.relative_to(root) if source.is_relative_to(root) else source
