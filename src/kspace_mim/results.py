@@ -1,4 +1,4 @@
-"""The results table (docs/results.md), generated: ``python -m kspace_mim.results`` (``make results``).
+"""The results table, generated: ``python -m kspace_mim.results`` (``make results``).
 
 The protocol (``experiment=results``; docs/design.md says why):
 
