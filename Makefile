@@ -105,4 +105,4 @@ lint: install
 	$(BIN)/ruff format --check src tests notebooks
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) outputs multirun .pytest_cache site
