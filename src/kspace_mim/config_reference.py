@@ -50,16 +50,10 @@ def parse_option(path: Path, root: Path = CONFIG_DIR) -> Option:
     group = path.parent.relative_to(root).as_posix()
     option = Option(group="" if group == "." else group, name=path.stem, description="")
     lines = path.read_text().splitlines()
-    header: list[str] = []
-    body_start = 0
-    for body_start, line in enumerate(lines):  # noqa: B007 (the index is used after the loop)
-        if not line.startswith("#"):
-            break
-        if not line.startswith("# @package"):
-            header.append(line.lstrip("#").strip())
-    else:
-        body_start = len(lines)
-    option.description = " ".join(h for h in header if h)
+    # The leading comment block (not Hydra's `# @package` line) describes the option.
+    body_start = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    header = [line.lstrip("#").strip() for line in lines[:body_start]]
+    option.description = " ".join(h for h in header if h and not h.startswith("@package"))
 
     parents: list[tuple[int, str]] = []  # (indent, key) of the mappings we are inside
     pending: list[str] = []  # comment lines above the next key
