@@ -43,6 +43,13 @@ class Option:
     description: str
     keys: list[Key] = field(default_factory=list)
     target: str | None = None
+    is_global: bool = False  # `# @package _global_`: its keys are full paths
+
+    def qualified(self, key: Key) -> str:
+        """The key's full path in the composed config (``data.batch_size``)."""
+        if self.is_global or not self.group:
+            return key.path
+        return f"{self.group.replace('/', '.')}.{key.path}"
 
 
 def parse_option(path: Path, root: Path = CONFIG_DIR) -> Option:
@@ -54,6 +61,7 @@ def parse_option(path: Path, root: Path = CONFIG_DIR) -> Option:
     body_start = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
     header = [line.lstrip("#").strip() for line in lines[:body_start]]
     option.description = " ".join(h for h in header if h and not h.startswith("@package"))
+    option.is_global = "@package _global_" in header
 
     parents: list[tuple[int, str]] = []  # (indent, key) of the mappings we are inside
     pending: list[str] = []  # comment lines above the next key
@@ -98,10 +106,42 @@ def parse_option(path: Path, root: Path = CONFIG_DIR) -> Option:
 
 
 def options(root: Path = CONFIG_DIR) -> list[Option]:
-    """Every YAML under ``root``: primary configs first, then the groups alphabetically."""
+    """Every YAML under ``root``: primary configs first, then the groups alphabetically.
+
+    A key that no comment explains takes the meaning the same key has in another option
+    of its group or under the same full path elsewhere (``trainer=gpu``'s ``precision`` is
+    ``trainer=default``'s argument; ``recipe=varnet``'s ``data.batch_size`` is the data
+    group's ``batch_size``); a ``defaults`` list is what the option builds on.
+    """
     found = [parse_option(p, root) for p in sorted(root.rglob("*.yaml"))]
+    meanings: dict[str, str] = {}
+    for option in found:
+        for key in option.keys:
+            meaning = key.meaning or (f"argument of `{option.target}`" if option.target else "")
+            if meaning:
+                meanings.setdefault(option.qualified(key), meaning)
+    for option in found:
+        for key in option.keys:
+            if not key.meaning:
+                key.meaning = _implied(option, key) or meanings.get(option.qualified(key), "")
     rank = {name: i for i, name in enumerate(PRIMARY)}
     return sorted(found, key=lambda o: (o.group != "", rank.get(o.name, 99), o.group, o.name))
+
+
+def _implied(option: Option, key: Key) -> str:
+    """What a key means by its place alone: a defaults list, a ``_target_``, an argument
+    of a nested ``_target_``, a swept parameter."""
+    if key.path == "defaults":
+        return "what this option builds on (Hydra's defaults list, in order)"
+    if key.path.endswith("_target_"):
+        return "the class or function this entry builds"
+    if key.path.startswith("hydra.sweeper.params."):
+        return f"the values searched for `{key.path.removeprefix('hydra.sweeper.params.')}`"
+    parent = key.path.rpartition(".")[0]
+    targets = {k.path: k.default for k in option.keys if k.path.endswith("._target_")}
+    if f"{parent}._target_" in targets:
+        return f"argument of `{targets[parent + '._target_']}`"
+    return f"argument of `{option.target}`" if option.target and "." not in key.path else ""
 
 
 def groups(root: Path = CONFIG_DIR) -> list[str]:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from kspace_mim.report import collect
@@ -49,8 +50,22 @@ def job_logs(sweep: Path) -> str:
     return "\n".join(tails)
 
 
+LAUNCHED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_launcher_left():
+    """A test that fails half-way leaves no launcher polling the queue behind it."""
+    yield
+    while LAUNCHED:
+        process = LAUNCHED.pop()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def launch(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
+    process = subprocess.Popen(
         command,
         env=env,
         cwd=env["root"],
@@ -59,6 +74,8 @@ def launch(command: list[str], env: dict[str, str]) -> subprocess.Popen:
         text=True,
         start_new_session=True,
     )
+    LAUNCHED.append(process)
+    return process
 
 
 def finish(process: subprocess.Popen, sweep: Path, timeout: float = WAIT_S) -> str:
