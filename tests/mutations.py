@@ -31,6 +31,13 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
+        "an uncommented key of the configuration reference stays unexplained",
+        "config_reference.py",
+        'key.meaning = _implied(option, key) or meanings.get(option.qualified(key), "")',
+        "key.meaning = _implied(option, key)",
+        ("tests/test_package.py::test_every_key_of_every_option_is_explained",),
+    ),
+    Mutation(
         "the resumed step is read from an untrusted checkpoint unsafely",
         "train.py",
         'return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])',

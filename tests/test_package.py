@@ -94,6 +94,24 @@ def test_configuration_reference_lists_every_group_option_and_key():
     assert "\\[key=value ...\\]" in text
 
 
+def test_every_key_of_every_option_is_explained():
+    """A key without a comment takes its group's (or its full path's) meaning; a new key
+    that nothing explains fails here until its YAML says what it is."""
+    unexplained = [
+        f"{o.group or '.'}/{o.name}: {k.path}"
+        for o in config_reference.options()
+        for k in o.keys
+        if not k.meaning
+    ]
+    assert not unexplained
+    text = config_reference.markdown()
+    gpu = text.split("### `trainer=gpu`")[1].split("###")[0]
+    assert "| `precision` | `bf16-mixed` | argument of `lightning.Trainer` |" in gpu
+    varnet = text.split("### `recipe=varnet`")[1].split("###")[0]
+    # a global option's key: the data group's meaning of batch_size
+    assert "| `data.batch_size` | `1` | argument of `kspace_mim.data.datamodule." in varnet
+
+
 def test_the_configuration_page_is_up_to_date():
     page = ROOT / "docs" / "reference" / "configuration.md"
     assert page.read_text() == config_reference.markdown(), (
