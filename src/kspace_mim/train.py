@@ -10,6 +10,7 @@ sweeps: :mod:`kspace_mim.jobs`.
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -172,12 +173,16 @@ def restart_checkpoint(run_dir: Path) -> Path | None:
 
 
 def checkpoint_step(path: str | None) -> int | None:
-    """The optimizer step a checkpoint was written at (None without one). Read with
-    ``weights_only``: a resume's checkpoint may come from anywhere, and this read comes
-    before Lightning's own (safe) one."""
+    """The optimizer step a checkpoint was written at (None without one, or when it does
+    not load as plain tensors and values). Read with ``weights_only``: a resume's
+    checkpoint may come from anywhere, and this read comes before Lightning's own safe
+    load, which then refuses the file with its own message."""
     if not path or not Path(path).is_file():
         return None
-    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+    except pickle.UnpicklingError:
+        return None
 
 
 def best_checkpoint(callbacks: list) -> str | None:
