@@ -61,7 +61,7 @@ MUTATIONS = (
     Mutation(
         "a missing extra goes unnamed",
         "config.py",
-        "            if importlib.util.find_spec(module) is None:",
+        "        if needed and importlib.util.find_spec(module) is None:",
         "            if False:",
         ("tests/test_package.py::test_a_search_without_its_extra_names_the_extra",),
     ),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
 
 from kspace_mim.config import compose
 
@@ -57,7 +58,7 @@ def first_of_sweeps(overrides: list[str]) -> list[str]:
     for override, text in zip(parsed, overrides, strict=True):
         if not override.is_sweep_override():
             out.append(text)
-        elif override.value_type is not None and "INTERVAL" in override.value_type.name:
+        elif override.value_type == ValueType.INTERVAL_SWEEP:
             continue
         else:
             first = next(override.sweep_string_iterator())

@@ -66,8 +66,10 @@ def register_resolvers() -> None:
 # that imports the package resolve the same configs.
 register_resolvers()
 
-# Plugins that live in an optional extra: the override that needs one, and the extra.
-EXTRAS = {"hydra_plugins.hydra_optuna_sweeper": ("hparams_search=optuna", "optuna")}
+# Plugins that live in an optional extra: the override that needs one, what it is, the extra.
+EXTRAS = {
+    "hydra_plugins.hydra_optuna_sweeper": ("hparams_search=optuna", "the Optuna sweeper", "optuna")
+}
 
 
 def require_extras(overrides: Sequence[str]) -> None:
@@ -75,12 +77,10 @@ def require_extras(overrides: Sequence[str]) -> None:
     that is not installed (Hydra alone would say only that a config group is missing)."""
     import importlib.util
 
-    for module, (override, extra) in EXTRAS.items():
-        if any(arg.lstrip("+~") == override for arg in overrides):
-            if importlib.util.find_spec(module) is None:
-                raise SystemExit(
-                    f"error: {override} needs the Optuna sweeper: pip install 'kspace_mim[{extra}]'"
-                )
+    for module, (override, what, extra) in EXTRAS.items():
+        needed = any(arg.lstrip("+~") == override for arg in overrides)
+        if needed and importlib.util.find_spec(module) is None:
+            raise SystemExit(f"error: {override} needs {what}: pip install 'kspace_mim[{extra}]'")
 
 
 def compose(

@@ -190,10 +190,9 @@ def markdown(root: Path = CONFIG_DIR) -> str:
         if rows:
             out += ["| key | default | meaning |", "|---|---|---|"]
             for key in rows:
-                meaning = key.meaning or (f"argument of `{option.target}`" if option.target else "")
                 # a code span: brackets stay literal there, only the table's pipe escapes
                 default = "`" + key.default.replace("|", "\\|") + "`" if key.default else ""
-                out.append(f"| `{key.path}` | {default} | {_cell(meaning)} |")
+                out.append(f"| `{key.path}` | {default} | {_cell(key.meaning)} |")
             out.append("")
     return "\n".join(out).rstrip() + "\n"
 

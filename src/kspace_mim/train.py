@@ -138,6 +138,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         if "test" in model.last_metrics:
             results["test"] = {**model.last_metrics["test"], "split": "test", **source}
 
+    environment = getattr(trainer.strategy, "cluster_environment", None)
     metrics = {
         **results["val"],
         "selected_on": "val" if model.trainable and not cfg.eval_only else None,
@@ -145,9 +146,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         # How the run was spread: processes and who started them (SLURM's srun, Lightning's
         # own launcher, a single process).
         "world_size": trainer.world_size,
-        "cluster_environment": type(trainer.strategy.cluster_environment).__name__
-        if getattr(trainer.strategy, "cluster_environment", None) is not None
-        else None,
+        "cluster_environment": None if environment is None else type(environment).__name__,
         **({"test": results["test"]} if "test" in results else {}),
     }
     if trainer.is_global_zero:
