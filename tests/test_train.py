@@ -15,6 +15,7 @@ import yaml
 
 from kspace_mim.config import compose
 from kspace_mim.data.synthesize import synthesize
+from kspace_mim.fingerprint import RunDirError
 from kspace_mim.modules.simmim import SimMIMModule
 from kspace_mim.train import build_datamodule, build_model, run
 
@@ -125,11 +126,14 @@ def test_resume_continues_at_the_same_step(overfit_dir, tmp_path, train_log):
 
 def test_a_restarted_job_resumes_from_its_own_run_directory(overfit_dir, tmp_path):
     """What a requeued SLURM job does: the same job runs again in its own directory; with
-    ckpt_path unset it continues from that directory's last.ckpt at its step."""
+    ckpt_path unset it continues from that directory's last.ckpt at its step (a longer
+    budget is the same run, extended)."""
     fresh = run(compose(overrides(overfit_dir, "trainer.max_epochs=1")), tmp_path / "job")
     assert fresh["resumed_from"] is None and fresh["world_size"] == 1
     last = tmp_path / "job" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 2
+    saved = json.loads((tmp_path / "job" / "fingerprint.json").read_text())
+    assert saved["budget"]["trainer.max_epochs"] == 1 and "optim.lr" in saved["identity"]
     again = run(compose(overrides(overfit_dir, "trainer.max_epochs=2")), tmp_path / "job")
     assert again["resumed_from"] == {"checkpoint": str(last), "step": 2}
     assert torch.load(last, weights_only=False)["global_step"] == 4  # 2 more, not 4
@@ -139,6 +143,38 @@ def test_a_restarted_job_resumes_from_its_own_run_directory(overfit_dir, tmp_pat
         tmp_path / "other",
     )
     assert other["resumed_from"] == {"checkpoint": str(last), "step": 4}
+
+
+def test_a_run_directory_of_another_configuration_is_refused(overfit_dir, tmp_path):
+    """A reused directory with another learning rate: nothing of the old run is resumed,
+    nothing of it is overwritten, and the one line names the key and the way out."""
+    job = tmp_path / "job"
+    run(compose(overrides(overfit_dir, "trainer.max_epochs=1")), job)
+    before = {p.name: p.read_bytes() for p in job.iterdir() if p.is_file()}
+    last = job / "checkpoints" / "last.ckpt"
+    step = torch.load(last, weights_only=True)["global_step"]
+    with pytest.raises(RunDirError, match=r"optim.lr: 0.003 -> 0.0001.*ckpt_path="):
+        run(compose(overrides(overfit_dir, "trainer.max_epochs=2", "optim.lr=1e-4")), job)
+    assert {p.name: p.read_bytes() for p in job.iterdir() if p.is_file()} == before
+    assert torch.load(last, weights_only=True)["global_step"] == step
+    # A checkpoint without a fingerprint is nobody's known run: refused as well.
+    (job / "fingerprint.json").unlink()
+    with pytest.raises(RunDirError, match="no fingerprint.json"):
+        run(compose(overrides(overfit_dir, "trainer.max_epochs=2")), job)
+    # ckpt_path= continues those weights on purpose, under the new configuration.
+    cfg = compose(
+        overrides(overfit_dir, "trainer.max_epochs=2", "optim.lr=1e-4", f"ckpt_path={last}")
+    )
+    assert run(cfg, job)["resumed_from"]["step"] == step
+
+
+def test_a_cut_off_last_ckpt_is_named_in_one_line(overfit_dir, tmp_path):
+    job = tmp_path / "job"
+    run(compose(overrides(overfit_dir, "trainer.max_epochs=1")), job)
+    last = job / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"own checkpoint cannot be resumed.*not a readable"):
+        run(compose(overrides(overfit_dir, "trainer.max_epochs=2")), job)
 
 
 def test_pretrain_then_finetune(overfit_dir, tmp_path):

@@ -9,7 +9,6 @@ directory's ``error.log`` always has it); a failing sweep job does not stop the 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
@@ -26,6 +25,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import open_dict, read_write
 
 from kspace_mim.callbacks import INTERRUPTS
+from kspace_mim.files import write_json, write_text
+from kspace_mim.fingerprint import RunDirError
 from kspace_mim.loggers import finish_wandb
 
 # Failures a user causes and can fix from the message alone: bad data, missing folders,
@@ -47,8 +48,7 @@ def expected_error(err: BaseException) -> BaseException | None:
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
     """``status.json`` of a job (rank 0 only): what the sweep report reads."""
     if rank_zero_only.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "status.json").write_text(json.dumps({"status": status, **extra}, indent=2))
+        write_json(run_dir / "status.json", {"status": status, **extra})
 
 
 # Set by Lightning's DDP launcher in the launching process; left behind they make the next
@@ -73,11 +73,26 @@ def isolated_job() -> Iterator[None]:
 
 
 def run_job(
-    run: Callable[[Any, Path], dict[str, Any]], cfg: Any, run_dir: str | Path
+    run: Callable[[Any, Path], dict[str, Any]],
+    cfg: Any,
+    run_dir: str | Path,
+    claim: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """``run(cfg, run_dir)`` with its outcome recorded: a failure leaves its reason and
-    traceback; an expected one is re-raised as a one-line :class:`JobError`."""
+    traceback; an expected one is re-raised as a one-line :class:`JobError`.
+
+    ``claim`` decides first whether the directory may hold this job
+    (:func:`kspace_mim.fingerprint.claim`); a refused directory keeps every file it had
+    (its status, its error log): it is another run's.
+    """
     run_dir = Path(run_dir)
+    if claim is not None:
+        try:
+            claim()
+        except RunDirError as err:
+            if rank_zero_only.rank == 0:
+                print(f"job refused in {run_dir}: {err}", file=sys.stderr)
+            raise JobError(f"error: {err}") from None
     write_status(run_dir, "running")
     try:
         with isolated_job():
@@ -91,7 +106,7 @@ def run_job(
             write_status(run_dir, "failed", reason=reason)
         finish_wandb(exit_code=1)
         if rank_zero_only.rank == 0:
-            (run_dir / "error.log").write_text(traceback.format_exc())
+            write_text(run_dir / "error.log", traceback.format_exc())
         cause = expected_error(err)
         in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         if rank_zero_only.rank == 0 and (in_sweep or cause is None):

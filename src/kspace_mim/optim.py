@@ -30,10 +30,24 @@ class Recipe:
         self.optimizer, self.lr, self.weight_decay = optimizer, lr, weight_decay
 
     def make_optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        cls = get_class(self.optimizer)
-        if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        cls = optimizer_class(self.optimizer)
+        if cls is None:
             raise ValueError(f"optim.optimizer={self.optimizer!r} is not a torch optimiser class")
         return cls(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+def optimizer_class(name: str, imports: bool = True) -> type[torch.optim.Optimizer] | None:
+    """The optimiser class ``name`` names, or None. ``torch.optim.<Name>`` is looked up
+    in ``torch.optim``; any other path is imported only with ``imports`` (a config the
+    user wrote; never a name read from a checkpoint)."""
+    prefix = "torch.optim."
+    if name.startswith(prefix) and "." not in name[len(prefix) :]:
+        cls = getattr(torch.optim, name[len(prefix) :], None)
+    elif imports:
+        cls = get_class(name)
+    else:
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer) else None
 
 
 class WarmupCosine(Recipe):
@@ -79,3 +93,7 @@ class StepDecay(Recipe):
         opt = self.make_optimizer(params)
         sched = torch.optim.lr_scheduler.StepLR(opt, self.step_size, self.gamma)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+# The recipes a checkpoint's hyper-parameters may name (kspace_mim.checkpoints).
+RECIPES = (WarmupCosine, StepDecay)

@@ -21,11 +21,11 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from kspace_mim.checkpoints import load_module
 from kspace_mim.config import CONFIG_DIR
 from kspace_mim.data.mri_data import Volume
 from kspace_mim.data.transforms import KspaceTransform
 from kspace_mim.inference import eval_augmentation, reconstruct_folder
-from kspace_mim.modules import load_module
 from kspace_mim.modules.zero_filled import ZeroFilledModule
 
 

@@ -352,6 +352,8 @@ class MaskedModeling(HeldOut):
 
 # Checkpoints written before the group had _target_ name their strategy.
 LEGACY = {"supervised": Supervised, "ssdu": SSDU, "mim": MaskedModeling}
+# The strategies a checkpoint's hyper-parameters may name (kspace_mim.checkpoints).
+STRATEGIES = tuple(LEGACY.values())
 
 
 def build_supervision(config: dict | None) -> Supervised | HeldOut:

@@ -9,7 +9,6 @@ sweeps: :mod:`kspace_mim.jobs`.
 
 from __future__ import annotations
 
-import json
 import pickle
 import sys
 import warnings
@@ -27,12 +26,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from kspace_mim.callbacks import instantiate_callbacks
 from kspace_mim.checkpoint_io import AtomicCheckpointIO
+from kspace_mim.checkpoints import load_pretrained, read_checkpoint
 from kspace_mim.config import CONFIG_DIR, require_extras
 from kspace_mim.data.datamodule import FastMRIDataModule
+from kspace_mim.files import atomic_path, write_json
+from kspace_mim.fingerprint import claim, fingerprint
 from kspace_mim.jobs import relaunch_this_job_only, run_job
 from kspace_mim.loggers import build_logger
 from kspace_mim.models.simmim import ConfigError
-from kspace_mim.modules import load_pretrained
 from kspace_mim.modules.base import ReconstructionModule
 from kspace_mim.supervision import build_supervision
 from kspace_mim.utils import print_config_tree, print_metrics_table
@@ -96,10 +97,23 @@ def trainer_plugins(cfg: DictConfig) -> list:
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train and evaluate ``cfg`` in ``run_dir``; returns the metrics written to metrics.json."""
+    """Train and evaluate ``cfg`` in ``run_dir``; returns the metrics written to metrics.json.
+
+    The run directory is claimed first (:func:`kspace_mim.fingerprint.claim`): a directory
+    of another configuration is refused; the directory's own ``last.ckpt`` is resumed
+    only when it is this configuration's. ``config.yaml`` is written after that decision.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.paths.run_dir = str(run_dir)
+    trains = not cfg.eval_only
+    own = claim(run_dir, fingerprint(cfg), explicit_resume=bool(cfg.ckpt_path))
+    ckpt_path = cfg.ckpt_path or (restart_checkpoint(run_dir) if own and trains else None)
+    if ckpt_path:
+        read_checkpoint(ckpt_path, resume=True)  # refused before Lightning reads it
+    if rank_zero_only.rank == 0:
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            OmegaConf.save(cfg, tmp, resolve=True)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
@@ -111,18 +125,15 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         default_root_dir=str(run_dir),
         plugins=trainer_plugins(cfg),
     )
-    if trainer.is_global_zero:
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     resumed = None
-    if model.trainable and not cfg.eval_only:
-        ckpt_path = cfg.ckpt_path or restart_checkpoint(run_dir)
+    if model.trainable and trains:
         if ckpt_path:
             resumed = {"checkpoint": str(ckpt_path), "step": checkpoint_step(str(ckpt_path))}
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # The final state, whatever the validation / checkpoint cadence was.
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-        chosen = best_checkpoint(callbacks)
+        chosen = best_checkpoint(callbacks, run_dir)
         trainer.validate(
             model, datamodule=datamodule, ckpt_path=chosen, verbose=False, weights_only=True
         )
@@ -141,7 +152,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     environment = getattr(trainer.strategy, "cluster_environment", None)
     metrics = {
         **results["val"],
-        "selected_on": "val" if model.trainable and not cfg.eval_only else None,
+        "selected_on": "val" if model.trainable and trains else None,
         "resumed_from": resumed,
         # How the run was spread: processes and who started them (SLURM's srun, Lightning's
         # own launcher, a single process).
@@ -150,7 +161,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         **({"test": results["test"]} if "test" in results else {}),
     }
     if trainer.is_global_zero:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_json(run_dir / "metrics.json", metrics)
         print_metrics_table(results, title=f"{type(model).__name__} — {run_dir}")
     return metrics
 
@@ -159,13 +170,20 @@ def restart_checkpoint(run_dir: Path) -> Path | None:
     """``last.ckpt`` of this run directory when the job has run here before (a SLURM
     requeue, a pre-empted or timed-out job restarted by submitit), else None.
 
-    A run directory belongs to one run (microsecond names; a sweep job keeps its own), so
-    a checkpoint already in it can only be this job's own: resuming from it continues the
-    run at its step instead of training again from step 0.
+    Called only once the directory's fingerprint matched this configuration's
+    (:func:`kspace_mim.fingerprint.claim`). A file there that does not load (cut off by
+    a kill outside the atomic writer, or planted) is named in one line.
     """
     last = run_dir / "checkpoints" / "last.ckpt"
     if not last.is_file():
         return None
+    try:
+        read_checkpoint(last, resume=True)
+    except ValueError as err:
+        raise ValueError(
+            f"this run directory's own checkpoint cannot be resumed: {err}. Remove {last} to "
+            "train again from step 0, or pass ckpt_path= to resume from another checkpoint"
+        ) from None
     if rank_zero_only.rank == 0:
         print(f"resuming from {last} (this run directory's own checkpoint)", file=sys.stderr)
     return last
@@ -184,13 +202,15 @@ def checkpoint_step(path: str | None) -> int | None:
         return None
 
 
-def best_checkpoint(callbacks: list) -> str | None:
-    """The best checkpoint by the monitored metric, if one was written and still exists
-    (a resumed run restores the callback's record, which may name a file rotated away)."""
+def best_checkpoint(callbacks: list, run_dir: Path) -> str | None:
+    """The best checkpoint by the monitored metric, if one was written in this run
+    directory and still exists (a resumed run restores the callback's record, which may
+    name a file rotated away, or another run's file)."""
     for callback in callbacks:
         if isinstance(callback, ModelCheckpoint) and callback.monitor:
             best = callback.best_model_path
-            return best if best and Path(best).is_file() else None
+            inside = best and Path(best).resolve().is_relative_to(Path(run_dir).resolve())
+            return best if inside and Path(best).is_file() else None
     return None
 
 
@@ -199,7 +219,9 @@ def train(cfg: DictConfig) -> float:
     relaunch_this_job_only()
     if rank_zero_only.rank == 0:
         print_config_tree(cfg)
-    metrics = run_job(run, cfg, HydraConfig.get().runtime.output_dir)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    mine = fingerprint(cfg)
+    metrics = run_job(run, cfg, run_dir, claim=lambda: claim(run_dir, mine, bool(cfg.ckpt_path)))
     return float(metrics[cfg.optimized_metric.split("/", 1)[1]])
 
 
