@@ -78,3 +78,126 @@ def test_untrusted_checkpoints_never_run_their_payload(
             key = entry
             run(compose(small_overrides(data_root / "multicoil_val", f"{key}={path}")), tmp_path)
     assert not marker.exists()
+
+
+# --- tensors-only files that still try to act: the allowlist ------------------------------
+@pytest.fixture(scope="module")
+def trained(data_root, tmp_path_factory, small_overrides):
+    """A real 3-step run: its last.ckpt is what every gadget below is made from."""
+    from kspace_mim.config import compose
+    from kspace_mim.train import run
+
+    run_dir = tmp_path_factory.mktemp("trained")
+    run(compose(small_overrides(data_root / "multicoil_val")), run_dir)
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+GADGETS = {
+    "builtins.open in supervision": lambda ck, marker, mod: ck["hyper_parameters"].update(
+        supervision={"_target_": "builtins.open", "_args_": [str(marker), "w"]}
+    ),
+    "os.system in optim": lambda ck, marker, mod: ck["hyper_parameters"].update(
+        optim={"_target_": "os.system", "_args_": [f"touch {marker}"]}
+    ),
+    "a module outside the package as the class": lambda ck, marker, mod: ck.update(
+        kspace_mim_class=f"{mod}.Evil"
+    ),
+    "a module outside the package as the optimiser": lambda ck, marker, mod: ck[
+        "hyper_parameters"
+    ].update(optim={"_target_": "kspace_mim.optim.WarmupCosine", "optimizer": f"{mod}.Evil"}),
+    "a nested target": lambda ck, marker, mod: ck["hyper_parameters"]["supervision"].update(
+        extra={"_target_": "os.system", "_args_": [f"touch {marker}"]}
+    ),
+}
+ENTRIES = ["reconstruct ckpt", "model.init_from", "eval_only", "ckpt_path", "own last.ckpt"]
+
+
+@pytest.fixture
+def gadget_module(tmp_path, monkeypatch):
+    """An importable module outside the package whose import creates a marker file."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    marker = tmp_path / "imported"
+    name = f"gadget_{os.getpid()}_{abs(hash(str(tmp_path))) % 10**8}"
+    (folder / f"{name}.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nclass Evil:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(folder))
+    return name, marker
+
+
+@pytest.mark.parametrize("gadget", sorted(GADGETS))
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_a_checkpoint_naming_code_is_refused_on_every_path(
+    entry, gadget, trained, gadget_module, data_root, tmp_path, small_overrides
+):
+    """A tensors-only checkpoint whose contents name code: every path that loads one
+    refuses it in one line naming the file and the entry; nothing is opened, run or
+    imported."""
+    import sys
+
+    from kspace_mim.checkpoints import UntrustedCheckpointError
+    from kspace_mim.config import compose
+    from kspace_mim.fingerprint import claim, fingerprint
+    from kspace_mim.reconstruct import run as reconstruct
+    from kspace_mim.train import run
+
+    module, imported = gadget_module
+    marker = tmp_path / "opened"
+    ckpt = torch.load(trained, map_location="cpu", weights_only=True)
+    GADGETS[gadget](ckpt, marker, module)
+    run_dir = tmp_path / "run"
+    path = tmp_path / "gadget.ckpt"
+    train_cfg = compose(small_overrides(data_root / "multicoil_val"))
+    if entry == "own last.ckpt":  # planted in a directory whose fingerprint matches
+        path = run_dir / "checkpoints" / "last.ckpt"
+        path.parent.mkdir(parents=True)
+        claim(run_dir, fingerprint(train_cfg), explicit_resume=False)
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match=f"{path}.*(refused|not one of)") as err:
+        if entry == "reconstruct ckpt":
+            cfg = compose(
+                [f"ckpt={path}", f"input={data_root}/multicoil_test", f"output={tmp_path / 'o'}"],
+                config_name="reconstruct",
+            )
+            reconstruct(cfg)
+        elif entry == "own last.ckpt":
+            run(train_cfg, run_dir)
+        else:
+            extra = {
+                "model.init_from": [f"model.init_from={path}"],
+                "eval_only": [f"model.init_from={path}", "eval_only=true"],
+                "ckpt_path": [f"ckpt_path={path}"],
+            }[entry]
+            run(compose(small_overrides(data_root / "multicoil_val", *extra)), run_dir)
+    assert isinstance(err.value, UntrustedCheckpointError) or "refused" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert not marker.exists() and not imported.exists() and module not in sys.modules
+
+
+def test_a_resumed_checkpoint_may_not_name_files_outside_its_folder(trained, tmp_path):
+    """Lightning deletes rotated checkpoints and reloads the "best" one by the paths a
+    checkpoint callback recorded: a resume refuses paths outside the callback's folder."""
+    from kspace_mim.checkpoints import UntrustedCheckpointError, read_checkpoint
+
+    ckpt = torch.load(trained, map_location="cpu", weights_only=True)
+    state = next(v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    victim = str(tmp_path / "precious.h5")
+    state["best_k_models"] = {victim: torch.tensor(1.0)}
+    path = tmp_path / "gadget.ckpt"
+    torch.save(ckpt, path)
+    read_checkpoint(path)  # weights only: the callback's record is never used
+    with pytest.raises(UntrustedCheckpointError, match="best_k_models.*outside its folder"):
+        read_checkpoint(path, resume=True)
+    state["best_k_models"] = {}
+    state["best_model_path"] = os.path.join(state["dirpath"], "..", "..", "x.ckpt")
+    torch.save(ckpt, path)
+    with pytest.raises(UntrustedCheckpointError, match="best_model_path"):
+        read_checkpoint(path, resume=True)
+
+
+def test_the_packages_own_checkpoints_pass_the_allowlist(trained):
+    from kspace_mim.checkpoints import load_module, read_checkpoint
+
+    assert read_checkpoint(trained, resume=True)["kspace_mim_class"].endswith("SimMIMModule")
+    assert type(load_module(trained)).__name__ == "SimMIMModule"
