@@ -53,16 +53,20 @@ def test_label_efficiency_curve_is_generated(tmp_path):
     # Label-free pre-training reads the undersampled copy; fine-tuning starts from the
     # pre-training of its seed and reads N labelled volumes.
     pre = tmp_path / "runs" / "pretrain"
+
+    def run_dir(folder):  # the one run directory, named by its fingerprint
+        (found,) = folder.glob("train-*")
+        return found
+
     for kind, p in le.PRETRAININGS.items():
-        config = yaml.safe_load((pre / kind / "seed0" / "train" / "config.yaml").read_text())
+        pre_dir = run_dir(pre / kind / "seed0")
+        config = yaml.safe_load((pre_dir / "config.yaml").read_text())
         assert (config["data"]["train_path"] == str(under)) == p.label_free
-        folder = tmp_path / "runs" / "n1" / le.slug(le.tuned(kind)) / "seed0" / "train"
+        folder = run_dir(tmp_path / "runs" / "n1" / le.slug(le.tuned(kind)) / "seed0")
         config = yaml.safe_load((folder / "config.yaml").read_text())
-        assert config["model"]["init_from"] == str(
-            pre / kind / "seed0" / "train" / "checkpoints" / "last.ckpt"
-        )
+        assert config["model"]["init_from"] == str(pre_dir / "checkpoints" / "last.ckpt")
         assert config["data"]["train_volumes"] == 1
-    supervision = yaml.safe_load((pre / "mim" / "seed0" / "train" / "config.yaml").read_text())
+    supervision = yaml.safe_load((run_dir(pre / "mim" / "seed0") / "config.yaml").read_text())
     assert supervision["supervision"]["_target_"].endswith("MaskedModeling")
     # Row files pair by volume; the table and its reading are in the README, the plot saved.
     docs = tmp_path / "docs"

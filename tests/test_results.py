@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,8 +45,8 @@ def test_results_table_is_generated(tmp_path, monkeypatch):
     control = [r for r in trained if r["row"] == CONTROL]
     assert {r["steps"] for r in pre} == {r["steps"] for r in control} == {6}
     assert all(r["curve"][0]["step"] > 2 for r in pre)  # after its 2 pre-training steps
-    saved = tmp_path / "runs" / results.slug(PRE) / "seed0" / "train"
-    init = tmp_path / "runs" / results.slug(PRE) / "seed0" / "pretrain"
+    (saved,) = (tmp_path / "runs" / results.slug(PRE) / "seed0").glob("train-*")
+    (init,) = (tmp_path / "runs" / results.slug(PRE) / "seed0").glob("pretrain-*")
     assert f"init_from: {init / 'checkpoints' / 'last.ckpt'}" in (saved / "config.yaml").read_text()
     for name in rows:
         for accel in (4, 8):
@@ -71,6 +72,50 @@ def test_results_table_is_generated(tmp_path, monkeypatch):
     assert f"| {REFERENCE} | 4x | {json.loads(reference.read_text())['ssim']:.4f} |" in readme
     assert "Pre-training against its equal-total-steps control" in readme
     assert (tmp_path / "docs" / "results_curves.png").stat().st_size > 10000
+
+
+def test_the_cache_is_keyed_by_the_runs_fingerprint(data_root, tmp_path, small_overrides):
+    """A cached run is reused only for the same configuration, budgets and data included;
+    what the caller reads is what the run trained for."""
+    base = tmp_path / "row" / "train"
+    short = small_overrides(data_root / "multicoil_val", "trainer.max_steps=2")
+    first = results.train_once(short, base)
+    metrics = Path(first["run_dir"]) / "metrics.json"
+    written = metrics.stat().st_mtime_ns
+    again = results.train_once(short, base)
+    assert again["run_dir"] == first["run_dir"] and metrics.stat().st_mtime_ns == written
+    longer = results.train_once([*short, "trainer.max_steps=3"], base)
+    assert longer["run_dir"] != first["run_dir"] and longer["max_steps"] == 3
+    assert first["max_steps"] == 2 and metrics.stat().st_mtime_ns == written
+    other_data = [*short, f"data.val_path={data_root / 'multicoil_train'}"]
+    assert results.train_once(other_data, base)["run_dir"] not in (
+        first["run_dir"],
+        longer["run_dir"],
+    )
+    # A directory whose recorded fingerprint is not this run's is trained again.
+    json_path = Path(first["run_dir"]) / "fingerprint.json"
+    saved = json.loads(json_path.read_text())
+    saved["identity"]["optim.lr"] = 1.0
+    json_path.write_text(json.dumps(saved))
+    assert Path(results.train_once(short, base)["run_dir"]) == Path(first["run_dir"])
+    assert metrics.stat().st_mtime_ns != written
+
+
+def test_test_evaluations_are_reused_only_for_the_same_model(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(results, "split_folders", lambda data, c: {"test_full": data / "t"})
+    def reconstruct(cfg):
+        calls.append(cfg.ckpt)
+        (tmp_path / "test_4x").mkdir()
+        return 0
+
+    monkeypatch.setattr(results, "reconstruct", reconstruct)
+    monkeypatch.setattr(results, "evaluate_folders", lambda *a: {"ssim": len(calls)})
+    monkeypatch.setattr(results, "compose", lambda o, name: type("C", (), {"ckpt": o[0]})())
+    one = results.test_evaluations(["ckpt=a"], tmp_path, tmp_path, (4,))
+    same = results.test_evaluations(["ckpt=a"], tmp_path, tmp_path, (4,))
+    other = results.test_evaluations(["ckpt=b"], tmp_path, tmp_path, (4,))
+    assert calls == ["ckpt=a", "ckpt=b"] and one == same and other[4]["ssim"] == 2
 
 
 def fake_row(values):

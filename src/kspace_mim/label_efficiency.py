@@ -123,16 +123,17 @@ def label_free_run(
     checkpoint (where fine-tuning starts), curve, and the held-out test of that last
     checkpoint when it learned without labels (no label chooses it)."""
     where = [f"data.train_path={undersampled}"] if undersampled else []
-    train_once(
+    metrics = train_once(
         [*train_overrides(data, steps, seed, points), *MODEL, *overrides, *where], folder / "train"
     )
-    last = folder / "train" / "checkpoints" / "last.ckpt"
+    run_dir = Path(metrics["run_dir"])
+    last = run_dir / "checkpoints" / "last.ckpt"
     test = _test(str(last), data, folder) if undersampled else None
     return {
         "seed": seed,
         "checkpoint": str(last),
-        "steps": steps,
-        "curve": curve(folder / "train"),
+        "steps": metrics["max_steps"],  # what the run read trained for
+        "curve": curve(run_dir),
         "test": test,
     }
 
@@ -248,15 +249,16 @@ def finetune(
         extra.append(f"model.init_from={start['checkpoint']}")
     overrides = [*train_overrides(data, steps, seed, points), *MODEL, *extra]
     metrics = train_once(overrides, folder / "train")
+    run_dir = Path(metrics["run_dir"])
     offset = start["steps"] if start else 0
     offset_s = start["curve"][-1]["train_s"] if start and start["curve"] else 0.0
     return {
         "row": name,
         "labels": labels,
         "seed": seed,
-        "steps": steps + offset,
+        "steps": metrics["max_steps"] + offset,
         "checkpoint_step": (metrics["checkpoint_step"] or 0) + offset,
-        "curve": curve(folder / "train", offset, offset_s),
+        "curve": curve(run_dir, offset, offset_s),
         "test": _test(metrics["checkpoint"], data, folder),
     }
 
@@ -317,7 +319,16 @@ def make_label_efficiency(
     grid, coils = data_grid(data)
     flops = flops_per_step(Row(MODEL), grid, coils)  # one network: alike in every row
     rows = row_files(runs, root / "docs" / "label_efficiency", flops)
-    text = table_markdown(rows, pretrain_steps, finetune_steps, len(seeds), volumes)
+    # The steps the table states are those of the runs it read.
+    read_pre = {r["steps"] for r in runs if r["row"] in map(alone, PRETRAININGS)}
+    read_fine = {r["steps"] for r in runs if r["row"] == SCRATCH}
+    text = table_markdown(
+        rows,
+        read_pre.pop() if len(read_pre) == 1 else pretrain_steps,
+        read_fine.pop() if len(read_fine) == 1 else finetune_steps,
+        len(seeds),
+        volumes,
+    )
     save_plot(rows, root / "docs" / "label_efficiency.png", volumes)
     text += "\n![SSIM against labelled volumes](docs/label_efficiency.png)\n"
     summary = summary_markdown(rows, len(seeds))

@@ -38,6 +38,9 @@ from kspace_mim.bench.timing import machine
 from kspace_mim.compare import compare, significant
 from kspace_mim.config import compose, project_root
 from kspace_mim.data.synthesize import DEFAULT_SET, ensure_synthetic, split_folders
+from kspace_mim.files import read_json, write_json
+from kspace_mim.fingerprint import FILE as FINGERPRINT
+from kspace_mim.fingerprint import fingerprint, read_fingerprint
 from kspace_mim.metrics import evaluate_folders
 from kspace_mim.reconstruct import run as reconstruct
 from kspace_mim.train import run
@@ -103,13 +106,25 @@ def train_overrides(data: Path, steps: int, seed: int, points: int) -> list[str]
     ]
 
 
-def train_once(overrides: list[str], run_dir: Path) -> dict[str, Any]:
-    """Train in ``run_dir`` unless a finished run is there (a rerun resumes the table)."""
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        return json.loads(metrics.read_text())
-    shutil.rmtree(run_dir, ignore_errors=True)
-    return run(compose(overrides), run_dir)
+def train_once(overrides: list[str], base: Path) -> dict[str, Any]:
+    """Train ``overrides`` unless the same run already finished (a rerun resumes the
+    table): its metrics, with ``run_dir`` and the ``max_steps`` it trained for.
+
+    The cache is keyed by the run's fingerprint, budgets included
+    (:mod:`kspace_mim.fingerprint`): the run directory is ``<base>-<digest>``, reused only
+    when its recorded fingerprint is this one and it finished. Longer budgets, another
+    data folder or another pre-trained start (its checkpoint lies in its own digest's
+    directory) are new runs, never the old numbers."""
+    cfg = compose(overrides)
+    mine = fingerprint(cfg)
+    run_dir = base.with_name(f"{base.name}-{mine.digest()[:12]}")
+    saved = read_fingerprint(run_dir) if (run_dir / FINGERPRINT).is_file() else None
+    if (run_dir / "metrics.json").is_file() and saved is not None and saved == mine:
+        metrics = read_json(run_dir / "metrics.json")
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        metrics = run(cfg, run_dir)
+    return {**metrics, "run_dir": str(run_dir), "max_steps": mine.budget["trainer.max_steps"]}
 
 
 def test_evaluations(
@@ -123,8 +138,11 @@ def test_evaluations(
     results = {}
     for accel in accelerations:
         saved = out / f"test_{accel}x.json"
-        if saved.is_file():
-            results[accel] = json.loads(saved.read_text())
+        # Reused only for the same model (a checkpoint lies in its run's digest directory),
+        # the same test folder and acceleration.
+        key = json.dumps([list(model), str(target), accel])
+        if saved.is_file() and read_json(saved).get("cache_key") == key:
+            results[accel] = read_json(saved)
             continue
         predictions = out / f"test_{accel}x"
         shutil.rmtree(predictions, ignore_errors=True)
@@ -134,8 +152,8 @@ def test_evaluations(
         )
         if reconstruct(cfg) != 0:
             raise RuntimeError(f"reconstruct {model} failed on {target}")
-        results[accel] = evaluate_folders(target, predictions, "multicoil")
-        saved.write_text(json.dumps(results[accel], indent=2))
+        results[accel] = {**evaluate_folders(target, predictions, "multicoil"), "cache_key": key}
+        write_json(saved, results[accel])
         shutil.rmtree(predictions)
     return results
 
@@ -172,23 +190,22 @@ def train_row(
     extra: list[str] = []
     if row.pretrain_steps:
         pre = total - steps
-        pre_dir = folder / "pretrain"
         # SimMIM pre-training of the same network: random patch masks, then fine-tuning.
         pre_over = [*train_overrides(data, pre, seed, points), *row.overrides, "mask=random0.6"]
-        train_once(pre_over, pre_dir)
+        pre_dir = Path(train_once(pre_over, folder / "pretrain")["run_dir"])
         pre_curve = curve(pre_dir)
-        offset_steps = pre
+        offset_steps = read_fingerprint(pre_dir).budget["trainer.max_steps"]
         offset_s = pre_curve[-1]["train_s"] if pre_curve else 0.0
         extra = [f"model.init_from={pre_dir / 'checkpoints' / 'last.ckpt'}"]
         common = train_overrides(data, steps, seed, points)
-    run_dir = folder / "train"
-    metrics = train_once([*common, *row.overrides, *extra], run_dir)
+    metrics = train_once([*common, *row.overrides, *extra], folder / "train")
+    run_dir = Path(metrics["run_dir"])
     # Quoted: Lightning's checkpoint names hold '=' (best-epoch=003.ckpt).
     tests = test_evaluations([f"ckpt='{metrics['checkpoint']}'"], data, folder)
     return {
         "row": name,
         "seed": seed,
-        "steps": total,
+        "steps": metrics["max_steps"] + offset_steps,  # what the runs read trained for
         "checkpoint_step": metrics["checkpoint_step"] + offset_steps,
         "checkpoint": metrics["checkpoint"],
         "val_ssim": metrics["ssim"],
@@ -215,7 +232,8 @@ def baseline_row(name: str, row: Row, data: Path, out: Path) -> dict[str, Any]:
                 setting = [f"cs.lamda={lamda}", f"cs.maps={maps}"]
                 key = f"{maps} {lamda}"
                 saved = folder / "val" / f"{accel}x_{maps}_{lamda}.json"
-                if not saved.is_file():
+                cache_key = json.dumps([setting, str(val), accel])
+                if not saved.is_file() or read_json(saved).get("cache_key") != cache_key:
                     predictions = folder / "val" / "predictions"
                     shutil.rmtree(predictions, ignore_errors=True)
 
@@ -230,7 +248,8 @@ def baseline_row(name: str, row: Row, data: Path, out: Path) -> dict[str, Any]:
                         "reconstruct",
                     )
                     reconstruct(cfg)
-                    saved.write_text(json.dumps(evaluate_folders(val, predictions, "multicoil")))
+                    scored = evaluate_folders(val, predictions, "multicoil")
+                    write_json(saved, {**scored, "cache_key": cache_key})
                     shutil.rmtree(predictions)
                 scores[key] = (json.loads(saved.read_text())["ssim"], setting)
         best = max(scores, key=lambda k: scores[k][0])
@@ -508,7 +527,10 @@ def make_results(
             long_runs.append(train_row(long_name(), row, data, steps, seed, out_dir, points + 2))
     flops = {n: flops_per_step(ROWS[n], grid, coils) for n in names}
     table_rows = row_files(runs, root / "docs" / "results", flops)
-    table = table_markdown(table_rows, steps, len(seeds), grid, coils)
+    # The steps the table states are those of the runs it read (the reference row's).
+    read_steps = {r["steps"] for r in runs if r["row"] == REFERENCE and r.get("steps")}
+    table_steps = read_steps.pop() if len(read_steps) == 1 else steps
+    table = table_markdown(table_rows, table_steps, len(seeds), grid, coils)
     if long_runs:
         table += "\n" + long_curve_sentence(long_runs, steps) + "\n"
     runs += long_runs
