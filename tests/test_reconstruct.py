@@ -256,3 +256,41 @@ def test_varnet_reconstructs_other_coil_counts_on_its_native_grid(data_root, tmp
     )
     scores = evaluate_folders(data_root / "multicoil_val", again, "multicoil")
     assert scores["ssim"] == pytest.approx(metrics["ssim"], rel=1e-4)
+
+
+def test_overwrite_never_writes_through_a_link(copy_folder, tmp_path):
+    """The split's test_full/ holds links to the fully sampled originals: reconstructing
+    into such a folder with overwrite=true refuses the link; the original is untouched."""
+    folder = copy_folder("multicoil_test")
+    original = next(folder.glob("*.h5"))
+    before = original.read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / original.name).symlink_to(original)
+    cfg = recon_cfg("model=zero_filled", f"input={folder}", f"output={out}", "overwrite=true")
+    with pytest.raises(FileExistsError, match="symbolic link.*refusing to write through"):
+        reconstruct(cfg)
+    assert original.read_bytes() == before
+
+
+def test_outputs_are_replaced_atomically(data_root, tmp_path, monkeypatch):
+    """A write that dies half-way leaves the previous file whole and no temporary."""
+    import kspace_mim.files as files
+
+    out = tmp_path / "out"
+    cfg = recon_cfg("model=zero_filled", f"input={data_root}/multicoil_test", f"output={out}")
+    assert reconstruct(cfg) == 0
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def dies(path, fill):
+        with files.atomic_path(path) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError("disk full")
+
+    monkeypatch.setattr("kspace_mim.inference.write_h5", dies)
+    again = recon_cfg(
+        "model=zero_filled", f"input={data_root}/multicoil_test", f"output={out}", "overwrite=true"
+    )
+    with pytest.raises(OSError, match="disk full"):
+        reconstruct(again)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == written

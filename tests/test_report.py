@@ -70,3 +70,23 @@ def test_seeds_are_grouped_with_means_and_intervals(tmp_path):
     assert grouped[grouped["encoder"] == "swin"].iloc[0]["seeds"] == 1
     report(tmp_path)
     assert "| unet" in (tmp_path / "report_by_seed.md").read_text()
+
+
+def test_a_job_whose_files_cannot_be_read_is_named_and_the_others_tabled(tmp_path, capsys):
+    """One truncated status.json (a job killed while writing it, before writes were
+    atomic) or a foreign metrics file must not stop the report of the whole sweep."""
+    from kspace_mim.report import collect
+
+    for n, status in enumerate(['{"status": "finished"}', '{"status": "fini', "[1, 2]"]):
+        job = tmp_path / str(n)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- seed={n}\n")
+        (job / "status.json").write_text(status)
+        (job / "metrics.json").write_text(json.dumps({"ssim": 0.5 + n, "psnr": 1, "nmse": 1}))
+    frame = collect(tmp_path).set_index("job")
+    assert frame.loc["0", "status"] == "finished" and frame.loc["0", "ssim"] == 0.5
+    for job in ("1", "2"):
+        assert frame.loc[job, "status"] == "unreadable"
+        assert f"{tmp_path / job / 'status.json'}" in frame.loc[job, "reason"]
+    err = capsys.readouterr().err
+    assert "job 1: files cannot be read" in err and "job 2: files cannot be read" in err

@@ -104,6 +104,7 @@ def test_the_cache_is_keyed_by_the_runs_fingerprint(data_root, tmp_path, small_o
 def test_test_evaluations_are_reused_only_for_the_same_model(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(results, "split_folders", lambda data, c: {"test_full": data / "t"})
+
     def reconstruct(cfg):
         calls.append(cfg.ckpt)
         (tmp_path / "test_4x").mkdir()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import xml.etree.ElementTree as etree
 
@@ -208,3 +210,38 @@ def test_the_shipped_split_by_name_names_what_is_missing(release_val, data_root)
     ) as err:
         dm.setup("fit")
     assert SHIPPED["val_list"][-1] in str(err.value) and VAL[0] not in str(err.value)
+
+
+@pytest.mark.parametrize("entry", ["/abs/victim.h5", "../victim.h5", "sub/victim.h5", "..", ""])
+@pytest.mark.parametrize("key", ["val_list", "test_list"])
+def test_split_entries_that_are_paths_are_refused_and_nothing_is_written(
+    release_val, tmp_path, entry, key
+):
+    """A split entry is a file name: an absolute path, ``..`` or a separator would make
+    the split write its masked copy over a file outside ``--out``."""
+    folder, _ = release_val
+    victim = tmp_path / "victim.h5"
+    victim.write_bytes(b"fully sampled original")
+    entry = str(victim) if entry.startswith("/abs") else entry
+    lists = {"val_list": list(VAL), "test_list": list(TEST)}
+    lists[key].append(entry)
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps(lists))
+    out = tmp_path / "out" / "bench"
+    with pytest.raises(ValueError, match=f"'{key}' entry {re.escape(repr(entry))} is not a plain"):
+        write_split(folder, out, split_file=split_file, allow_missing=True, progress=False)
+    assert victim.read_bytes() == b"fully sampled original" and not out.exists()
+
+
+def test_the_split_never_writes_through_a_planted_link(release_val, tmp_path):
+    """An output left as a link (the masked copy's temporary name) is replaced, not
+    written through."""
+    folder, split_file = release_val
+    out = tmp_path / "bench"
+    (out / "test").mkdir(parents=True)
+    victim = tmp_path / "victim.h5"
+    victim.write_bytes(b"original")
+    (out / "test" / f".{TEST[0]}.tmp-{os.getpid()}").symlink_to(victim)
+    write_split(folder, out, split_file=split_file, overwrite=True, progress=False)
+    assert victim.read_bytes() == b"original"
+    assert h5py.is_hdf5(out / "test" / TEST[0]) and not (out / "test" / TEST[0]).is_symlink()

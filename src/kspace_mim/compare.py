@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from kspace_mim.files import write_json
+
 METRICS = ("ssim", "psnr", "nmse")
 ALPHA = 0.05
 
@@ -141,8 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     print(format_comparison(result, args.a.name, args.b.name))
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2))
+        write_json(args.output, result)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from the target files' attributes or, for the benchmark split's ``test_full/``, 
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from kspace_mim.config import CONFIG_DIR
+from kspace_mim.files import write_json
 from kspace_mim.metrics import evaluate_folders
 from kspace_mim.utils import print_table
 
@@ -45,7 +45,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     print_result(result)
     output = Path(cfg.output) if cfg.output else Path(cfg.predictions) / "metrics.json"
-    output.write_text(json.dumps(result, indent=2))
+    write_json(output, result)
     print(f"wrote {output}")
     if result["failed"]:
         print(f"{len(result['failed'])} volume(s) could not be scored:", file=sys.stderr)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
@@ -22,6 +21,7 @@ from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.mri_data import DataError, SliceDataset, Volume, inspect_volumes, list_h5
 from kspace_mim.data.transforms import collate_slices, prepare_batch
 from kspace_mim.figures import comparison_figure, save_figure
+from kspace_mim.files import write_h5
 from kspace_mim.metrics import kspace_picture
 from kspace_mim.modules.base import ReconstructionModule
 
@@ -72,8 +72,9 @@ def reconstruct_volume(
 
 def write_submission(path: Path, reconstruction: np.ndarray) -> None:
     """fastMRI's submission format: ``reconstruction`` (slices, h, w) float32."""
-    with h5py.File(path, "w") as hf:
-        hf.create_dataset("reconstruction", data=reconstruction.astype(np.float32))
+    write_h5(
+        path, lambda hf: hf.create_dataset("reconstruction", data=reconstruction.astype(np.float32))
+    )
 
 
 def reconstruct_folder(

@@ -23,7 +23,6 @@ statistics (:mod:`kspace_mim.compare`) against "from scratch" at each N.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any, NamedTuple
 from kspace_mim.bench.timing import machine
 from kspace_mim.compare import compare, significant
 from kspace_mim.data.synthesize import DEFAULT_SET, synthesize
+from kspace_mim.files import write_json
 from kspace_mim.results import (
     FLAT,
     METRICS,
@@ -373,7 +373,7 @@ def row_files(
             "volumes": volumes,
             "evaluations": evaluations,
         }
-        (out / f"{slug(name)}_n{n}.json").write_text(json.dumps(content, indent=2))
+        write_json(out / f"{slug(name)}_n{n}.json", content)
         rows[(name, n)] = content
     return rows
 
@@ -652,7 +652,7 @@ def main(argv: list[str] | None = None) -> None:
         args.labels, seeds, args.pretrain_steps, args.finetune_steps, args.points, args.data
     )
     if args.out:
-        args.out.write_text(json.dumps({"runs": runs, "machine": machine()}, indent=2))
+        write_json(args.out, {"runs": runs, "machine": machine()})
     print(f"{len(runs)} row run(s); the table is in docs/label_efficiency.md and the README")
 
 

@@ -12,7 +12,6 @@ reason, the good ones written, and the exit status is 1 when any failed.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -25,15 +24,21 @@ from kspace_mim.checkpoints import load_module
 from kspace_mim.config import CONFIG_DIR
 from kspace_mim.data.mri_data import Volume
 from kspace_mim.data.transforms import KspaceTransform
+from kspace_mim.files import check_not_link, write_json
 from kspace_mim.inference import eval_augmentation, reconstruct_folder
 from kspace_mim.modules.zero_filled import ZeroFilledModule
 
 
 def check_output(output: Path, overwrite: bool) -> None:
+    """An empty output folder, or ``overwrite`` and no links in it: files are replaced
+    atomically, never written through a link (a link to an original would be truncated)."""
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise FileExistsError(
             f"output folder {output} is not empty; pass overwrite=true to write into it"
         )
+    if output.is_dir():
+        for entry in output.iterdir():
+            check_not_link(entry)
     output.mkdir(parents=True, exist_ok=True)
 
 
@@ -97,7 +102,7 @@ def run(cfg: DictConfig) -> int:
         **({"cs": OmegaConf.to_container(cfg.cs, resolve=True)} if cfg.model == "cs" else {}),
         "volumes": [p.name for p in report.written],
     }
-    (output / "reconstruct.json").write_text(json.dumps(settings, indent=2))
+    write_json(output / "reconstruct.json", settings)
     print(f"wrote {len(report.written)} volume(s) to {output}")
     if report.failed:
         print(f"{len(report.failed)} volume(s) failed:", file=sys.stderr)

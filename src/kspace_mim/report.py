@@ -10,7 +10,6 @@ of each metric over its seeds with a 95 % bootstrap interval (seeds resampled).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pandas as pd
 import yaml
 
 from kspace_mim.figures import save_figure
+from kspace_mim.files import read_json, write_text
 from kspace_mim.utils import print_table
 
 METRIC_COLUMNS = ["ssim", "psnr", "nmse", "kspace_ssim"]
@@ -31,6 +31,29 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     )
 
 
+def read_job(job: Path) -> dict:
+    """One job's row: its overrides as columns, status, reason, final metrics. Raises
+    OSError / ValueError (naming the file) when one of its files cannot be read."""
+    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+    if not isinstance(overrides, list):
+        raise ValueError(f"{job / '.hydra' / 'overrides.yaml'}: not a list of overrides")
+    row: dict = {"job": job.name}
+    row.update(str(o).split("=", 1) for o in overrides if "=" in str(o))
+    status_file = job / "status.json"
+    status = read_json(status_file) if status_file.is_file() else {}
+    if not isinstance(status, dict):
+        raise ValueError(f"{status_file}: not a status record")
+    row["status"] = str(status.get("status", "unknown"))
+    row["reason"] = str(status.get("reason", ""))
+    metrics_file = job / "metrics.json"
+    if metrics_file.is_file():
+        metrics = read_json(metrics_file)
+        if not isinstance(metrics, dict):
+            raise ValueError(f"{metrics_file}: not a metrics record")
+        row.update({k: float(metrics[k]) for k in METRIC_COLUMNS if k in metrics})
+    return row
+
+
 def collect(sweep_dir: str | Path) -> pd.DataFrame:
     """One row per job: its overrides as columns, status, reason, final metrics."""
     sweep_dir = Path(sweep_dir)
@@ -38,18 +61,13 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"sweep directory {sweep_dir} does not exist")
     rows = []
     for job in job_dirs(sweep_dir):
-        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
-        row: dict = {"job": job.name}
-        row.update(o.split("=", 1) for o in overrides if "=" in o)
-        status_file = job / "status.json"
-        status = json.loads(status_file.read_text()) if status_file.is_file() else {}
-        row["status"] = status.get("status", "unknown")
-        row["reason"] = status.get("reason", "")
-        metrics_file = job / "metrics.json"
-        if metrics_file.is_file():
-            metrics = json.loads(metrics_file.read_text())
-            row.update({k: metrics[k] for k in METRIC_COLUMNS if k in metrics})
-        rows.append(row)
+        try:
+            rows.append(read_job(job))
+        except (OSError, ValueError, yaml.YAMLError, TypeError, AttributeError) as err:
+            # One job's cut-off or foreign file must not hide the others: named, tabled.
+            reason = f"files cannot be read: {str(err).splitlines()[0] if str(err) else err!r}"
+            print(f"job {job.name}: {reason}", file=sys.stderr)
+            rows.append({"job": job.name, "status": "unreadable", "reason": reason})
     if not rows:
         raise FileNotFoundError(f"{sweep_dir} holds no Hydra jobs (*/.hydra/overrides.yaml)")
     frame = pd.DataFrame(rows)
@@ -126,15 +144,15 @@ def report(sweep_dir: str | Path) -> pd.DataFrame:
     """Collect, print, and write CSV, Markdown and plots into ``sweep_dir``."""
     sweep_dir = Path(sweep_dir)
     frame = collect(sweep_dir)
-    frame.to_csv(sweep_dir / "report.csv", index=False)
-    (sweep_dir / "report.md").write_text(frame.to_markdown(index=False, floatfmt=".4f") + "\n")
+    write_text(sweep_dir / "report.csv", frame.to_csv(index=False))
+    write_text(sweep_dir / "report.md", frame.to_markdown(index=False, floatfmt=".4f") + "\n")
     plot_parameters(frame, sweep_dir)
     print_report(frame)
     grouped = by_seed(frame) if "seed" in swept_parameters(frame) else None
     if grouped is not None:
-        grouped.to_csv(sweep_dir / "report_by_seed.csv", index=False)
-        (sweep_dir / "report_by_seed.md").write_text(
-            grouped.to_markdown(index=False, floatfmt=".4f") + "\n"
+        write_text(sweep_dir / "report_by_seed.csv", grouped.to_csv(index=False))
+        write_text(
+            sweep_dir / "report_by_seed.md", grouped.to_markdown(index=False, floatfmt=".4f") + "\n"
         )
     return frame
 

@@ -339,7 +339,7 @@ def row_files(runs: list[dict], out: Path, flops: dict[str, float | None]) -> di
                 "volumes": volumes,
                 "evaluations": evaluations,
             }
-            (out / f"{slug(name)}_{accel}x.json").write_text(json.dumps(content, indent=2))
+            write_json(out / f"{slug(name)}_{accel}x.json", content)
             rows[(name, accel)] = content
     return rows
 

@@ -13,6 +13,7 @@ from kspace_mim.bench.tables import write_tables
 from kspace_mim.bench.timing import machine
 from kspace_mim.bench.train import ENCODERS, bench_train, train_step_rate
 from kspace_mim.config import project_root
+from kspace_mim.files import write_text
 from kspace_mim.utils import write_generated
 
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        args.out.write_text(text)
+        write_text(args.out, text)
         if args.what == "parity":
             print(write_parity(result["parity"], args.out))
 

@@ -34,6 +34,7 @@ from fastmri.data.transforms import apply_mask
 from tqdm import tqdm
 
 from kspace_mim.data.mri_data import parse_header
+from kspace_mim.files import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,32 @@ def load_split(split: str | None = None, split_file: str | os.PathLike | None = 
     for key, names in lists.items():
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ValueError(f"{path}: '{key}' must be a list of file names")
+    for key, names in lists.items():
+        for name in names:
+            check_file_name(name, f"{path}: '{key}' entry")
     overlap = set(lists["val_list"]) & set(lists["test_list"])
     if overlap:
         raise ValueError(f"{path}: files in both lists: {', '.join(sorted(overlap))}")
     return lists
+
+
+def check_file_name(name: str, where: str) -> None:
+    """A name read from a file is joined to folders: it must be a plain file name (no
+    separator, no ``..``, not absolute), or a list could make the split read and write
+    anywhere. Raises ValueError naming the entry."""
+    plain = (
+        name
+        and name not in (".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and not Path(name).is_absolute()
+    )
+    if not plain:
+        raise ValueError(
+            f"{where} {name!r} is not a plain file name (a path separator, '..' or an "
+            "absolute path); refused, nothing written"
+        )
 
 
 def protocol_mask_func() -> MaskFunc:
@@ -93,8 +116,7 @@ def mask_test_volume(source: Path, target: Path) -> dict[str, Any]:
         meta = parse_header(header)
         padding = (meta["padding_left"], meta["padding_right"])
         kspace = src["kspace"]
-        tmp = target.with_name(f".{target.name}.tmp")
-        with h5py.File(tmp, "w") as dst:
+        with atomic_path(target) as tmp, h5py.File(tmp, "w") as dst:
             out = dst.create_dataset("kspace", shape=kspace.shape, dtype=kspace.dtype)
             mask = num_low = None
             for s in range(kspace.shape[0]):
@@ -109,7 +131,6 @@ def mask_test_volume(source: Path, target: Path) -> dict[str, Any]:
             dst.create_dataset("ismrmrd_header", data=header)
             attrs = {k: src.attrs[k] for k in ("acquisition", "patient_id") if k in src.attrs}
             dst.attrs.update(attrs, acceleration=acceleration, num_low_frequency=int(num_low))
-    tmp.replace(target)
     return {"acceleration": acceleration, "num_low_frequency": int(num_low)}
 
 
@@ -162,7 +183,7 @@ def write_split(
     for name in tqdm(tests, desc="masking test volumes", unit="volume", disable=not progress):
         manifest["test"][name] = mask_test_volume(val_dir / name, out / "test" / name)
         _place(val_dir / name, out / "test_full" / name, copy)
-    (out / "split.json").write_text(json.dumps(manifest, indent=2))
+    write_json(out / "split.json", manifest)
     if missing:
         log.warning("%d listed file(s) missing, left out: %s", len(missing), ", ".join(missing))
     return manifest

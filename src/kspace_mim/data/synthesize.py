@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from kspace_mim.data import anatomy as colin27
 from kspace_mim.data.masks import CartesianMask, seed_from_fname
+from kspace_mim.files import atomic_path
 from kspace_mim.physics import apply_mask, center_crop, fft2c, ifft2c, rss
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,7 @@ def synthesize_volume(
     }
     if slab is not None:
         attrs.update(orientation=slab.orientation, slab_start_mm=slab.start)
-    with h5py.File(path, "w") as hf:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as hf:
         hf.create_dataset("ismrmrd_header", data=header.encode())
         if (split == "test" and not full) or undersampled:
             acceleration = accelerations[seed % len(accelerations)]
