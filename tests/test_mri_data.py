@@ -163,3 +163,91 @@ def test_adjacent_slices_repeat_the_edge_slice(data_root, n):
         assert slice_num == s
     with pytest.raises(ValueError, match="adjacent_slices"):
         SliceDataset(folder, "multicoil", adjacent_slices=-1)
+
+
+def _hostile(path, good, kind):
+    """A copy of ``good`` made hostile in one way (h5py writes nothing it is not given:
+    a declared 1 TB dataset of fill values is a few KB on disk)."""
+    with h5py.File(good) as src:
+        header = src["ismrmrd_header"][()]
+        kspace, attrs = src["kspace"][()], dict(src.attrs)
+    meta = parse_header(header)
+    with h5py.File(path, "w") as hf:
+        if kind == "huge slices":  # 200 coils x 8000 x 8000: 95 GB a slice, header to match
+            big = header.decode().replace(f"<x>{meta['encoding_size'][0]}</x>", "<x>8000</x>", 1)
+            hf.create_dataset("ismrmrd_header", data=big.encode())
+            hf.create_dataset(
+                "kspace", shape=(2, 200, 8000, 8000), dtype=np.complex64, chunks=(1, 1, 64, 64)
+            )
+            return
+        if kind == "padding outside the matrix":  # padding_left = enc_y // 2 + 1000
+            header = header.decode().replace("<center>", "<center>-1000", 1).encode()
+        hf.create_dataset("ismrmrd_header", data=header)
+        hf.create_dataset("kspace", data=kspace)
+        hf.attrs.update(attrs)
+        if kind == "an attribute overriding the header":
+            hf.attrs["padding_left"] = meta["padding_left"] + 3
+        elif kind == "a huge mask":
+            hf.create_dataset("mask", shape=(10**12,), dtype=bool, chunks=(1024,))
+        elif kind == "a huge target":
+            hf.create_dataset(
+                "reconstruction_rss",
+                shape=(kspace.shape[0], 100000, 100000),
+                dtype=np.float32,
+                chunks=(1, 64, 64),
+            )
+
+
+HOSTILE = [
+    "huge slices",
+    "padding outside the matrix",
+    "an attribute overriding the header",
+    "a huge mask",
+    "a huge target",
+]
+REASONS = {
+    "huge slices": "declares 97656 MB per slice, above the cap of 1024 MB",
+    "padding outside the matrix": "acquired columns at .* outside the k-space width",
+    "an attribute overriding the header": "attribute padding_left=.* contradicts the header",
+    "a huge mask": "'mask' has shape",
+    "a huge target": "'reconstruction_rss' declares shape",
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_hostile_volumes_are_named_and_skipped_like_other_bad_files(copy_folder, kind):
+    """A file that declares sizes no scan has, or contradicts its own header, is named
+    with its reason before anything is allocated; the good volumes are still used."""
+    folder = copy_folder("multicoil_val")
+    good = sorted(folder.glob("*.h5"))
+    bad = folder / "hostile.h5"
+    _hostile(bad, good[0], kind)
+    assert bad.stat().st_size < 1_000_000
+    with pytest.raises(BadFilesError, match=f"hostile.h5: .*({REASONS[kind]})"):
+        SliceDataset(folder, "multicoil")
+    dataset = SliceDataset(folder, "multicoil", skip_bad_files=True)
+    assert [v.path.name for v in dataset.volumes] == [p.name for p in good]
+
+
+def test_the_slice_cap_is_configurable(data_root, monkeypatch):
+    folder = data_root / "multicoil_val"
+    monkeypatch.setenv("KSPACE_MIM_MAX_SLICE_MB", "0.001")  # 1 KB: every real slice is above
+    with pytest.raises(BadFilesError, match="above the cap of 0 MB .*KSPACE_MIM_MAX_SLICE_MB"):
+        SliceDataset(folder, "multicoil")
+    monkeypatch.setenv("KSPACE_MIM_MAX_SLICE_MB", "64")
+    assert len(SliceDataset(folder, "multicoil")) > 0
+
+
+def test_reconstruct_skips_a_hostile_volume_and_writes_the_good_ones(copy_folder, tmp_path):
+    from kspace_mim.config import compose
+    from kspace_mim.reconstruct import run as reconstruct
+
+    folder = copy_folder("multicoil_test")
+    good = sorted(p.name for p in folder.glob("*.h5"))
+    _hostile(folder / "hostile.h5", folder / good[0], "huge slices")
+    out = tmp_path / "out"
+    cfg = compose(
+        ["model=zero_filled", f"input={folder}", f"output={out}"], config_name="reconstruct"
+    )
+    assert reconstruct(cfg) == 1
+    assert sorted(p.name for p in out.glob("*.h5")) == good

@@ -78,6 +78,78 @@ class Volume:
         return self.shape[0] if len(self.shape) == 3 else 1
 
 
+# What a real fastMRI file can hold, with a generous margin (a knee multicoil slice is
+# 15 x 640 x 368 complex64 = 28 MB, a brain one up to 20 x 768 x 396 = 49 MB): a file
+# that declares more is refused before anything is allocated. KSPACE_MIM_MAX_SLICE_MB
+# raises the byte cap for data that really is larger.
+MAX_SLICE_MB = 1024
+MAX_SIDE = 8192  # rows, columns, header matrix sizes
+MAX_COILS = 256
+MAX_SLICES = 4096
+MAX_HEADER_BYTES = 16 * 2**20
+MAX_ATTR_BYTES = 2**20
+# Header facts a file attribute may not contradict (fastMRI's metadata lets attrs win).
+HEADER_KEYS = ("padding_left", "padding_right", "encoding_size", "recon_size")
+
+
+def max_slice_bytes() -> int:
+    """The byte cap of one slice's k-space (or target): ``KSPACE_MIM_MAX_SLICE_MB``."""
+    value = os.environ.get("KSPACE_MIM_MAX_SLICE_MB", str(MAX_SLICE_MB))
+    try:
+        return int(float(value) * 2**20)
+    except ValueError:
+        raise ValueError(f"KSPACE_MIM_MAX_SLICE_MB={value!r} is not a number") from None
+
+
+def check_dataset_size(path: Path, name: str, dataset: h5py.Dataset, sides: int) -> None:
+    """A dataset of (slices, ..., rows, cols) within the limits, before it is read."""
+    shape = dataset.shape
+    per_slice = int(np.prod(shape[1:], dtype=np.int64)) * dataset.dtype.itemsize
+    if shape[0] > MAX_SLICES or any(n > MAX_SIDE for n in shape[-sides:]):
+        raise DataError(
+            f"{path}: '{name}' declares shape {shape}, beyond any real scan "
+            f"(at most {MAX_SLICES} slices, sides of {MAX_SIDE}); refused"
+        )
+    if len(shape) == 4 and shape[1] > MAX_COILS:
+        raise DataError(f"{path}: '{name}' declares {shape[1]} coils (at most {MAX_COILS})")
+    if per_slice > max_slice_bytes():
+        raise DataError(
+            f"{path}: '{name}' declares {per_slice / 2**20:.0f} MB per slice, above the cap "
+            f"of {max_slice_bytes() / 2**20:.0f} MB (KSPACE_MIM_MAX_SLICE_MB raises it); refused"
+        )
+
+
+def check_header(path: Path, metadata: dict[str, Any], width: int) -> None:
+    """Matrix sizes within the limits and the acquired columns inside the k-space width."""
+    for key in ("encoding_size", "recon_size"):
+        if not all(1 <= n <= MAX_SIDE for n in metadata[key]):
+            raise DataError(f"{path}: header {key} {metadata[key]} outside 1..{MAX_SIDE}")
+    left, right = metadata["padding_left"], metadata["padding_right"]
+    if not 0 <= left < right <= width:
+        raise DataError(
+            f"{path}: header puts the acquired columns at {left}..{right}, outside the "
+            f"k-space width {width}"
+        )
+
+
+def check_attrs(path: Path, hf: h5py.File, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The file's attributes, each small, none contradicting the parsed header."""
+    attrs = {}
+    for name in hf.attrs:
+        if hf.attrs.get_id(name).get_storage_size() > MAX_ATTR_BYTES:
+            raise DataError(f"{path}: attribute {name!r} is larger than {MAX_ATTR_BYTES} bytes")
+        attrs[name] = hf.attrs[name]
+    for key in HEADER_KEYS:
+        if key in attrs:
+            given = np.asarray(attrs[key]).tolist()
+            given = tuple(given) if isinstance(given, list) else given
+            if given != metadata[key]:
+                raise DataError(
+                    f"{path}: attribute {key}={given} contradicts the header's {metadata[key]}"
+                )
+    return attrs
+
+
 def parse_header(xml: bytes | str) -> dict[str, Any]:
     """Sizes and k-space padding from an ISMRMRD header, as fastMRI computes them."""
     root = etree.fromstring(xml)
@@ -109,6 +181,8 @@ def inspect_volume(path: Path, challenge: str) -> Volume:
         if "kspace" not in hf:
             raise DataError(f"{path}: no 'kspace' dataset (keys: {sorted(hf.keys())})")
         kspace = hf["kspace"]
+        if not isinstance(kspace, h5py.Dataset):
+            raise DataError(f"{path}: 'kspace' is not a dataset")
         if kspace.ndim != ndim:
             raise DataError(
                 f"{path}: 'kspace' has shape {kspace.shape}; {challenge} expects {ndim} dims "
@@ -118,31 +192,44 @@ def inspect_volume(path: Path, challenge: str) -> Volume:
             raise DataError(f"{path}: 'kspace' has dtype {kspace.dtype}, expected complex")
         if kspace.shape[0] == 0 or 0 in kspace.shape:
             raise DataError(f"{path}: 'kspace' is empty, shape {kspace.shape}")
+        check_dataset_size(path, "kspace", kspace, sides=2)
         if "ismrmrd_header" not in hf:
             raise DataError(f"{path}: no 'ismrmrd_header' dataset")
+        header = hf["ismrmrd_header"]
+        if (
+            not isinstance(header, h5py.Dataset)
+            or max(header.id.get_storage_size(), header.size * header.dtype.itemsize)
+            > MAX_HEADER_BYTES
+        ):
+            raise DataError(f"{path}: 'ismrmrd_header' is not a header of at most 16 MB")
         try:
-            metadata = parse_header(hf["ismrmrd_header"][()])
+            metadata = parse_header(header[()])
         except (etree.ParseError, TypeError, ValueError, AttributeError) as err:
             raise DataError(f"{path}: ISMRMRD header does not parse ({err})") from None
         num_slices, *slice_shape = kspace.shape
+        check_header(path, metadata, slice_shape[-1])
         has_target = key in hf
-        if has_target and hf[key].shape[0] != num_slices:
-            raise DataError(
-                f"{path}: '{key}' has {hf[key].shape[0]} slices, 'kspace' has {num_slices}"
-            )
+        if has_target:
+            target = hf[key]
+            if not isinstance(target, h5py.Dataset) or target.ndim != 3:
+                raise DataError(f"{path}: '{key}' is not a (slices, rows, cols) dataset")
+            check_dataset_size(path, key, target, sides=2)
+            if target.shape[0] != num_slices:
+                raise DataError(
+                    f"{path}: '{key}' has {target.shape[0]} slices, 'kspace' has {num_slices}"
+                )
         mask = None
         if "mask" in hf:
+            if getattr(hf["mask"], "shape", None) != (slice_shape[-1],):
+                shape = getattr(hf["mask"], "shape", None)
+                raise DataError(f"{path}: 'mask' has shape {shape}, expected ({slice_shape[-1]},)")
             mask = np.asarray(hf["mask"])
-            if mask.shape != (slice_shape[-1],):
-                raise DataError(
-                    f"{path}: 'mask' has shape {mask.shape}, expected ({slice_shape[-1]},)"
-                )
         try:
             # Touch the last byte of k-space: a truncated file fails here, not mid-epoch.
             kspace[num_slices - 1, ..., -1:]
         except (OSError, RuntimeError) as err:
             raise DataError(f"{path}: k-space cannot be read, file truncated? ({err})") from None
-        metadata.update(hf.attrs)
+        metadata.update(check_attrs(path, hf, metadata))
     return Volume(path, num_slices, tuple(slice_shape), metadata, has_target, mask)
 
 
