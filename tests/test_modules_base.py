@@ -51,3 +51,30 @@ def test_bf16_autocast_keeps_ffts_in_float32(model, batch):
     torch.testing.assert_close(
         out.image, reference.image, rtol=0.05, atol=0.05 * float(reference.image.max())
     )
+
+
+def test_a_nan_validation_metric_names_the_volume_and_stops(
+    data_root, tmp_path, small_overrides, monkeypatch
+):
+    """One volume's NaN would freeze best-checkpoint selection at the first checkpoint
+    while metrics.json said "selected on validation": the run stops, naming it."""
+    from kspace_mim.config import compose
+    from kspace_mim.modules.base import NonFiniteMetricError
+    from kspace_mim.modules.simmim import SimMIMModule
+    from kspace_mim.train import run
+
+    folder = data_root / "multicoil_val"
+    victim = sorted(p.name for p in folder.glob("*.h5"))[1]
+    reconstruct = SimMIMModule.reconstruct
+
+    def nan_for_one_volume(self, batch):
+        out = reconstruct(self, batch)
+        if not self.training:
+            hit = torch.tensor([f == victim for f in batch.fname]).reshape(-1, 1, 1)
+            out = out._replace(image=torch.where(hit, torch.nan, out.image))
+        return out
+
+    monkeypatch.setattr(SimMIMModule, "reconstruct", nan_for_one_volume)
+    cfg = compose(small_overrides(folder, "trainer.num_sanity_val_steps=0"))
+    with pytest.raises(NonFiniteMetricError, match=f"val metrics are NaN at step 3 .*{victim}"):
+        run(cfg, tmp_path)

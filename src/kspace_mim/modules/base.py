@@ -66,6 +66,27 @@ def common_low_frequencies(batch: KspaceSample) -> int | None:
     return mask.shape[-1]
 
 
+class NonFiniteMetricError(FloatingPointError):
+    """A validation or test metric that is NaN for some volume."""
+
+
+def check_finite_metrics(result: dict[str, Any], stage: str, step: int) -> None:
+    """Stop on a NaN metric, naming the volumes: a NaN would freeze best-checkpoint
+    selection at its first checkpoint while the run reported "selected on validation".
+    (An infinite PSNR, a volume reconstructed exactly, is a number.)"""
+    bad = [
+        f"{fname} ({', '.join(k for k, v in metrics.items() if math.isnan(v))})"
+        for fname, metrics in result["volumes"].items()
+        if any(math.isnan(v) for v in metrics.values())
+    ]
+    if bad:
+        raise NonFiniteMetricError(
+            f"{stage} metrics are NaN at step {step} for {len(bad)} volume(s): "
+            f"{'; '.join(bad[:5])}; the checkpoint choice would be meaningless, so the run "
+            "stops (a NaN reconstruction, or a target that is all zeros)"
+        )
+
+
 class ReconstructionModule(L.LightningModule):
     """Base of every model. Subclasses set ``self.trainable`` and implement ``reconstruct``.
 
@@ -282,6 +303,7 @@ class ReconstructionModule(L.LightningModule):
         result = self._gather()
         if result["num_volumes"] == 0:
             return
+        check_finite_metrics(result, stage, self.global_step)
         self.last_metrics[stage] = result
         scalars = {k: v for k, v in result.items() if k != "volumes"}
         # Identical on every rank already: no sync_dist (ranks logging different keys hang).
