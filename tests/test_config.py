@@ -9,6 +9,7 @@ import hydra
 import lightning as L
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from kspace_mim.config import CONFIG_DIR, compose
 from kspace_mim.models.simmim import ConfigError
@@ -167,3 +168,83 @@ def test_callbacks_group_instantiates_and_entries_drop(tmp_path):
     assert str(callbacks[0].dirpath) == str(tmp_path / "checkpoints")
     cfg = compose([f"paths.run_dir={tmp_path}", "callbacks.lr_monitor=null"])
     assert LearningRateMonitor not in [type(c) for c in instantiate_callbacks(cfg.callbacks)]
+
+
+TRAINABLE = ("swin", "vit", "unet", "varnet", "unrolled")
+
+
+def sweep_jobs(params: dict) -> list[list[str]]:
+    """Every job of a sweeper's ``params``: the product of each key's values (an Optuna
+    interval at both ends), as Hydra's override parser reads them."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    axes = []
+    for key, value in params.items():
+        override = parser.parse_override(f"{key}={value}")
+        if override.is_interval_sweep():
+            values = [str(override.value().start), str(override.value().end)]
+        elif override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [str(value)]
+        axes.append([f"{key}={v}" for v in values])
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def shipped_sweeps() -> list[tuple[str, list[str], dict]]:
+    """(name, base overrides, params) of every shipped sweep and search space."""
+    found = []
+    for group in ("experiment", "hparams_search"):
+        for path in sorted((CONFIG_DIR / group).glob("*.yaml")):
+            params = (yaml.safe_load(path.read_text()).get("hydra") or {}).get("sweeper", {})
+            params = params.get("params")
+            if not params:
+                continue
+            if group == "experiment":
+                found.append((path.stem, [f"experiment={path.stem}"], params))
+            else:  # a search space applies to every trainable family
+                for family in TRAINABLE:
+                    found.append((f"{path.stem}/{family}", [f"encoder={family}"], params))
+    return found
+
+
+def test_every_shipped_sweep_is_found():
+    names = {name for name, _, _ in shipped_sweeps()}
+    assert "paper_sweep" in names and {f"optuna/{f}" for f in TRAINABLE} <= names
+
+
+@pytest.mark.parametrize("name, base, params", shipped_sweeps(), ids=lambda v: str(v)[:40])
+def test_every_job_of_every_shipped_sweep_builds_its_model(name, base, params):
+    """Each job composes, its data objects instantiate and its model builds (the unique
+    model configs once each): a sweep never ships jobs that cannot run."""
+    jobs = sweep_jobs(params)
+    assert jobs and all(job for job in jobs)
+    built = {}
+    for job in jobs:
+        cfg = compose([*base, *job])
+        hydra.utils.instantiate(cfg.mask)
+        hydra.utils.instantiate(cfg.augmentation)
+        key = yaml.safe_dump(OmegaConf.to_container(cfg.encoder, resolve=True))
+        if key not in built:
+            model = hydra.utils.instantiate(cfg.encoder)(
+                num_coils=2,
+                img_size=(cfg.data.crop_size or 64,) * 2,
+                loss=dict(cfg.loss),
+                optim=dict(cfg.optim),
+            )
+            built[key] = isinstance(model, ReconstructionModule)
+    assert all(built.values())
+    if name == "paper_sweep":
+        assert len(jobs) == 72 and len(built) == 6  # patch sizes x stage counts
+
+
+def test_swin_heads_follow_the_stages_when_only_depths_are_set():
+    from kspace_mim.models.presets import resolve
+
+    assert resolve("swin", "small", depths=[2, 2])["num_heads"] == (3, 6)
+    assert resolve("swin", "tiny", depths=[2, 2, 2, 2])["num_heads"] == (2, 4, 8, 16)
+    assert resolve("swin", "small", depths=[2, 2], num_heads=[4, 4])["num_heads"] == (4, 4)
+    assert resolve("swin", "small")["num_heads"] == (3, 6, 12)

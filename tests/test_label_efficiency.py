@@ -101,18 +101,15 @@ def test_label_efficiency_curve_is_generated(tmp_path):
     assert "(docs/label_efficiency.md)" in readme
     assert (docs / "label_efficiency.png").stat().st_size > 0
     # The label-free variants: the default shares its run with the curve's pre-training.
-    before = (pre / "ssdu" / "seed0" / "train" / "metrics.json").stat().st_mtime_ns
+    before = (run_dir(pre / "ssdu" / "seed0") / "metrics.json").stat().st_mtime_ns
     variants = {
         "published": ("supervision=ssdu",),
         "patches 4": ("supervision=mim", "supervision.patch_size=4"),
     }
     runs = le.make_variants((0,), 3, 2, data, tmp_path / "runs", tmp_path, variants)
-    assert (pre / "ssdu" / "seed0" / "train" / "metrics.json").stat().st_mtime_ns == before
-    config = yaml.safe_load(
-        (
-            tmp_path / "runs" / "variants" / "patches_4" / "seed0" / "train" / "config.yaml"
-        ).read_text()
-    )
+    assert (run_dir(pre / "ssdu" / "seed0") / "metrics.json").stat().st_mtime_ns == before
+    variant = run_dir(tmp_path / "runs" / "variants" / "patches_4" / "seed0")
+    config = yaml.safe_load((variant / "config.yaml").read_text())
     assert config["supervision"]["patch_size"] == 4 and config["data"]["train_path"] == str(under)
     page = (docs / "label_free_variants.md").read_text()
     assert f"| published | {runs[0]['test']['ssim']:.4f} |" in page and "| patches 4 |" in page

@@ -8,6 +8,7 @@ grid well under a second on 2 cores); ``small`` for a laptop / quick GPU runs;
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -51,7 +52,15 @@ def resolve(family: str, size: str, **overrides: Any) -> dict[str, Any]:
             f"encoder.size={size!r} unknown for {family}; one of {sorted(PRESETS[family])}"
         )
     out = dict(PRESETS[family][size])
-    out.update(
-        {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
-    )
+    # Lists from a config (ListConfig included) become tuples, as the presets hold them.
+    given = {
+        k: (tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)
+        for k, v in overrides.items()
+    }
+    out.update({k: v for k, v in given.items() if v is not None})
+    if family == "swin" and given.get("depths") and given.get("num_heads") is None:
+        # Heads follow the stages when only the stages are set (a sweep over depths):
+        # the preset's first stage's heads, doubling per stage as in Swin.
+        first = PRESETS[family][size]["num_heads"][0]
+        out["num_heads"] = tuple(first * 2**i for i in range(len(out["depths"])))
     return out
