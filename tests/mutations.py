@@ -38,17 +38,23 @@ MUTATIONS = (
         ("tests/test_package.py::test_every_key_of_every_option_is_explained",),
     ),
     Mutation(
-        "the resumed step is read from an untrusted checkpoint unsafely",
-        "train.py",
-        'return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])',
-        'return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])',
-        ("tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload[ckpt_path]",),
+        "a checkpoint is unpickled (resume, fine-tuning, reconstruct)",
+        "checkpoints.py",
+        'ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)',
+        'ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)',
+        (
+            "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload[ckpt_path]",
+            "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload"
+            "[model.init_from]",
+            "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload"
+            "[reconstruct ckpt]",
+        ),
     ),
     Mutation(
         "a restarted job starts again from step 0",
         "train.py",
-        "        ckpt_path = cfg.ckpt_path or restart_checkpoint(run_dir)",
-        "        ckpt_path = cfg.ckpt_path",
+        "(restart_checkpoint(run_dir) if own and trains else None)",
+        "None",
         ("tests/test_train.py::test_a_restarted_job_resumes_from_its_own_run_directory",),
     ),
     Mutation(
@@ -108,28 +114,30 @@ MUTATIONS = (
         ("tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload[ckpt_path]",),
     ),
     Mutation(
-        "fine-tuning unpickles anything",
-        "modules/__init__.py",
-        'state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]',
-        'state = torch.load(path, map_location="cpu")["state_dict"]',
+        "fine-tuning reads a checkpoint unchecked",
+        "checkpoints.py",
+        '    state = read_checkpoint(path)["state_dict"]',
+        '    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]',
         (
-            "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload"
-            "[model.init_from]",
+            "tests/test_modules.py::test_a_checkpoint_naming_code_is_refused_on_every_path"
+            "[model.init_from-a module outside the package as the class]",
         ),
     ),
     Mutation(
-        "reconstruct unpickles anything",
-        "modules/__init__.py",
-        'ckpt = torch.load(path, map_location="cpu", weights_only=True)',
-        'ckpt = torch.load(path, map_location="cpu")',
+        "a checkpoint's class is imported by the name it records",
+        "checkpoints.py",
+        "    if not isinstance(name, str) or name not in FAMILIES:",
+        "    if isinstance(name, str) and '.' in name and name not in FAMILIES:\n"
+        "        return getattr(importlib.import_module(name.rsplit('.', 1)[0]), 'Evil')\n"
+        "    if not isinstance(name, str) or name not in FAMILIES:",
         (
-            "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload"
-            "[reconstruct ckpt]",
+            "tests/test_modules.py::test_a_checkpoint_naming_code_is_refused_on_every_path"
+            "[reconstruct ckpt-a module outside the package as the class]",
         ),
     ),
     Mutation(
         "pre-trained weights not loaded",
-        "modules/__init__.py",
+        "checkpoints.py",
         "    missing, unexpected = model.load_state_dict(state, strict=False)",
         "    missing, unexpected = [], []",
         ("tests/test_train.py::test_pretrain_then_finetune",),
@@ -373,8 +381,8 @@ MUTATIONS = (
     Mutation(
         "the recipe's optimiser ignored (always AdamW)",
         "optim.py",
-        "        cls = get_class(self.optimizer)",
-        '        cls = get_class("torch.optim.AdamW")',
+        "        cls = optimizer_class(self.optimizer)",
+        '        cls = optimizer_class("torch.optim.AdamW")',
         ("tests/test_families.py::test_the_checkpoint_holds_the_configured_recipe",),
     ),
     Mutation(
@@ -431,7 +439,7 @@ MUTATIONS = (
     Mutation(
         "numbers of the last checkpoint, not the one chosen on val",
         "train.py",
-        "        chosen = best_checkpoint(callbacks)\n",
+        "        chosen = best_checkpoint(callbacks, run_dir)\n",
         "        chosen = None\n",
         (
             "tests/test_callbacks.py::test_validation_at_log_spaced_steps_keeps_the_best_and_says_so",
@@ -454,7 +462,7 @@ MUTATIONS = (
     Mutation(
         "pre-training steps not counted in the curve",
         "results.py",
-        "        offset_steps = pre\n",
+        '        offset_steps = read_fingerprint(pre_dir).budget["trainer.max_steps"]\n',
         "        offset_steps = 0\n",
         ("tests/test_results.py::test_results_table_is_generated",),
     ),
@@ -464,6 +472,157 @@ MUTATIONS = (
         '    params = [p for p in swept_parameters(frame) if p != "seed"]',
         "    params = []",
         ("tests/test_report.py::test_seeds_are_grouped_with_means_and_intervals",),
+    ),
+    # --- files the package did not make never act on their own ---------------------------
+    Mutation(
+        "a checkpoint's hyper-parameters may name any callable",
+        "checkpoints.py",
+        '        if key == "_target_" and value not in allowed:',
+        '        if key == "_target_" and False:',
+        (
+            "tests/test_modules.py::test_a_checkpoint_naming_code_is_refused_on_every_path"
+            "[reconstruct ckpt-builtins.open in supervision]",
+        ),
+    ),
+    Mutation(
+        "a checkpoint's optimiser name is imported",
+        "checkpoints.py",
+        "optimizer_class(value, imports=False) is None",
+        "optimizer_class(value, imports=True) is None",
+        (
+            "tests/test_modules.py::test_a_checkpoint_naming_code_is_refused_on_every_path"
+            "[reconstruct ckpt-a module outside the package as the optimiser]",
+        ),
+    ),
+    Mutation(
+        "a resumed checkpoint's callback paths are not checked",
+        "checkpoints.py",
+        '        check_callback_paths(ckpt.get("callbacks"), path)',
+        "        pass",
+        ("tests/test_modules.py::test_a_resumed_checkpoint_may_not_name_files_outside_its_folder",),
+    ),
+    Mutation(
+        "a run directory of another configuration is resumed",
+        "fingerprint.py",
+        "    elif saved is not None and saved.identity != mine.identity:",
+        "    elif False:",
+        ("tests/test_train.py::test_a_run_directory_of_another_configuration_is_refused",),
+    ),
+    Mutation(
+        "a checkpoint with no fingerprint is resumed",
+        "fingerprint.py",
+        "    elif saved is None and last.exists():",
+        "    elif False:",
+        ("tests/test_train.py::test_a_run_directory_of_another_configuration_is_refused",),
+    ),
+    Mutation(
+        "an unreadable last.ckpt found by auto-resume is not named",
+        "train.py",
+        "        read_checkpoint(last, resume=True)\n    except ValueError as err:",
+        "        pass\n    except ValueError as err:",
+        ("tests/test_train.py::test_a_cut_off_last_ckpt_is_named_in_one_line",),
+    ),
+    Mutation(
+        "a study's cache ignores the budgets",
+        "results.py",
+        "{base.name}-{mine.digest()[:12]}",
+        "{base.name}-{mine.digest(budget=False)[:12]}",
+        ("tests/test_results.py::test_the_cache_is_keyed_by_the_runs_fingerprint",),
+    ),
+    Mutation(
+        "a study's cache reuses any finished run in its directory",
+        "results.py",
+        '    if (run_dir / "metrics.json").is_file() and saved is not None and saved == mine:',
+        '    if (run_dir / "metrics.json").is_file():',
+        ("tests/test_results.py::test_the_cache_is_keyed_by_the_runs_fingerprint",),
+    ),
+    Mutation(
+        "a test evaluation is reused for another model",
+        "results.py",
+        '        if saved.is_file() and read_json(saved).get("cache_key") == key:',
+        "        if saved.is_file():",
+        ("tests/test_results.py::test_test_evaluations_are_reused_only_for_the_same_model",),
+    ),
+    Mutation(
+        "split entries may be paths",
+        "data/split.py",
+        "            check_file_name(name, f\"{path}: '{key}' entry\")",
+        "            pass",
+        (
+            "tests/test_split.py::"
+            "test_split_entries_that_are_paths_are_refused_and_nothing_is_written",
+        ),
+    ),
+    Mutation(
+        "outputs are written through links",
+        "files.py",
+        "    if path.is_symlink():",
+        "    if False:",
+        (
+            "tests/test_reconstruct.py::test_overwrite_never_writes_through_a_link",
+            "tests/test_split.py::test_the_split_never_writes_through_a_planted_link",
+        ),
+    ),
+    Mutation(
+        "outputs are written in place",
+        "files.py",
+        "        yield tmp\n        os.replace(tmp, path)",
+        "        yield path",
+        ("tests/test_reconstruct.py::test_outputs_are_replaced_atomically",),
+    ),
+    Mutation(
+        "one unreadable job stops the sweep report",
+        "report.py",
+        "        except (OSError, ValueError, yaml.YAMLError, TypeError, AttributeError) as err:",
+        "        except ZeroDivisionError as err:",
+        (
+            "tests/test_report.py::"
+            "test_a_job_whose_files_cannot_be_read_is_named_and_the_others_tabled",
+        ),
+    ),
+    Mutation(
+        "a volume's declared sizes are not checked",
+        "data/mri_data.py",
+        '        check_dataset_size(path, "kspace", kspace, sides=2)\n',
+        "",
+        (
+            "tests/test_mri_data.py::"
+            "test_hostile_volumes_are_named_and_skipped_like_other_bad_files[huge slices]",
+        ),
+    ),
+    Mutation(
+        "the header's padding may lie outside the matrix",
+        "data/mri_data.py",
+        "        check_header(path, metadata, slice_shape[-1])\n",
+        "",
+        (
+            "tests/test_mri_data.py::test_hostile_volumes_are_named_and_skipped_like_other_bad_files"
+            "[padding outside the matrix]",
+        ),
+    ),
+    Mutation(
+        "file attributes override the header",
+        "data/mri_data.py",
+        "        metadata.update(check_attrs(path, hf, metadata))",
+        "        metadata.update(hf.attrs)",
+        (
+            "tests/test_mri_data.py::test_hostile_volumes_are_named_and_skipped_like_other_bad_files"
+            "[an attribute overriding the header]",
+        ),
+    ),
+    Mutation(
+        "a NaN validation metric passes silently",
+        "modules/base.py",
+        "        check_finite_metrics(result, stage, self.global_step)\n",
+        "",
+        ("tests/test_modules_base.py::test_a_nan_validation_metric_names_the_volume_and_stops",),
+    ),
+    Mutation(
+        "Swin's heads do not follow a swept stage count",
+        "models/presets.py",
+        '    if family == "swin" and given.get("depths") and given.get("num_heads") is None:',
+        "    if False:",
+        ("tests/test_config.py::test_swin_heads_follow_the_stages_when_only_depths_are_set",),
     ),
 )
 

@@ -9,7 +9,6 @@ sweeps: :mod:`kspace_mim.jobs`.
 
 from __future__ import annotations
 
-import pickle
 import sys
 import warnings
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -190,16 +188,11 @@ def restart_checkpoint(run_dir: Path) -> Path | None:
 
 
 def checkpoint_step(path: str | None) -> int | None:
-    """The optimizer step a checkpoint was written at (None without one, or when it does
-    not load as plain tensors and values). Read with ``weights_only``: a resume's
-    checkpoint may come from anywhere, and this read comes before Lightning's own safe
-    load, which then refuses the file with its own message."""
+    """The optimizer step a checkpoint was written at (None without one). Read through
+    the package's checked loader (tensors and values only, its contents allowlisted)."""
     if not path or not Path(path).is_file():
         return None
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
-    except pickle.UnpicklingError:
-        return None
+    return int(read_checkpoint(path)["global_step"])
 
 
 def best_checkpoint(callbacks: list, run_dir: Path) -> str | None:
