@@ -106,7 +106,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     cfg.paths.run_dir = str(run_dir)
     trains = not cfg.eval_only
     own = claim(run_dir, fingerprint(cfg), explicit_resume=bool(cfg.ckpt_path))
-    ckpt_path = cfg.ckpt_path or None
+    ckpt_path = cfg.ckpt_path or (restart_checkpoint(run_dir) if own and trains else None)
     if ckpt_path:
         read_checkpoint(ckpt_path, resume=True)  # refused before Lightning reads it
     if rank_zero_only.rank == 0:
