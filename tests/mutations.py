@@ -502,6 +502,13 @@ MUTATIONS = (
         ("tests/test_modules.py::test_a_resumed_checkpoint_may_not_name_files_outside_its_folder",),
     ),
     Mutation(
+        "the final validation loads whatever best checkpoint a resumed file names",
+        "train.py",
+        "inside = best and Path(best).resolve().is_relative_to(Path(run_dir).resolve())",
+        "inside = bool(best)",
+        ("tests/test_modules.py::test_the_best_checkpoint_is_only_ever_this_run_directorys",),
+    ),
+    Mutation(
         "a run directory of another configuration is resumed",
         "fingerprint.py",
         "    elif saved is not None and saved.identity != mine.identity:",

@@ -201,3 +201,23 @@ def test_the_packages_own_checkpoints_pass_the_allowlist(trained):
 
     assert read_checkpoint(trained, resume=True)["kspace_mim_class"].endswith("SimMIMModule")
     assert type(load_module(trained)).__name__ == "SimMIMModule"
+
+
+def test_the_best_checkpoint_is_only_ever_this_run_directorys(tmp_path):
+    """Lightning restores a resumed callback's ``best_model_path`` whatever folder it
+    names: the final validation must never load another run's (or any) file by it."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from kspace_mim.train import best_checkpoint
+
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    for folder in (run_dir / "checkpoints", elsewhere):
+        folder.mkdir(parents=True)
+        (folder / "best-epoch=001.ckpt").write_bytes(b"x")
+    callback = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor="val/ssim")
+    callback.best_model_path = str(elsewhere / "best-epoch=001.ckpt")
+    assert best_checkpoint([callback], run_dir) is None
+    callback.best_model_path = str(run_dir / "checkpoints" / ".." / ".." / "elsewhere" / "x")
+    assert best_checkpoint([callback], run_dir) is None
+    callback.best_model_path = str(run_dir / "checkpoints" / "best-epoch=001.ckpt")
+    assert best_checkpoint([callback], run_dir) == callback.best_model_path
