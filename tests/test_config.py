@@ -105,7 +105,7 @@ def test_optuna_search_maximises_validation_ssim(env, tmp_path, train_cli):
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     values = [json.loads((sweep / j / "metrics.json").read_text())["ssim"] for j in ("0", "1")]
     assert best["best_value"] == pytest.approx(max(values))
-    assert {"optim.lr", "encoder.patch_size"} <= set(best["best_params"])
+    assert {"optim.lr", "loss.image_ssim"} <= set(best["best_params"])
 
 
 def test_paper_sweep_config_composes():
