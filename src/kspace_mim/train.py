@@ -106,9 +106,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     cfg.paths.run_dir = str(run_dir)
     trains = not cfg.eval_only
     own = claim(run_dir, fingerprint(cfg), explicit_resume=bool(cfg.ckpt_path))
+    if cfg.ckpt_path:
+        read_checkpoint(cfg.ckpt_path, resume=True)  # refused before Lightning reads it
     ckpt_path = cfg.ckpt_path or (restart_checkpoint(run_dir) if own and trains else None)
-    if ckpt_path:
-        read_checkpoint(ckpt_path, resume=True)  # refused before Lightning reads it
     if rank_zero_only.rank == 0:
         with atomic_path(run_dir / "config.yaml") as tmp:
             OmegaConf.save(cfg, tmp, resolve=True)
