@@ -134,7 +134,11 @@ def test_a_restarted_job_resumes_from_its_own_run_directory(overfit_dir, tmp_pat
     assert torch.load(last, weights_only=False)["global_step"] == 2
     saved = json.loads((tmp_path / "job" / "fingerprint.json").read_text())
     assert saved["budget"]["trainer.max_epochs"] == 1 and "optim.lr" in saved["identity"]
-    again = run(compose(overrides(overfit_dir, "trainer.max_epochs=2")), tmp_path / "job")
+    # A longer budget and another logging cadence: the same run, continued.
+    again = run(
+        compose(overrides(overfit_dir, "trainer.max_epochs=2", "trainer.log_every_n_steps=3")),
+        tmp_path / "job",
+    )
     assert again["resumed_from"] == {"checkpoint": str(last), "step": 2}
     assert torch.load(last, weights_only=False)["global_step"] == 4  # 2 more, not 4
     # An explicit ckpt_path wins over the directory's own.

@@ -14,9 +14,10 @@ and compared with the one the directory recorded (``fingerprint.json``):
 
 Left out of the identity (:data:`IGNORED`): where things are written (``paths``, the run
 directory inside callbacks, ``logger``), Hydra's own keys, ``ckpt_path``, and how the
-work is spread or shown (devices, strategy, loader workers, progress bars, the periodic
-checkpoint's cadence). The studies key their caches on the identity *and* the budget
-(:meth:`Fingerprint.digest`).
+work is spread or shown (devices, strategy, loader workers and pinned memory, the
+validation batch size, logging cadence, model summary, profiler, progress bars, the
+learning-rate monitor, the periodic checkpoint's cadence): none changes what is learned.
+The studies key their caches on the identity *and* the budget (:meth:`Fingerprint.digest`).
 """
 
 from __future__ import annotations
@@ -46,9 +47,17 @@ IGNORED = (
     "trainer.strategy",
     "trainer.enable_progress_bar",
     "data.num_workers",
+    "data.pin_memory",
+    "data.val_batch_size",
+    "trainer.log_every_n_steps",
+    "trainer.enable_model_summary",
+    "trainer.profiler",
+    "trainer.enable_autolog_hparams",
+    "trainer.model_registry",
     "checkpoint.every_n_train_steps",
     "callbacks.progress_bar",
     "callbacks.periodic_checkpoint",
+    "callbacks.lr_monitor",
 )
 # What a resume may change (and a study's cache may not).
 BUDGET = (
