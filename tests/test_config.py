@@ -88,8 +88,7 @@ def test_wandb_goes_offline_without_key_or_network(monkeypatch, tmp_path):
 
 def test_optuna_search_maximises_validation_ssim(env, tmp_path, train_cli):
     sweep = tmp_path / "optuna"
-    train_cli(
-        env,
+    search = (
         "-m",
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
@@ -98,6 +97,7 @@ def test_optuna_search_maximises_validation_ssim(env, tmp_path, train_cli):
         "trainer.max_steps=2",
         f"hydra.sweep.dir={sweep}",
     )
+    train_cli(env, *search)
     import optuna
 
     study = optuna.load_study(study_name="kspace_mim", storage=f"sqlite:///{sweep}/optuna.db")
@@ -106,6 +106,14 @@ def test_optuna_search_maximises_validation_ssim(env, tmp_path, train_cli):
     values = [json.loads((sweep / j / "metrics.json").read_text())["ssim"] for j in ("0", "1")]
     assert best["best_value"] == pytest.approx(max(values))
     assert {"optim.lr", "loss.image_ssim"} <= set(best["best_params"])
+    # Re-launched into the same sweep directory, the study numbers its jobs from 0 again
+    # with new parameters: each job refuses the old trial's directory, which keeps its files.
+    before = {j: (sweep / j / "metrics.json").read_bytes() for j in ("0", "1")}
+    again = train_cli(env, *search, check=False)
+    assert again.returncode != 0
+    assert f"run directory {sweep / '0'} belongs to another configuration (" in again.stderr
+    assert {j: (sweep / j / "metrics.json").read_bytes() for j in ("0", "1")} == before
+    assert json.loads((sweep / "0" / "status.json").read_text())["status"] == "finished"
 
 
 def test_paper_sweep_config_composes():
