@@ -568,6 +568,8 @@ MUTATIONS = (
         (
             "tests/test_reconstruct.py::test_overwrite_never_writes_through_a_link",
             "tests/test_split.py::test_the_split_never_writes_through_a_planted_link",
+            "tests/test_evaluate.py::test_evaluate_names_bad_predictions_and_scores_the_rest",
+            "tests/test_compare.py::test_command_line_prints_and_writes_the_statistics",
         ),
     ),
     Mutation(

@@ -89,3 +89,11 @@ def test_command_line_prints_and_writes_the_statistics(tmp_path):
     assert proc.returncode == 2 and "no per-volume metrics" in proc.stderr
     with pytest.raises(FileNotFoundError):
         load_volumes(tmp_path / "missing.json")
+    # An output that is a link is refused before any work; its target is untouched.
+    victim = tmp_path / "victim.json"
+    victim.write_text("original")
+    link = tmp_path / "link.json"
+    link.symlink_to(victim)
+    proc = subprocess.run([*cmd[:6], str(link)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "symbolic link" in proc.stderr
+    assert victim.read_text() == "original"

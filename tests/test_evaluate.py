@@ -82,6 +82,14 @@ def test_evaluate_names_bad_predictions_and_scores_the_rest(data_root, tmp_path)
     assert f"{preds[1].name}: prediction contains NaN or Inf" in result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["num_volumes"] == 3 and set(metrics["failed"]) == {preds[0].name, preds[1].name}
+    # A metrics.json left as a link is refused before any work, never written through.
+    victim = tmp_path.parent / f"{tmp_path.name}_victim.json"
+    victim.write_text("original")
+    (tmp_path / "metrics.json").unlink()
+    (tmp_path / "metrics.json").symlink_to(victim)
+    again = subprocess.run(result.args, capture_output=True, text=True)
+    assert again.returncode == 2 and "symbolic link" in again.stderr
+    assert victim.read_text() == "original"
 
 
 def test_oversized_predictions_are_centre_cropped_as_fastmri_does(data_root, tmp_path):

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from kspace_mim.files import write_json
+from kspace_mim.files import check_not_link, write_json
 
 METRICS = ("ssim", "psnr", "nmse")
 ALPHA = 0.05
@@ -137,8 +137,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     args = parser.parse_args(argv)
     try:
+        if args.output:
+            check_not_link(args.output)  # before the work: an output that is a link is refused
         result = compare(load_volumes(args.a), load_volumes(args.b), args.resamples, args.seed)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(format_comparison(result, args.a.name, args.b.name))

@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from kspace_mim.config import CONFIG_DIR
-from kspace_mim.files import write_json
+from kspace_mim.files import check_not_link, write_json
 from kspace_mim.metrics import evaluate_folders
 from kspace_mim.utils import print_table
 
@@ -36,15 +36,16 @@ def print_result(result: dict) -> None:
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    output = Path(cfg.output) if cfg.output else Path(cfg.predictions) / "metrics.json"
     try:
+        check_not_link(output)  # before the work: an output that is a link is refused
         result = evaluate_folders(
             cfg.target, cfg.predictions, cfg.challenge, cfg.acquisition, cfg.acceleration
         )
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print_result(result)
-    output = Path(cfg.output) if cfg.output else Path(cfg.predictions) / "metrics.json"
     write_json(output, result)
     print(f"wrote {output}")
     if result["failed"]:
