@@ -21,6 +21,7 @@ entry. Hand-written: neither Lightning nor Hydra has an allowlist for a file's c
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 from collections.abc import Iterator
@@ -32,16 +33,15 @@ import torch
 from kspace_mim.optim import RECIPES, optimizer_class
 from kspace_mim.supervision import STRATEGIES
 
-# The model families a checkpoint may name (module path, class): looked up, not imported.
-FAMILIES = {
-    "kspace_mim.modules.simmim.SimMIMModule": ("kspace_mim.modules.simmim", "SimMIMModule"),
-    "kspace_mim.modules.unet.UnetModule": ("kspace_mim.modules.unet", "UnetModule"),
-    "kspace_mim.modules.varnet.VarNetModule": ("kspace_mim.modules.varnet", "VarNetModule"),
-    "kspace_mim.modules.unrolled.UnrolledModule": (
-        "kspace_mim.modules.unrolled",
-        "UnrolledModule",
-    ),
-}
+# The model families a checkpoint may name: names in a table, imported only from it.
+FAMILIES = frozenset(
+    {
+        "kspace_mim.modules.simmim.SimMIMModule",
+        "kspace_mim.modules.unet.UnetModule",
+        "kspace_mim.modules.varnet.VarNetModule",
+        "kspace_mim.modules.unrolled.UnrolledModule",
+    }
+)
 # Checkpoint-callback entries that hold paths (Lightning's ModelCheckpoint state).
 CALLBACK_PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
@@ -63,14 +63,12 @@ def allowed_targets() -> frozenset[str]:
 def family_class(name: Any, path: Path) -> type:
     """The model class a checkpoint records, from the table of families (no import of a
     name the file chose: the family modules are the package's own)."""
-    import importlib
-
     if not isinstance(name, str) or name not in FAMILIES:
         raise UntrustedCheckpointError(
             f"{path}: kspace_mim_class {name!r} is not one of the package's model classes "
             f"({', '.join(sorted(FAMILIES))}); refused"
         )
-    module, cls = FAMILIES[name]
+    module, cls = name.rsplit(".", 1)
     return getattr(importlib.import_module(module), cls)
 
 
@@ -128,7 +126,9 @@ def check_callback_paths(callbacks: Any, path: Path) -> None:
             raise UntrustedCheckpointError(f"{path}: callbacks.{name}.dirpath {folder!r}; refused")
         entries = [(key, state.get(key)) for key in CALLBACK_PATHS]
         best_k = state.get("best_k_models") or {}
-        entries += [("best_k_models", k) for k in (best_k if isinstance(best_k, dict) else [1])]
+        if not isinstance(best_k, dict):
+            raise UntrustedCheckpointError(f"{path}: callbacks.{name}.best_k_models; refused")
+        entries += [("best_k_models", k) for k in best_k]
         for key, value in entries:
             if not _inside(value, PurePath(folder)):
                 raise UntrustedCheckpointError(
