@@ -61,12 +61,12 @@ bench: install
 	  $(BIN)/python -m kspace_mim.bench train --size base --grid 320 --coils 15 --batch 1 \
 	    --repeats 3 --out docs/bench/train_gpu_base320.json && \
 	  $(BIN)/python -m kspace_mim.bench train --size base --grid 640x368 --coils 15 --batch 1 \
-	    --repeats 3 --encoders unrolled --override encoder.checkpointing=true \
+	    --repeats 3 --encoders unrolled --override model.checkpointing=true \
 	    --out docs/bench/train_gpu_unrolled_knee.json; fi
 	$(BIN)/python -m kspace_mim.bench tables docs/bench/*.json
 
-# The reference-parity rows: fastMRI's own E2E-VarNet loop beside encoder=varnet and
-# encoder=unrolled (and their grid / recipe variants), then the grid rows of the U-Net and
+# The reference-parity rows: fastMRI's own E2E-VarNet loop beside model=varnet and
+# model=unrolled (and their grid / recipe variants), then the grid rows of the U-Net and
 # SimMIM-Swin merged into the same table; 600 equal steps, 2 seeds (about 90 minutes on 2 CPU
 # cores).
 parity: install

@@ -119,7 +119,7 @@ def _small_overrides(folder: Path, *extra: str) -> list[str]:
         f"data.val_path={folder}",
         "data.crop_size=32",
         "data.num_workers=0",
-        "encoder.size=tiny",
+        "model.size=tiny",
         "trainer.max_steps=3",
         "data.batch_size=2",
         *extra,

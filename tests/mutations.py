@@ -45,7 +45,7 @@ MUTATIONS = (
         (
             "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload[ckpt_path]",
             "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload"
-            "[model.init_from]",
+            "[init_from]",
             "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload"
             "[reconstruct ckpt]",
         ),
@@ -120,7 +120,7 @@ MUTATIONS = (
         '    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]',
         (
             "tests/test_modules.py::test_a_checkpoint_naming_code_is_refused_on_every_path"
-            "[model.init_from-a module outside the package as the class]",
+            "[init_from-a module outside the package as the class]",
         ),
     ),
     Mutation(
@@ -305,7 +305,7 @@ MUTATIONS = (
     Mutation(
         "fine-tuning starts from scratch",
         "label_efficiency.py",
-        """        extra.append(f"model.init_from={start['checkpoint']}")""",
+        """        extra.append(f"init_from={start['checkpoint']}")""",
         "        pass",
         ("tests/test_label_efficiency.py::test_label_efficiency_curve_is_generated",),
     ),

@@ -117,7 +117,7 @@ def test_parity_table_pairs_each_row_with_its_reference():
 
 
 def test_bench_parity_trains_both_sides_on_the_same_files(data_root, tmp_path):
-    """`bench parity`, shrunk: fastMRI's own loop and encoder=varnet, the same steps, the
+    """`bench parity`, shrunk: fastMRI's own loop and model=varnet, the same steps, the
     same validation volumes scored per volume, and a row merged into an earlier result."""
     from kspace_mim.bench.parity import bench_parity
 

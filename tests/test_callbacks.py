@@ -61,7 +61,7 @@ def long_epoch(tmp_path_factory, train_command) -> list[str]:
     synthesize(data, "multicoil", "val", volumes=1, slices=30, coils=4, size=32, progress=False)
     return [
         *train_command(f"data.train_path={data}", f"data.val_path={data}"),
-        "encoder.size=tiny",
+        "model.size=tiny",
         "data.batch_size=1",
         "trainer.log_every_n_steps=1",
     ]
@@ -121,7 +121,7 @@ def test_a_kill_during_a_checkpoint_write_keeps_the_previous_one(long_epoch, tmp
     """SIGKILL while our code writes last.ckpt (a 94 MB U-Net checkpoint, written every
     step): the previous last.ckpt is whole, loads and resumes."""
     run_dir = tmp_path / "run"
-    big = ["encoder=unet", "encoder.size=base", "checkpoint.every_n_train_steps=1"]
+    big = ["model=unet", "model.size=base", "checkpoint.every_n_train_steps=1"]
     proc = watched(
         [*long_epoch, *big, "trainer.max_epochs=1000", f"hydra.run.dir={run_dir}"], dict(os.environ)
     )
@@ -160,7 +160,7 @@ def test_a_stop_during_end_of_epoch_validation_resumes_with_the_right_steps(
     synthesize(data, "multicoil", "val", volumes=1, slices=4, coils=4, size=32, progress=False)
     base = [
         *train_command(f"data.train_path={data}", f"data.val_path={data}"),
-        "encoder.size=tiny",
+        "model.size=tiny",
         "data.batch_size=1",
         "trainer.log_every_n_steps=1",
         "trainer.num_sanity_val_steps=0",
@@ -223,7 +223,7 @@ def test_validation_at_log_spaced_steps_keeps_the_best_and_says_so(
         "validation.at_steps=true",
         "validation.points=3",
         f"data.test_path={data_root}/multicoil_val",
-        "encoder=unet",
+        "model=unet",
     )
     metrics = run(compose(overrides), tmp_path / "run")
     log = train_log(tmp_path / "run").dropna(subset=["time/steps"])

@@ -11,9 +11,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from kspace_mim.config import CONFIG_DIR, compose
-from kspace_mim.models.simmim import ConfigError
-from kspace_mim.modules.base import ReconstructionModule
+from kspace_mim.config import CONFIG_DIR, ConfigError, compose, model_names
+from kspace_mim.modules.reconstruction import ReconstructionModule
 
 
 def options(group):
@@ -27,15 +26,15 @@ def test_data_groups_instantiate(group):
         assert hydra.utils.instantiate(cfg[group]) is not None
 
 
-@pytest.mark.parametrize("encoder", ["swin", "vit", "unet", "varnet", "unrolled", "zero_filled"])
-def test_encoders_instantiate(encoder):
-    extra = [] if encoder == "zero_filled" else ["encoder.size=tiny"]
-    cfg = compose([f"encoder={encoder}", *extra])
-    model = hydra.utils.instantiate(cfg.encoder)(
-        num_coils=4, img_size=(32, 32), loss=dict(cfg.loss), optim=dict(cfg.optim)
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_config_builds_the_system(name):
+    learns = name in model_names(trainable=True)
+    cfg = compose([f"model={name}", *(["model.size=tiny"] if learns else [])])
+    model = ReconstructionModule(
+        OmegaConf.to_container(cfg.model), 4, (32, 32), loss=dict(cfg.loss), optim=dict(cfg.optim)
     )
-    assert isinstance(model, ReconstructionModule)
-    assert model.trainable == (encoder != "zero_filled")
+    assert model.trainable == learns
+    assert model.hparams["net"]["_target_"] == cfg.model._target_
 
 
 def test_cpu_trainer_and_loggers(tmp_path):
@@ -54,21 +53,21 @@ def test_cpu_trainer_and_loggers(tmp_path):
 )
 def test_paper_experiments(experiment, family, patch, stride):
     cfg = compose([f"experiment={experiment}"])
-    assert cfg.encoder.family == family and cfg.encoder.patch_size == patch
-    assert cfg.encoder.domain == "kspace" and cfg.encoder.decoder == "linear"
+    assert cfg.model.family == family and cfg.model.patch_size == patch
+    assert cfg.model.domain == "kspace" and cfg.model.decoder == "linear"
     assert cfg.mask.mask_ratio == 0.6 and cfg.data.crop_size == 192 and cfg.data.batch_size == 1
     assert cfg.loss.kspace_l1 == 1.0 and cfg.loss.image_l1 == 0 and cfg.trainer.max_epochs == 100
     assert not cfg.augmentation.flip_prob and not cfg.augmentation.normalize
-    model = hydra.utils.instantiate(cfg.encoder)(
-        num_coils=2, img_size=(192, 192), loss=dict(cfg.loss)
+    model = ReconstructionModule(
+        OmegaConf.to_container(cfg.model), 2, (192, 192), loss=dict(cfg.loss)
     )
     assert model.net.stride == stride
 
 
 def test_wrong_encoder_stride_from_config():
-    cfg = compose(["encoder=swin", "encoder.size=tiny", "encoder.encoder_stride=32"])
-    with pytest.raises(ConfigError, match="Set encoder.encoder_stride=4"):
-        hydra.utils.instantiate(cfg.encoder)(num_coils=2, img_size=(32, 32))
+    cfg = compose(["model=swin", "model.size=tiny", "model.encoder_stride=32"])
+    with pytest.raises(ConfigError, match="Set model.encoder_stride=4"):
+        ReconstructionModule(OmegaConf.to_container(cfg.model), 2, (32, 32))
 
 
 def test_wandb_goes_offline_without_key_or_network(monkeypatch, tmp_path):
@@ -93,7 +92,7 @@ def test_optuna_search_maximises_validation_ssim(env, tmp_path, train_cli):
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
         "hydra.sweeper.sampler.n_startup_trials=1",
-        "encoder.size=tiny",
+        "model.size=tiny",
         "trainer.max_steps=2",
         f"hydra.sweep.dir={sweep}",
     )
@@ -119,13 +118,13 @@ def test_optuna_search_maximises_validation_ssim(env, tmp_path, train_cli):
 def test_paper_sweep_config_composes():
     cfg = compose(["experiment=paper_sweep"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
-    assert {"encoder.patch_size", "mask", "augmentation"} <= set(params)
+    assert {"model.patch_size", "mask", "augmentation"} <= set(params)
 
 
 @pytest.mark.slow
 def test_concurrent_sweeps_never_share_a_directory(env, tmp_path, train_command):
     env = {**env, "KSPACE_MIM_OUTPUT": str(tmp_path / "out")}
-    cmd = train_command("-m", "encoder=zero_filled", "seed=0,1")
+    cmd = train_command("-m", "model=zero_filled", "seed=0,1")
     procs = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(2)
@@ -215,7 +214,7 @@ def shipped_sweeps() -> list[tuple[str, list[str], dict]]:
                 found.append((path.stem, [f"experiment={path.stem}"], params))
             else:  # a search space applies to every trainable family
                 for family in TRAINABLE:
-                    found.append((f"{path.stem}/{family}", [f"encoder={family}"], params))
+                    found.append((f"{path.stem}/{family}", [f"model={family}"], params))
     return found
 
 
@@ -235,9 +234,10 @@ def test_every_job_of_every_shipped_sweep_builds_its_model(name, base, params):
         cfg = compose([*base, *job])
         hydra.utils.instantiate(cfg.mask)
         hydra.utils.instantiate(cfg.augmentation)
-        key = yaml.safe_dump(OmegaConf.to_container(cfg.encoder, resolve=True))
+        key = yaml.safe_dump(OmegaConf.to_container(cfg.model, resolve=True))
         if key not in built:
-            model = hydra.utils.instantiate(cfg.encoder)(
+            model = ReconstructionModule(
+                OmegaConf.to_container(cfg.model, resolve=True),
                 num_coils=2,
                 img_size=(cfg.data.crop_size or 64,) * 2,
                 loss=dict(cfg.loss),

@@ -11,7 +11,7 @@ import pytest
 from kspace_mim.config import compose
 from kspace_mim.data.synthesize import synthesize
 from kspace_mim.metrics import evaluate_folders
-from kspace_mim.modules.cs import centre_maps, read_cfl, write_cfl
+from kspace_mim.models.cs import centre_maps, read_cfl, write_cfl
 from kspace_mim.reconstruct import run as reconstruct
 
 

@@ -10,27 +10,27 @@ import pytest
 import torch
 from hydra.utils import get_class
 
-from kspace_mim.config import CONFIG_DIR, compose
+from kspace_mim.config import compose, model_names
 from kspace_mim.train import build_datamodule, build_model, run
 
-FAMILIES = sorted(p.stem for p in (CONFIG_DIR / "encoder").glob("*.yaml"))
-TRAINABLE = [f for f in FAMILIES if f != "zero_filled"]
+FAMILIES = model_names()
+TRAINABLE = model_names(trainable=True)
 # Small enough for a CPU step; every other argument is the family's default.
 SHRINK = {
-    "varnet": ["encoder.num_cascades=2", "encoder.pools=2", "encoder.sens_pools=2"],
-    "unrolled": ["encoder.cascades=2", "encoder.pools=2", "encoder.sens_pools=2"],
-    "vit": ["encoder.patch_size=4"],
+    "varnet": ["model.num_cascades=2", "model.pools=2", "model.sens_pools=2"],
+    "unrolled": ["model.cascades=2", "model.pools=2", "model.sens_pools=2"],
+    "vit": ["model.patch_size=4"],
 }
 
 
 def family_overrides(family: str, folder, *extra: str) -> list[str]:
     return [
-        f"encoder={family}",
+        f"model={family}",
         f"data.train_path={folder}",
         f"data.val_path={folder}",
         "data.crop_size=32",
         "data.num_workers=0",
-        *(["encoder.size=tiny"] if family != "zero_filled" else []),
+        *(["model.size=tiny"] if family != "zero_filled" else []),
         *SHRINK.get(family, []),
         *extra,
     ]
@@ -39,7 +39,7 @@ def family_overrides(family: str, folder, *extra: str) -> list[str]:
 def test_families_are_enumerated_from_the_configs():
     assert {"swin", "vit", "unet", "varnet", "unrolled", "zero_filled"} <= set(FAMILIES)
     for family in FAMILIES:  # each has its recipe: recipe/<family>.yaml
-        assert "_target_" in compose([f"encoder={family}"]).optim
+        assert "_target_" in compose([f"model={family}"]).optim
 
 
 @pytest.mark.parametrize("family", TRAINABLE)
@@ -63,16 +63,16 @@ def test_every_trainable_parameter_gets_a_nonzero_gradient(family, data_root):
 
 def kspace_output(family: str) -> bool:
     """Whether the family's output passes through k-space (self-supervision needs it)."""
-    return get_class(compose([f"encoder={family}"]).encoder._target_).has_kspace_output
+    return get_class(compose([f"model={family}"]).encoder._target_).has_kspace_output
 
 
 @pytest.mark.parametrize("supervision", ["ssdu", "mim"])
 @pytest.mark.parametrize("family", [f for f in TRAINABLE if kspace_output(f)])
 def test_self_supervision_trains_every_kspace_family(family, supervision, data_root):
-    """``encoder=<family> supervision=ssdu|mim`` as typed: one step on test-layout files
+    """``model=<family> supervision=ssdu|mim`` as typed: one step on test-layout files
     (no target), a finite held-out loss, a gradient for every parameter (the k-space
     SimMIM's mask token included: masked modeling leaves patches without a sample)."""
-    extra = ["encoder.domain=kspace"] if family in ("swin", "vit") else []
+    extra = ["model.domain=kspace"] if family in ("swin", "vit") else []
     cfg = compose(
         [
             *family_overrides(family, data_root / "multicoil_test", "data.batch_size=2", *extra),
@@ -112,9 +112,9 @@ def test_ddp_trains_every_family_with_identical_weights(env, tmp_path, train_cli
         "trainer.max_steps=2",
         "trainer.check_val_every_n_epoch=1000",
         "trainer.num_sanity_val_steps=0",
-        "encoder.size=tiny",
+        "model.size=tiny",
         "data.batch_size=2",
-        f"encoder={','.join(TRAINABLE)}",
+        f"model={','.join(TRAINABLE)}",
         "+callbacks.rank_weights._target_=rank_weights.SaveRankWeights",
         f"hydra.sweep.dir={sweep}",
         check=False,

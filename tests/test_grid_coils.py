@@ -15,13 +15,12 @@ from fastmri.data.subsample import RandomMaskFunc
 from fastmri.data.transforms import VarNetDataTransform
 from fastmri.models.varnet import SensitivityModel
 
-from kspace_mim.config import compose
+from kspace_mim.config import ConfigError, compose
 from kspace_mim.data.datamodule import FastMRIDataModule
 from kspace_mim.data.masks import CartesianMask
 from kspace_mim.data.synthesize import synthesize
 from kspace_mim.data.transforms import collate_slices
 from kspace_mim.models.coils import guard_empty_coils
-from kspace_mim.models.simmim import ConfigError
 from kspace_mim.train import build_datamodule, build_model, run
 
 
@@ -175,8 +174,8 @@ def test_empty_coils_get_zero_maps_and_real_coils_fastmri_s():
 @pytest.mark.parametrize(
     "family, extra",
     [
-        ("varnet", ["encoder.num_cascades=2", "encoder.pools=2", "encoder.sens_pools=2"]),
-        ("unrolled", ["encoder.cascades=2", "encoder.pools=2", "encoder.sens_pools=2"]),
+        ("varnet", ["model.num_cascades=2", "model.pools=2", "model.sens_pools=2"]),
+        ("unrolled", ["model.cascades=2", "model.pools=2", "model.sens_pools=2"]),
     ],
 )
 def test_coils_padded_to_a_fixed_count_train_without_nan(family, extra, data_root, tmp_path):
@@ -185,12 +184,12 @@ def test_coils_padded_to_a_fixed_count_train_without_nan(family, extra, data_roo
     folder = data_root / "mixed_coils"
     cfg = compose(
         [
-            f"encoder={family}",
+            f"model={family}",
             f"data.train_path={folder}",
             f"data.val_path={folder}",
             "data.virtual_coils=8",
             "data.num_workers=0",
-            "encoder.size=tiny",
+            "model.size=tiny",
             "trainer.max_steps=2",
             *extra,
         ]
@@ -208,10 +207,10 @@ def test_any_coil_count_without_compression(data_root, tmp_path):
         f"data.val_path={folder}",
         "data.num_workers=0",
         "data.batch_size=2",
-        "encoder.size=tiny",
+        "model.size=tiny",
         "trainer.max_steps=3",
     ]
-    cfg = compose(["encoder=varnet", "encoder.num_cascades=2", "encoder.pools=2", *base])
+    cfg = compose(["model=varnet", "model.num_cascades=2", "model.pools=2", *base])
     datamodule = build_datamodule(cfg)
     assert datamodule.facts().coil_counts == (4, 6)
     datamodule.setup("fit")
@@ -220,6 +219,6 @@ def test_any_coil_count_without_compression(data_root, tmp_path):
         assert batch.masked_kspace.shape[1] in (4, 6)  # one count per batch, never padded
     metrics = run(cfg, tmp_path)
     assert metrics["num_volumes"] == 3 and math.isfinite(metrics["ssim"])
-    swin = compose(["encoder=swin", "data.crop_size=32", *base])
+    swin = compose(["model=swin", "data.crop_size=32", *base])
     with pytest.raises(ConfigError, match=r"4, 6 coils .* set data.virtual_coils"):
         build_model(swin, build_datamodule(swin))

@@ -13,7 +13,7 @@ from kspace_mim.config import compose
 def test_ddp_cpu_sweep_equals_single_process(env, tmp_path, train_cli):
     """A 2-job multirun of 2-process DDP jobs; validation metrics equal one process."""
     single = tmp_path / "single"
-    train_cli(env, "encoder.size=tiny", "trainer.max_steps=2", f"hydra.run.dir={single}")
+    train_cli(env, "model.size=tiny", "trainer.max_steps=2", f"hydra.run.dir={single}")
     ckpt = single / "checkpoints" / "last.ckpt"
     sweep = tmp_path / "ddp"
     train_cli(
@@ -22,8 +22,8 @@ def test_ddp_cpu_sweep_equals_single_process(env, tmp_path, train_cli):
         "trainer=ddp_cpu",
         "trainer.devices=2",
         "eval_only=true",
-        f"model.init_from={ckpt}",
-        "encoder.size=tiny",
+        f"init_from={ckpt}",
+        "model.size=tiny",
         "data.val_batch_size=1,2",
         f"hydra.sweep.dir={sweep}",
     )
@@ -42,8 +42,8 @@ def train_eval_single(env, ckpt, run_dir, train_cli):
     train_cli(
         env,
         "eval_only=true",
-        f"model.init_from={ckpt}",
-        "encoder.size=tiny",
+        f"init_from={ckpt}",
+        "model.size=tiny",
         f"hydra.run.dir={run_dir}",
     )
     return json.loads((run_dir / "metrics.json").read_text())
@@ -81,7 +81,7 @@ def test_a_killed_ddp_rank_ends_the_run_and_last_ckpt_resumes_it(
     run_dir = tmp_path / "run"
     tiny = [
         "trainer=ddp_cpu",
-        "encoder.size=tiny",
+        "model.size=tiny",
         "data.batch_size=1",
         "trainer.max_epochs=-1",
         "trainer.check_val_every_n_epoch=1000",

@@ -9,7 +9,7 @@ def test_offline_wandb_run_holds_metrics_and_an_image(env, tmp_path, train_cli):
     train_cli(
         clean,
         "logger=wandb",
-        "encoder.size=tiny",
+        "model.size=tiny",
         "trainer.max_steps=2",
         "trainer.log_every_n_steps=1",
         f"hydra.run.dir={run_dir}",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kspace_mim.config import ConfigError
 from kspace_mim.models.presets import PRESETS, resolve
-from kspace_mim.models.simmim import ConfigError, SimMIM
+from kspace_mim.models.simmim import SimMIM
 
 
 @pytest.mark.parametrize(
@@ -43,8 +44,8 @@ def test_encoder_stride_must_match(family, stride_ok, stride_bad):
     )
     with pytest.raises(
         ConfigError,
-        match=rf"encoder.encoder_stride={stride_bad} .* downsamples by "
-        rf"{stride_ok}.*Set encoder.encoder_stride={stride_ok}",
+        match=rf"model.encoder_stride={stride_bad} .* downsamples by "
+        rf"{stride_ok}.*Set model.encoder_stride={stride_ok}",
     ):
         SimMIM(
             family,
@@ -94,12 +95,12 @@ def test_presets_for_every_encoder():
     for family in ("swin", "vit", "unet"):
         assert set(PRESETS[family]) == {"tiny", "small", "base"}
     assert resolve("swin", "tiny", embed_dim=32)["embed_dim"] == 32
-    with pytest.raises(ValueError, match="encoder.size='huge' unknown"):
+    with pytest.raises(ValueError, match="model.size='huge' unknown"):
         resolve("swin", "huge")
 
 
 def test_bad_decoder_and_family():
-    with pytest.raises(ConfigError, match="encoder.decoder='conv'"):
+    with pytest.raises(ConfigError, match="model.decoder='conv'"):
         SimMIM("swin", 1, (16, 16), decoder="conv", size="tiny")
     with pytest.raises(ValueError, match="unknown encoder family"):
         SimMIM("resnet", 1, (16, 16), size="tiny")

@@ -48,7 +48,7 @@ def untrusted(tmp_path, monkeypatch):
         {
             "state_dict": {},
             "global_step": 0,
-            "kspace_mim_class": "kspace_mim.modules.simmim.SimMIMModule",
+            "kspace_mim_class": "kspace_mim.modules.reconstruction.ReconstructionModule",
             "payload": SideEffect(marker),
         },
         path,
@@ -56,11 +56,11 @@ def untrusted(tmp_path, monkeypatch):
     return path, marker
 
 
-@pytest.mark.parametrize("entry", ["ckpt_path", "model.init_from", "reconstruct ckpt"])
+@pytest.mark.parametrize("entry", ["ckpt_path", "init_from", "reconstruct ckpt"])
 def test_untrusted_checkpoints_never_run_their_payload(
     entry, untrusted, data_root, tmp_path, small_overrides
 ):
-    """Resume (``ckpt_path``), fine-tuning (``model.init_from``) and ``reconstruct ckpt=``
+    """Resume (``ckpt_path``), fine-tuning (``init_from``) and ``reconstruct ckpt=``
     refuse the file and the payload never runs, whatever torch's default."""
     from kspace_mim.config import compose
     from kspace_mim.reconstruct import run as reconstruct
@@ -105,11 +105,17 @@ GADGETS = {
     "a module outside the package as the optimiser": lambda ck, marker, mod: ck[
         "hyper_parameters"
     ].update(optim={"_target_": "kspace_mim.optim.WarmupCosine", "optimizer": f"{mod}.Evil"}),
+    "a module outside the package as the network": lambda ck, marker, mod: ck[
+        "hyper_parameters"
+    ]["net"].update(_target_=f"{mod}.Evil"),
+    "os.system as the network": lambda ck, marker, mod: ck["hyper_parameters"].update(
+        net={"_target_": "os.system", "_args_": [f"touch {marker}"]}
+    ),
     "a nested target": lambda ck, marker, mod: ck["hyper_parameters"]["supervision"].update(
         extra={"_target_": "os.system", "_args_": [f"touch {marker}"]}
     ),
 }
-ENTRIES = ["reconstruct ckpt", "model.init_from", "eval_only", "ckpt_path", "own last.ckpt"]
+ENTRIES = ["reconstruct ckpt", "init_from", "eval_only", "ckpt_path", "own last.ckpt"]
 
 
 @pytest.fixture
@@ -165,8 +171,8 @@ def test_a_checkpoint_naming_code_is_refused_on_every_path(
             run(train_cfg, run_dir)
         else:
             extra = {
-                "model.init_from": [f"model.init_from={path}"],
-                "eval_only": [f"model.init_from={path}", "eval_only=true"],
+                "init_from": [f"init_from={path}"],
+                "eval_only": [f"init_from={path}", "eval_only=true"],
                 "ckpt_path": [f"ckpt_path={path}"],
             }[entry]
             run(compose(small_overrides(data_root / "multicoil_val", *extra)), run_dir)
@@ -199,8 +205,10 @@ def test_a_resumed_checkpoint_may_not_name_files_outside_its_folder(trained, tmp
 def test_the_packages_own_checkpoints_pass_the_allowlist(trained):
     from kspace_mim.checkpoints import load_module, read_checkpoint
 
-    assert read_checkpoint(trained, resume=True)["kspace_mim_class"].endswith("SimMIMModule")
-    assert type(load_module(trained)).__name__ == "SimMIMModule"
+    assert read_checkpoint(trained, resume=True)["kspace_mim_class"].endswith(
+        "ReconstructionModule"
+    )
+    assert type(load_module(trained).net).__name__ == "SimMIMReconstructor"
 
 
 def test_the_best_checkpoint_is_only_ever_this_run_directorys(tmp_path):

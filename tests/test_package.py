@@ -84,7 +84,7 @@ def test_configuration_reference_lists_every_group_option_and_key():
         assert f"### {title}" in text, title
     # a key's default and its comment (inline here), nested keys dotted
     assert "| `encoder_stride` | `null` | null: the real downsampling, patch_size" in text
-    assert "| `model.init_from` | `null` | a checkpoint to start from" in text
+    assert "| `init_from` | `null` | a checkpoint to start from" in text
     # ... or the comment lines just above it
     assert "| `optimized_metric` | `val/ssim` | What a sweep optimises" in text
     # a key without a comment of its own: the argument of the option's _target_
@@ -107,7 +107,7 @@ def test_every_key_of_every_option_is_explained():
     text = config_reference.markdown()
     gpu = text.split("### `trainer=gpu`")[1].split("###")[0]
     assert "| `precision` | `bf16-mixed` | argument of `lightning.Trainer` |" in gpu
-    varnet = text.split("### `recipe=varnet`")[1].split("###")[0]
+    varnet = text.split("### `recipe=fastmri_varnet`")[1].split("###")[0]
     # a global option's key: the data group's meaning of batch_size
     assert "| `data.batch_size` | `1` | argument of `kspace_mim.data.datamodule." in varnet
 

@@ -28,7 +28,7 @@ def train_tiny(data_root, run_dir, *extra):
         f"data.val_path={data_root}/multicoil_val",
         "data.crop_size=32",
         "data.num_workers=0",
-        "encoder.size=tiny",
+        "model.size=tiny",
         *extra,
     ]
     return train(compose(overrides), run_dir)
@@ -199,10 +199,10 @@ def test_checkpoint_on_other_grids_widths_and_coils(data_root, tmp_path, read_h5
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["encoder=varnet"],
-        ["encoder=unrolled"],
-        ["encoder=unrolled", "data.adjacent_slices=1"],
-        ["encoder=unet", "encoder.size=tiny", "data.adjacent_slices=1"],
+        ["model=varnet"],
+        ["model=unrolled"],
+        ["model=unrolled", "data.adjacent_slices=1"],
+        ["model=unet", "model.size=tiny", "data.adjacent_slices=1"],
     ],
     ids=["varnet", "unrolled", "unrolled-adjacent", "unet-adjacent"],
 )
@@ -233,9 +233,9 @@ def test_varnet_reconstructs_other_coil_counts_on_its_native_grid(data_root, tmp
     metrics = train_tiny(
         data_root,
         run_dir,
-        "encoder=varnet",
-        "encoder.num_cascades=2",
-        "encoder.pools=2",
+        "model=varnet",
+        "model.num_cascades=2",
+        "model.pools=2",
         "trainer.max_steps=2",
     )
     out = tmp_path / "out"

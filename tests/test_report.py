@@ -15,10 +15,10 @@ def test_sweep_with_a_failing_job_and_its_report(env, tmp_path, train_cli):
     result = train_cli(
         env,
         "-m",
-        "encoder=unet,swin",
+        "model=unet,swin",
         "loss.image_l1=0,1",
         "loss.image_ssim=0",
-        "encoder.size=tiny",
+        "model.size=tiny",
         "trainer.max_steps=2",
         f"hydra.sweep.dir={sweep}",
         check=False,
@@ -56,7 +56,7 @@ def test_seeds_are_grouped_with_means_and_intervals(tmp_path):
     for n, ((encoder, seed), value) in enumerate([*ssim.items(), (("swin", 1), None)]):
         job = tmp_path / str(n)
         (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "overrides.yaml").write_text(f"- encoder={encoder}\n- seed={seed}\n")
+        (job / ".hydra" / "overrides.yaml").write_text(f"- model={encoder}\n- seed={seed}\n")
         status = "finished" if value is not None else "failed"
         (job / "status.json").write_text(json.dumps({"status": status}))
         if value is not None:

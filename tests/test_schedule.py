@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from lightning.pytorch.callbacks import Timer
 
-from kspace_mim.modules.schedule import OPEN_ENDED_WARMUP_STEPS, lr_factor, warmup_cosine
+from kspace_mim.lr_schedule import OPEN_ENDED_WARMUP_STEPS, lr_factor, warmup_cosine
 
 
 class FakeTimer(Timer):

@@ -12,14 +12,12 @@ import torch.nn.functional as F
 from fastmri.data.subsample import EquispacedMaskFractionFunc
 from omegaconf import OmegaConf
 
-from kspace_mim.config import CONFIG_DIR
+from kspace_mim.config import CONFIG_DIR, ConfigError
 from kspace_mim.data.masks import CartesianMask, RandomPatchMask
 from kspace_mim.data.mri_data import SliceDataset
 from kspace_mim.data.samplers import GridBatchSampler
 from kspace_mim.data.transforms import KspaceTransform, collate_slices, prepare_batch
-from kspace_mim.models.simmim import ConfigError
-from kspace_mim.modules.simmim import SimMIMModule
-from kspace_mim.modules.unet import UnetModule
+from kspace_mim.modules.reconstruction import ReconstructionModule, system_of
 from kspace_mim.supervision import SSDU, MaskedModeling, Supervised, build_supervision
 
 H, W = 64, 48
@@ -231,8 +229,8 @@ def test_bad_options_and_image_only_models_are_configuration_errors():
     with pytest.raises(ConfigError, match="supervision='semi'"):
         build_supervision({"name": "semi"})
     for name in ("ssdu", "mim"):
-        with pytest.raises(ConfigError, match="UnetModule outputs an image only"):
-            UnetModule(4, (32, 32), size="tiny", supervision=group(name))
+        with pytest.raises(ConfigError, match="UnetReconstructor outputs an image only"):
+            system_of("unet", 4, (32, 32), net={"size": "tiny"}, supervision=group(name))
 
 
 def group(name: str, **overrides) -> dict:
@@ -274,7 +272,7 @@ def test_the_loss_never_sees_a_sample_that_was_not_acquired(name, data_root, tmp
     results = []
     for folder in (clean, noisy):
         torch.manual_seed(0)
-        module = SimMIMModule(4, (32, 32), size="tiny", supervision=group(name))
+        module = system_of("swin", 4, (32, 32), net={"size": "tiny"}, supervision=group(name))
         torch.manual_seed(1)
         terms = module.training_terms(_ssdu_batch(folder))
         terms["loss"].backward()
@@ -299,14 +297,15 @@ def test_the_model_sees_only_the_input_set_normalised_as_at_test(name, data_root
     batch = _ssdu_batch(data_root / "multicoil_test")
     seen = {}
 
-    class Spy(SimMIMModule):
+    class Spy(ReconstructionModule):
         def reconstruct(self, b):
             seen["batch"] = b
             seen["out"] = super().reconstruct(b)
             return seen["out"]
 
     torch.manual_seed(0)
-    module = Spy(4, (32, 32), size="tiny", supervision=group(name))
+    swin = system_of("swin", 4, (32, 32), net={"size": "tiny"})
+    module = Spy(swin.hparams["net"], 4, (32, 32), supervision=group(name))
     module.training_terms(batch)
     b = seen["batch"]
     held = batch.mask & ~b.mask
@@ -325,12 +324,16 @@ def test_the_model_sees_only_the_input_set_normalised_as_at_test(name, data_root
 
 
 def test_mim_gives_the_kspace_encoder_a_mask_token_on_every_hidden_patch(data_root):
-    """With encoder.domain=kspace, SimMIM's mask token stands wherever a hidden patch
+    """With model.domain=kspace, SimMIM's mask token stands wherever a hidden patch
     left no input sample: every patch that held acquired samples and lost them all."""
     batch = _ssdu_batch(data_root / "multicoil_test")
     torch.manual_seed(0)
-    module = SimMIMModule(
-        4, (32, 32), size="tiny", domain="kspace", supervision=group("mim", patch_size=4)
+    module = system_of(
+        "swin",
+        4,
+        (32, 32),
+        net={"size": "tiny", "domain": "kspace"},
+        supervision=group("mim", patch_size=4),
     )
     tokens = {}
 

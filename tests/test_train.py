@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
+from kspace_mim.checkpoints import load_module
 from kspace_mim.config import compose
 from kspace_mim.data.synthesize import synthesize
 from kspace_mim.fingerprint import RunDirError
-from kspace_mim.modules.simmim import SimMIMModule
 from kspace_mim.train import build_datamodule, build_model, run
 
 pytestmark = pytest.mark.slow
@@ -42,25 +42,25 @@ def overrides(folder, *extra, tiny=True):
         "optim.lr=3e-3",
         "trainer.log_every_n_steps=1",
         *extra,
-        *(["encoder.size=tiny"] if tiny else []),
+        *(["model.size=tiny"] if tiny else []),
     ]
 
 
 @pytest.fixture(scope="module")
 def zero_filled_ssim(overfit_dir, tmp_path_factory):
-    cfg = compose(overrides(overfit_dir, "encoder=zero_filled", tiny=False))
+    cfg = compose(overrides(overfit_dir, "model=zero_filled", tiny=False))
     return run(cfg, tmp_path_factory.mktemp("zf"))["ssim"]
 
 
 @pytest.mark.parametrize(
     "model",
     [
-        ["encoder=swin"],
-        ["encoder=swin", "encoder.domain=kspace"],
-        ["encoder=vit", "encoder.patch_size=4"],
-        ["encoder=unet"],
-        ["encoder=varnet", "encoder.num_cascades=2", "encoder.pools=3"],
-        ["encoder=unrolled", "encoder.cascades=2", "encoder.pools=3"],
+        ["model=swin"],
+        ["model=swin", "model.domain=kspace"],
+        ["model=vit", "model.patch_size=4"],
+        ["model=unet"],
+        ["model=varnet", "model.num_cascades=2", "model.pools=3"],
+        ["model=unrolled", "model.cascades=2", "model.pools=3"],
     ],
     ids=["swin-image", "swin-kspace", "vit-image", "unet", "varnet", "unrolled"],
 )
@@ -71,7 +71,7 @@ def test_each_encoder_overfits_a_few_slices(
     metrics = run(cfg, tmp_path)
     assert metrics["ssim"] > zero_filled_ssim + 0.15, (metrics["ssim"], zero_filled_ssim)
     assert metrics["num_volumes"] == 1 and metrics["num_slices"] == 4
-    assert ("kspace_ssim" in metrics) == (model[0] != "encoder=unet")
+    assert ("kspace_ssim" in metrics) == (model[0] != "model=unet")
     log = train_log(tmp_path)
     loss = log["train/loss"].dropna().to_numpy()
     assert loss[-5:].mean() < 0.75 * loss[:5].mean()
@@ -89,7 +89,7 @@ def test_checkpoint_reloads_into_identical_outputs(overfit_dir, tmp_path):
     metrics = run(cfg, tmp_path)
     best = next((tmp_path / "checkpoints").glob("best-*.ckpt"))
 
-    model = SimMIMModule.load_from_checkpoint(best)
+    model = load_module(best)
     trainer = L.Trainer(
         accelerator="cpu",
         logger=False,
@@ -183,7 +183,7 @@ def test_a_cut_off_last_ckpt_is_named_in_one_line(overfit_dir, tmp_path):
 
 def test_pretrain_then_finetune(overfit_dir, tmp_path):
     pre = compose(
-        overrides(overfit_dir, "mask=random0.6", "trainer.max_steps=2", "encoder.domain=kspace")
+        overrides(overfit_dir, "mask=random0.6", "trainer.max_steps=2", "model.domain=kspace")
     )
     run(pre, tmp_path / "pre")
     ckpt = tmp_path / "pre" / "checkpoints" / "last.ckpt"
@@ -192,8 +192,8 @@ def test_pretrain_then_finetune(overfit_dir, tmp_path):
             overfit_dir,
             "mask=equispaced4x",
             "trainer.max_steps=2",
-            "encoder.domain=kspace",
-            f"model.init_from={ckpt}",
+            "model.domain=kspace",
+            f"init_from={ckpt}",
         )
     )
     # The fine-tuning model starts from the pre-trained weights, every one of them.
@@ -205,7 +205,7 @@ def test_pretrain_then_finetune(overfit_dir, tmp_path):
     assert run(fine, tmp_path / "fine")["ssim"] > 0
     wrong = compose(
         overrides(
-            overfit_dir, "trainer.max_steps=2", "encoder.embed_dim=32", f"model.init_from={ckpt}"
+            overfit_dir, "trainer.max_steps=2", "model.embed_dim=32", f"init_from={ckpt}"
         )
     )
     with pytest.raises(ValueError, match="shapes differ from this config"):
@@ -229,9 +229,9 @@ def train_in(tmp_path, *overrides, env=None):
 
 
 def test_first_run_writes_the_default_data(tmp_path):
-    """`python -m kspace_mim.train encoder=swin mask=random0.6` with no data/ folder: the
+    """`python -m kspace_mim.train model=swin mask=random0.6` with no data/ folder: the
     default set (the brain) is written on first use, once."""
-    result = train_in(tmp_path, "encoder=swin", "mask=random0.6", "trainer.max_steps=2")
+    result = train_in(tmp_path, "model=swin", "mask=random0.6", "trainer.max_steps=2")
     assert result.returncode == 0, result.stderr[-3000:]
     data = tmp_path / "data" / "colin27"
     assert len(list((data / "multicoil_train").glob("*.h5"))) == 28
@@ -247,7 +247,7 @@ def test_first_run_writes_the_default_data(tmp_path):
     assert {"ssim", "psnr", "nmse", "kspace_ssim", "num_volumes", "num_slices"} <= metrics.keys()
     assert metrics["num_volumes"] == 13
     assert "SSIM" in result.stdout and "k-space SSIM" in result.stdout
-    again = train_in(tmp_path, "encoder.size=tiny", "trainer.max_steps=1")
+    again = train_in(tmp_path, "model.size=tiny", "trainer.max_steps=1")
     assert again.returncode == 0 and "first use" not in again.stdout
 
 
@@ -256,7 +256,7 @@ def test_lightning_trainer_arguments_and_a_time_budget(tmp_path, train_log):
     budget alone (max_epochs=-1): the learning rate decays over the time budget."""
     result = train_in(
         tmp_path,
-        "encoder.size=tiny",
+        "model.size=tiny",
         "data.crop_size=32",
         "trainer.max_epochs=-1",
         "trainer.max_time=00:00:00:06",
@@ -287,12 +287,12 @@ def test_expected_failures_are_one_line(tmp_path):
     assert "Traceback" not in missing.stderr
     assert f"data.train_path: data folder {tmp_path}/nowhere does not exist" in missing.stderr
     assert not (tmp_path / "nowhere").exists()  # only the default folders are synthesized
-    unknown = train_in(tmp_path, "encoder=foo")
+    unknown = train_in(tmp_path, "model=foo")
     assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
     assert "Could not find 'encoder/foo'" in unknown.stderr
-    stride = train_in(tmp_path, "encoder.size=tiny", "encoder.encoder_stride=3")
+    stride = train_in(tmp_path, "model.size=tiny", "model.encoder_stride=3")
     assert stride.returncode != 0 and "Traceback" not in stride.stderr
-    assert "Set encoder.encoder_stride=4" in stride.stderr
+    assert "Set model.encoder_stride=4" in stride.stderr
     full = train_in(
         tmp_path,
         f"data.train_path={tmp_path}/nowhere",
@@ -312,7 +312,7 @@ def test_make_train_writes_data_and_trains(tmp_path):
         "train",
         f"DATA_ROOT={tmp_path / 'data'}",
         "SYNTH_ARGS=--volumes 2 --slices 2 --size 32 --coils 4",
-        "ARGS=trainer.max_steps=2 data.num_workers=0 encoder.size=tiny",
+        "ARGS=trainer.max_steps=2 data.num_workers=0 model.size=tiny",
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -338,7 +338,7 @@ def test_real_data_configs_train(data, folder, extra, data_root, tmp_path):
             f"data.val_path={data_root}/{folder}",
             "data.crop_size=32",
             "data.num_workers=0",
-            "encoder.size=tiny",
+            "model.size=tiny",
             "trainer.max_steps=2",
             *extra,
         ]
@@ -361,31 +361,29 @@ def test_unrolled_pretrained_weights_land_in_every_cascade(overfit_dir, tmp_path
     """The paper's two stages for the unrolled network: SimMIM patch masks, then Cartesian."""
     import torch
 
-    from kspace_mim.modules.unrolled import UnrolledModule
-
     run(
         compose(
-            overrides(overfit_dir, "encoder=unrolled", "mask=random0.6", "trainer.max_steps=3")
+            overrides(overfit_dir, "model=unrolled", "mask=random0.6", "trainer.max_steps=3")
         ),
         tmp_path / "pre",
     )
     ckpt = tmp_path / "pre" / "checkpoints" / "last.ckpt"
     pretrained = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     fine = compose(
-        overrides(overfit_dir, "encoder=unrolled", "trainer.max_steps=1", f"model.init_from={ckpt}")
+        overrides(overfit_dir, "model=unrolled", "trainer.max_steps=1", f"init_from={ckpt}")
     )
     datamodule = build_datamodule(fine)
     from kspace_mim.train import build_model
 
     model = build_model(fine, datamodule)
-    assert isinstance(model, UnrolledModule)
+    assert type(model.net).__name__ == "UnrolledReconstructor"
     state = model.state_dict()
     for i in range(len(model.net.cascades)):
         keys = [k for k in pretrained if k.startswith(f"net.cascades.{i}.")]
         assert keys and all(torch.equal(state[k], pretrained[k]) for k in keys)
     first = [k for k in pretrained if k.startswith("net.first.")]
     assert first and all(torch.equal(state[k], pretrained[k]) for k in first)
-    fresh = build_model(compose(overrides(overfit_dir, "encoder=unrolled")), datamodule)
+    fresh = build_model(compose(overrides(overfit_dir, "model=unrolled")), datamodule)
     assert not torch.equal(fresh.state_dict()[keys[0]], pretrained[keys[0]])
 
 
@@ -402,7 +400,7 @@ def test_self_supervision_trains_on_undersampled_files_alone(
             "data.crop_size=32",
             "data.batch_size=2",
             "data.num_workers=0",
-            "encoder.size=tiny",
+            "model.size=tiny",
             f"supervision={supervision}",
             "trainer.max_steps=3",
             "trainer.log_every_n_steps=1",

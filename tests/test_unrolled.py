@@ -6,11 +6,10 @@ import pytest
 import torch
 from fastmri.models import VarNet
 
+from kspace_mim.config import ConfigError
 from kspace_mim.data.transforms import KspaceSample
-from kspace_mim.models.simmim import ConfigError
 from kspace_mim.models.unrolled import Unrolled
-from kspace_mim.modules.unrolled import UnrolledModule
-from kspace_mim.modules.varnet import VarNetModule
+from kspace_mim.modules.reconstruction import system_of
 from kspace_mim.physics import center_crop
 
 B, C, H, W = 2, 4, 32, 24
@@ -41,7 +40,7 @@ def test_varnet_module_equals_fastmri_varnet():
     """Same weights, same masked k-space: our module's image is fastMRI's VarNet's,
     in original units and cropped to the recon size."""
     torch.manual_seed(0)
-    module = VarNetModule(C, (H, W), size="tiny").eval()
+    module = system_of("varnet", C, (H, W), net={"size": "tiny"}).eval()
     reference = VarNet(num_cascades=4, chans=8, pools=4, sens_chans=4, sens_pools=4).eval()
     reference.load_state_dict(module.net.state_dict())
     batch = make_batch(scale=3.5)
@@ -57,8 +56,11 @@ def test_varnet_module_equals_fastmri_varnet():
 @pytest.mark.parametrize("first_estimate", ["none", "simmim"])
 def test_unrolled_learns_with_every_denoiser(denoiser, first_estimate):
     torch.manual_seed(0)
-    module = UnrolledModule(
-        C, (H, W), size="tiny", cascades=2, denoiser=denoiser, first_estimate=first_estimate
+    module = system_of(
+        "unrolled",
+        C,
+        (H, W),
+        net={"size": "tiny", "cascades": 2, "denoiser": denoiser, "first_estimate": first_estimate},
     )
     batch = make_batch()
     opt = torch.optim.Adam(module.parameters(), lr=1e-3)
@@ -110,9 +112,9 @@ def test_checkpointing_gives_the_same_values_and_gradients():
 
 
 def test_bad_options_are_configuration_errors():
-    with pytest.raises(ConfigError, match="encoder.denoiser='cnn'"):
+    with pytest.raises(ConfigError, match="model.denoiser='cnn'"):
         Unrolled(C, (H, W), denoiser="cnn")
-    with pytest.raises(ConfigError, match="encoder.first_estimate='zero'"):
+    with pytest.raises(ConfigError, match="model.first_estimate='zero'"):
         Unrolled(C, (H, W), first_estimate="zero")
 
 
@@ -120,7 +122,7 @@ def test_patch_masks_give_finite_sensitivity_maps():
     """SimMIM patch masks have no fully sampled centre column: the coil maps are
     estimated from every column instead of an empty centre (0 / 0)."""
     from kspace_mim.data.masks import RandomPatchMask
-    from kspace_mim.modules.base import common_low_frequencies
+    from kspace_mim.models.family import common_low_frequencies
 
     batch = make_batch()
     patches = RandomPatchMask(0.6, 4)((H, W), seed=0).mask
@@ -131,7 +133,10 @@ def test_patch_masks_give_finite_sensitivity_maps():
     )
     assert common_low_frequencies(batch) == W
     torch.manual_seed(0)
-    for module in (VarNetModule(C, (H, W)), UnrolledModule(C, (H, W), cascades=1)):
+    for module in (
+        system_of("varnet", C, (H, W)),
+        system_of("unrolled", C, (H, W), net={"cascades": 1}),
+    ):
         assert torch.isfinite(module.reconstruct(batch).image).all()
     cartesian = make_batch()._replace(num_low_frequencies=torch.tensor([4, 6]))
     assert common_low_frequencies(cartesian) is None  # fastMRI reads each slice's centre
@@ -152,14 +157,14 @@ ADJACENT = {"adjacent_slices": 1}  # stacks of 3 slices: C coils each, 3 * C cha
 def test_adjacent_slices_reach_the_network_and_the_image_is_the_middle(family, kwargs):
     """With a stack of 3 slices the network sees the neighbours (changing one changes the
     image), the image and k-space are the middle slice's, and the loss trains."""
-    from kspace_mim.modules.simmim import SimMIMModule
-    from kspace_mim.modules.unet import UnetModule
 
     torch.manual_seed(0)
     build = {
-        "unrolled": lambda: UnrolledModule(3 * C, (H, W), cascades=1, data=ADJACENT, **kwargs),
-        "unet": lambda: UnetModule(3 * C, (H, W), size="tiny", data=ADJACENT),
-        "swin": lambda: SimMIMModule(3 * C, (H, W), size="tiny", data=ADJACENT),
+        "unrolled": lambda: system_of(
+            "unrolled", 3 * C, (H, W), net={"cascades": 1, **kwargs}, data=ADJACENT
+        ),
+        "unet": lambda: system_of("unet", 3 * C, (H, W), net={"size": "tiny"}, data=ADJACENT),
+        "swin": lambda: system_of("swin", 3 * C, (H, W), net={"size": "tiny"}, data=ADJACENT),
     }
     module = build[family]()
     batch = make_batch(coils=3 * C)
@@ -181,17 +186,16 @@ def test_adjacent_slices_reach_the_network_and_the_image_is_the_middle(family, k
 
 
 def test_adjacent_slices_zero_filled_is_the_middle_slice():
-    from kspace_mim.modules.zero_filled import ZeroFilledModule
 
     batch = make_batch(coils=3 * C)
-    stacked = ZeroFilledModule(3 * C, (H, W), data=ADJACENT).reconstruct(batch).image
+    stacked = system_of("zero_filled", 3 * C, (H, W), data=ADJACENT).reconstruct(batch).image
     middle = batch._replace(
         masked_kspace=batch.masked_kspace[:, C : 2 * C], offset=batch.offset[:, C : 2 * C]
     )
-    alone = ZeroFilledModule(C, (H, W)).reconstruct(middle).image
+    alone = system_of("zero_filled", C, (H, W)).reconstruct(middle).image
     torch.testing.assert_close(stacked, alone)
 
 
 def test_varnet_refuses_adjacent_slices():
     with pytest.raises(ConfigError, match="adjacent_slices"):
-        VarNetModule(3 * C, (H, W), data=ADJACENT)
+        system_of("varnet", 3 * C, (H, W), data=ADJACENT)

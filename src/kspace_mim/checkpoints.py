@@ -6,11 +6,13 @@ constructor arguments, and a ``_target_`` among them is code once Hydra instanti
 (``{_target_: builtins.open, _args_: [PATH, "w"]}`` truncates PATH); a class name read
 from the file is an import. So before anything is built from a file:
 
-- its class must be one of the package's model families (:data:`FAMILIES`), looked up
+- its class must be the package's reconstruction system (:data:`FAMILIES`; a file of
+  the earlier one-class-per-family layout is mapped onto it, :data:`LEGACY`), looked up
   by name in a table, never imported;
 - every ``_target_`` at any depth of its hyper-parameters must be one of the package's
-  own strategy and recipe classes (:func:`allowed_targets`), and an optimiser named there
-  must be a ``torch.optim`` class;
+  own networks (its ``model`` configs), strategies and recipes (:func:`allowed_targets`),
+  or a network the user trusts by name (``KSPACE_MIM_TRUSTED_NETS``), and an optimiser
+  named there must be a ``torch.optim`` class;
 - the paths a checkpoint callback recorded must lie inside the folder that callback
   wrote to (Lightning deletes rotated checkpoints by those paths and reloads the "best"
   one), for files that resume a run.
@@ -23,25 +25,37 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import pickle
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Any
 
 import torch
+import yaml
 
 from kspace_mim.optim import RECIPES, optimizer_class
 from kspace_mim.supervision import STRATEGIES
 
-# The model families a checkpoint may name: names in a table, imported only from it.
-FAMILIES = frozenset(
-    {
-        "kspace_mim.modules.simmim.SimMIMModule",
-        "kspace_mim.modules.unet.UnetModule",
-        "kspace_mim.modules.varnet.VarNetModule",
-        "kspace_mim.modules.unrolled.UnrolledModule",
-    }
-)
+# The class a checkpoint may name: the reconstruction system, named in a table, imported
+# only from it (the network it holds is a hyper-parameter, allowlisted below).
+SYSTEM = "kspace_mim.modules.reconstruction.ReconstructionModule"
+FAMILIES = frozenset({SYSTEM})
+# Checkpoints written before the one-system layout (one LightningModule per family): the
+# family's class -> its network, whose parameters have the same names under ``net.``.
+LEGACY = {
+    "kspace_mim.modules.simmim.SimMIMModule": "kspace_mim.models.simmim.SimMIMReconstructor",
+    "kspace_mim.modules.unet.UnetModule": "kspace_mim.models.unet.UnetReconstructor",
+    "kspace_mim.modules.varnet.VarNetModule": "kspace_mim.models.varnet.VarNetReconstructor",
+    "kspace_mim.modules.unrolled.UnrolledModule": (
+        "kspace_mim.models.unrolled.UnrolledReconstructor"
+    ),
+}
+# The system's own arguments in a legacy file's hyper-parameters; the rest are the network's.
+SYSTEM_ARGS = ("num_coils", "img_size", "loss", "optim", "data", "on_nonfinite", "supervision")
+# A user's own model families (their configs name these classes), trusted by name:
+# comma-separated ``module.Class`` targets.
+TRUSTED_NETS_ENV = "KSPACE_MIM_TRUSTED_NETS"
 # Checkpoint-callback entries that hold paths (Lightning's ModelCheckpoint state).
 CALLBACK_PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
@@ -54,22 +68,60 @@ def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def package_nets() -> frozenset[str]:
+    """The networks of the package's own ``model`` configs (conf/model/*.yaml)."""
+    from kspace_mim.config import CONFIG_DIR
+
+    targets = set()
+    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
+        model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+        if isinstance(model.get("_target_"), str):
+            targets.add(model["_target_"])
+    return frozenset(targets)
+
+
 def allowed_targets() -> frozenset[str]:
     """The ``_target_`` values a checkpoint's hyper-parameters may hold: the package's
-    supervision strategies and optimiser recipes."""
-    return frozenset(qualified_name(cls) for cls in (*STRATEGIES, *RECIPES))
+    networks, supervision strategies and optimiser recipes, and the networks named in
+    ``KSPACE_MIM_TRUSTED_NETS`` (a user's own families)."""
+    own = {qualified_name(cls) for cls in (*STRATEGIES, *RECIPES)}
+    trusted = {t.strip() for t in os.environ.get(TRUSTED_NETS_ENV, "").split(",") if t.strip()}
+    return frozenset(own | package_nets() | trusted)
 
 
 def family_class(name: Any, path: Path) -> type:
-    """The model class a checkpoint records, from the table of families (no import of a
-    name the file chose: the family modules are the package's own)."""
+    """The system class a checkpoint records, from the table (no import of a name the
+    file chose)."""
+    if name in LEGACY:
+        name = SYSTEM
     if not isinstance(name, str) or name not in FAMILIES:
         raise UntrustedCheckpointError(
-            f"{path}: kspace_mim_class {name!r} is not one of the package's model classes "
-            f"({', '.join(sorted(FAMILIES))}); refused"
+            f"{path}: kspace_mim_class {name!r} is not the package's model class "
+            f"({', '.join(sorted(FAMILIES | set(LEGACY)))}); refused"
         )
     module, cls = name.rsplit(".", 1)
     return getattr(importlib.import_module(module), cls)
+
+
+def upgrade_legacy(ckpt: dict[str, Any], path: Path, resume: bool) -> None:
+    """A checkpoint of the one-LightningModule-per-family layout, in place as the system's:
+    its network's arguments become ``net`` (state-dict keys are unchanged). Its weights
+    load (``reconstruct``, ``init_from``); resuming its training state does not."""
+    name = ckpt.get("kspace_mim_class")
+    if name not in LEGACY:
+        return
+    if resume:
+        raise UntrustedCheckpointError(
+            f"{path}: written by an earlier layout ({name}); its weights load with "
+            "init_from=, resuming its optimiser state is not supported"
+        )
+    hparams = ckpt.get("hyper_parameters") or {}
+    if not isinstance(hparams, dict):
+        raise UntrustedCheckpointError(f"{path}: hyper_parameters is not a mapping; refused")
+    net = {k: v for k, v in hparams.items() if k not in SYSTEM_ARGS}
+    system = {k: hparams[k] for k in SYSTEM_ARGS if k in hparams}
+    ckpt["hyper_parameters"] = {**system, "net": {"_target_": LEGACY[name], **net}}
+    ckpt["kspace_mim_class"] = SYSTEM
 
 
 def _walk(value: Any, where: str) -> Iterator[tuple[str, Any, Any]]:
@@ -167,6 +219,7 @@ def checked_bytes(path: str | Path, resume: bool = False) -> tuple[bytes, dict[s
     if "kspace_mim_class" not in ckpt:
         raise ValueError(f"{path}: no 'kspace_mim_class' entry; not a kspace_mim checkpoint")
     family_class(ckpt["kspace_mim_class"], path)
+    upgrade_legacy(ckpt, path, resume)
     check_hyper_parameters(ckpt.get("hyper_parameters"), path)
     if resume:
         check_callback_paths(ckpt.get("callbacks"), path)
@@ -176,11 +229,13 @@ def checked_bytes(path: str | Path, resume: bool = False) -> tuple[bytes, dict[s
 
 
 def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """The model of a kspace_mim checkpoint, rebuilt from its checked contents (class from
-    the family table, hyper-parameters allowlisted, tensors only)."""
-    data, ckpt = checked_bytes(path)
+    """The model of a kspace_mim checkpoint, rebuilt from its checked contents (the system
+    class from the table, its network and hyper-parameters allowlisted, tensors only)."""
+    ckpt = read_checkpoint(path)
     cls = family_class(ckpt["kspace_mim_class"], Path(path))
-    return cls.load_from_checkpoint(io.BytesIO(data), map_location=map_location, weights_only=True)
+    model = cls(**(ckpt.get("hyper_parameters") or {}))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(map_location)
 
 
 def load_pretrained(model: torch.nn.Module, path: str | Path) -> None:

@@ -14,6 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message says what fits."""
+
+
 def project_root() -> str:
     """Where data and outputs live by default: ``KSPACE_MIM_ROOT``, else the current
     directory (an installed package has no repository root to write into)."""
@@ -70,6 +74,40 @@ register_resolvers()
 EXTRAS = {
     "hydra_plugins.hydra_optuna_sweeper": ("hparams_search=optuna", "the Optuna sweeper", "optuna")
 }
+
+
+# Names of the earlier layout (one LightningModule per family): override key -> its successor.
+RENAMED = {
+    "encoder": "model (model=swin|vit|unet|varnet|unrolled|zero_filled; encoder.X is model.X)",
+    "model.init_from": "init_from",
+    "cs": "model=cs and model.X (e.g. model.lamda=0.003)",
+}
+
+
+def check_renamed(overrides: Sequence[str]) -> None:
+    """Exit with one line naming the successor of an override key of the earlier layout
+    (Hydra alone would say only that the key or group is missing)."""
+    for arg in overrides:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        for old, new in RENAMED.items():
+            if key == old or key.startswith(old + "."):
+                raise SystemExit(f"error: {key} is now {new}")
+
+
+def model_names(trainable: bool | None = None) -> list[str]:
+    """The model families (conf/model/*.yaml); ``trainable`` keeps those whose network
+    learns (True) or does not (False: zero-filling, compressed sensing), read from the
+    network class's ``trainable`` attribute (default True)."""
+    import yaml
+    from hydra.utils import get_class
+
+    names = []
+    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
+        target = (yaml.safe_load(path.read_text()).get("model") or {}).get("_target_")
+        learns = bool(getattr(get_class(target), "trainable", True))
+        if trainable is None or learns == trainable:
+            names.append(path.stem)
+    return names
 
 
 def require_extras(overrides: Sequence[str]) -> None:

@@ -110,7 +110,7 @@ def options(root: Path = CONFIG_DIR) -> list[Option]:
 
     A key that no comment explains takes the meaning the same key has in another option
     of its group or under the same full path elsewhere (``trainer=gpu``'s ``precision`` is
-    ``trainer=default``'s argument; ``recipe=varnet``'s ``data.batch_size`` is the data
+    ``trainer=default``'s argument; ``recipe=fastmri_varnet``'s ``data.batch_size`` is the data
     group's ``batch_size``); a ``defaults`` list is what the option builds on.
     """
     found = [parse_option(p, root) for p in sorted(root.rglob("*.yaml"))]

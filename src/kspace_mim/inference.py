@@ -23,7 +23,7 @@ from kspace_mim.data.transforms import collate_slices, prepare_batch
 from kspace_mim.figures import comparison_figure, save_figure
 from kspace_mim.files import write_h5
 from kspace_mim.metrics import kspace_picture
-from kspace_mim.modules.base import ReconstructionModule
+from kspace_mim.modules.reconstruction import ReconstructionModule
 
 
 @dataclass

@@ -49,7 +49,7 @@ from kspace_mim.results import (
 )
 from kspace_mim.utils import write_generated
 
-MODEL = ("encoder=swin", "encoder.size=tiny", "mask=equispaced4x")
+MODEL = ("model=swin", "model.size=tiny", "mask=equispaced4x")
 ACCELERATION = 4
 
 
@@ -173,7 +173,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "masked modeling, 60 % of the patches": ("supervision=mim", "supervision.ratio=0.6"),
     "masked modeling, k-space encoder with mask tokens": (
         "supervision=mim",
-        "encoder.domain=kspace",
+        "model.domain=kspace",
     ),
 }
 
@@ -246,7 +246,7 @@ def finetune(
     folder = out / f"n{labels or 'all'}" / slug(name) / f"seed{seed}"
     extra = [f"data.train_volumes={labels}"] if labels else []
     if start is not None:
-        extra.append(f"model.init_from={start['checkpoint']}")
+        extra.append(f"init_from={start['checkpoint']}")
     overrides = [*train_overrides(data, steps, seed, points), *MODEL, *extra]
     metrics = train_once(overrides, folder / "train")
     run_dir = Path(metrics["run_dir"])

@@ -6,7 +6,7 @@ returns what ``LightningModule.configure_optimizers`` returns. The optimiser its
 named by its class path (``torch.optim.AdamW``), so any torch optimiser fits.
 
 - :class:`WarmupCosine`: this package's default, linear warm-up then cosine over the
-  run's horizon in steps or in time (:mod:`kspace_mim.modules.schedule`).
+  run's horizon in steps or in time (:mod:`kspace_mim.lr_schedule`).
 - :class:`StepDecay`: fastMRI's published recipes (Adam for E2E-VarNet, RMSprop for the
   U-Net; the rate times ``gamma`` every ``step_size`` epochs).
 """
@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from hydra.utils import get_class
 
-from kspace_mim.modules.schedule import lr_factor
+from kspace_mim.lr_schedule import lr_factor
 
 
 class Recipe:

@@ -2,11 +2,11 @@
 
     python -m kspace_mim.reconstruct ckpt=PATH input=DIR output=DIR [mask=...] [challenge=...]
     python -m kspace_mim.reconstruct model=zero_filled input=DIR output=DIR [mask=...]
-    python -m kspace_mim.reconstruct model=cs input=DIR output=DIR [mask=...] [cs.lamda=F]
+    python -m kspace_mim.reconstruct model=cs input=DIR output=DIR [mask=...] [model.lamda=F]
 
 Test / challenge files use their own mask; other files the configured one, seeded by
 the file name (as validation). ``output/reconstruct.json`` records what made the files
-(the model or checkpoint, the mask, the CS settings). Bad volumes are named with their
+(the network and its settings, the checkpoint, the mask). Bad volumes are named with their
 reason, the good ones written, and the exit status is 1 when any failed.
 """
 
@@ -17,16 +17,15 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from kspace_mim.checkpoints import load_module
-from kspace_mim.config import CONFIG_DIR
+from kspace_mim.config import CONFIG_DIR, check_renamed
 from kspace_mim.data.mri_data import Volume
 from kspace_mim.data.transforms import KspaceTransform
 from kspace_mim.files import check_not_link, write_json
 from kspace_mim.inference import eval_augmentation, reconstruct_folder
-from kspace_mim.modules.zero_filled import ZeroFilledModule
+from kspace_mim.modules.reconstruction import ReconstructionModule
 
 
 def check_output(output: Path, overwrite: bool) -> None:
@@ -42,19 +41,26 @@ def check_output(output: Path, overwrite: bool) -> None:
     output.mkdir(parents=True, exist_ok=True)
 
 
+def untrained_model(net: dict) -> ReconstructionModule:
+    """The system around a network that needs no training (zero-filling, compressed
+    sensing); a trainable one is refused (its weights come from a checkpoint)."""
+    model = ReconstructionModule(net=net)
+    if model.trainable:
+        raise ValueError(
+            f"model={net['_target_']} is trained: give ckpt=PATH (its checkpoint) instead; "
+            "model= takes zero_filled or cs"
+        )
+    return model
+
+
 def run(cfg: DictConfig) -> int:
     """Reconstruct; returns the process exit status (0: every volume written)."""
     output = Path(cfg.output)
     check_output(output, cfg.overwrite)
-    if cfg.model == "zero_filled":
-        model = ZeroFilledModule(num_coils=0, img_size=(0, 0))
-    elif cfg.model == "cs":
-        try:
-            model = hydra.utils.instantiate(cfg.cs)
-        except InstantiationException as err:  # the module's own message, not Hydra's wrap
-            raise (err.__cause__ or err) from None
-    elif cfg.model is not None:
-        raise ValueError(f"model={cfg.model}: zero_filled or cs (or give ckpt=PATH)")
+    if cfg.get("model") is not None and cfg.ckpt:
+        raise ValueError("give either ckpt=PATH or model=zero_filled|cs, not both")
+    if cfg.get("model") is not None:
+        model = untrained_model(OmegaConf.to_container(cfg.model, resolve=True))
     elif cfg.ckpt:
         model = load_module(cfg.ckpt)
     else:
@@ -96,10 +102,9 @@ def run(cfg: DictConfig) -> int:
     )
     # What made these files: a CS row's lamda, a checkpoint's path, the mask.
     settings = {
-        "model": cfg.model or "checkpoint",
+        "model": model.hparams["net"],
         "ckpt": cfg.ckpt,
         "mask": OmegaConf.to_container(cfg.mask, resolve=True),
-        **({"cs": OmegaConf.to_container(cfg.cs, resolve=True)} if cfg.model == "cs" else {}),
         "volumes": [p.name for p in report.written],
     }
     write_json(output / "reconstruct.json", settings)
@@ -113,13 +118,19 @@ def run(cfg: DictConfig) -> int:
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="reconstruct", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def reconstruct(cfg: DictConfig) -> None:
     try:
         status = run(cfg)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         status = 2
     sys.exit(status)
+
+
+def main() -> None:
+    """``python -m kspace_mim.reconstruct``: the Hydra command line."""
+    check_renamed(sys.argv[1:])
+    reconstruct()
 
 
 if __name__ == "__main__":

@@ -63,16 +63,16 @@ class Row(NamedTuple):
 
 
 REFERENCE = "E2E-VarNet, fastMRI recipe"
-UNROLLED = ("encoder=unrolled", "encoder.size=tiny")
+UNROLLED = ("model=unrolled", "model.size=tiny")
 # Pre-training takes half the table's steps, fine-tuning the table's: 1.5x in total,
 # against a from-scratch control of 1.5x.
 ROWS: dict[str, Row] = {
     "zero-filled": Row(baseline="zero_filled"),
     "CS (L1-wavelet SENSE)": Row(baseline="cs"),
-    "U-Net, fastMRI recipe": Row(("encoder=unet", "encoder.size=tiny")),
-    REFERENCE: Row(("encoder=varnet", "encoder.size=tiny")),
-    "E2E-VarNet, package recipe": Row(("encoder=varnet", "encoder.size=tiny", "recipe=package")),
-    "SimMIM-Swin": Row(("encoder=swin", "encoder.size=tiny")),
+    "U-Net, fastMRI recipe": Row(("model=unet", "model.size=tiny")),
+    REFERENCE: Row(("model=varnet", "model.size=tiny")),
+    "E2E-VarNet, package recipe": Row(("model=varnet", "model.size=tiny", "recipe=package")),
+    "SimMIM-Swin": Row(("model=swin", "model.size=tiny")),
     "unrolled": Row(UNROLLED),
     "unrolled, pre-trained + fine-tuned": Row(UNROLLED, pretrain_steps=-1, total_steps=1.5),
     "unrolled, from scratch at the same total steps": Row(UNROLLED, total_steps=1.5),
@@ -196,7 +196,7 @@ def train_row(
         pre_curve = curve(pre_dir)
         offset_steps = read_fingerprint(pre_dir).budget["trainer.max_steps"]
         offset_s = pre_curve[-1]["train_s"] if pre_curve else 0.0
-        extra = [f"model.init_from={pre_dir / 'checkpoints' / 'last.ckpt'}"]
+        extra = [f"init_from={pre_dir / 'checkpoints' / 'last.ckpt'}"]
         common = train_overrides(data, steps, seed, points)
     metrics = train_once([*common, *row.overrides, *extra], folder / "train")
     run_dir = Path(metrics["run_dir"])
@@ -282,10 +282,10 @@ def flops_per_step(row: Row, grid: tuple[int, int], coils: int) -> float | None:
     """Training FLOPs of one step at batch 1 on the data's grid (``bench train``'s count)."""
     from kspace_mim.bench.train import train_step_rate
 
-    encoder = next((o.split("=", 1)[1] for o in row.overrides if o.startswith("encoder=")), None)
+    encoder = next((o.split("=", 1)[1] for o in row.overrides if o.startswith("model=")), None)
     if encoder is None:
         return None
-    sizes = tuple(o for o in row.overrides if o.startswith("encoder.") and "size" not in o)
+    sizes = tuple(o for o in row.overrides if o.startswith("model.") and "size" not in o)
     rate = train_step_rate(encoder, "tiny", f"{grid[0]}x{grid[1]}", coils, 1, 1, "cpu", sizes)
     return rate["gflop_per_slice"] * 1e9
 

@@ -25,8 +25,8 @@ import hydra
 import torch
 from torch import Tensor
 
+from kspace_mim.config import ConfigError
 from kspace_mim.data.transforms import KspaceSample
-from kspace_mim.models.simmim import ConfigError
 from kspace_mim.physics import apply_mask
 
 SELECTIONS = ("gaussian", "uniform")
@@ -310,7 +310,7 @@ class MaskedModeling(HeldOut):
     A ``ratio`` of the ``patch_size`` x ``patch_size`` patches tiling the k-space grid
     (SimMIM's exact count, uniformly) is hidden: their acquired samples are held out.
     A patch left without an input sample gets SimMIM's mask token where the encoder sees
-    k-space (``encoder.domain=kspace``); other networks see zeros there.
+    k-space (``model.domain=kspace``); other networks see zeros there.
 
     Args:
         patch_size: the mask's patch side in k-space samples.

@@ -25,14 +25,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from kspace_mim.callbacks import instantiate_callbacks
 from kspace_mim.checkpoint_io import AtomicCheckpointIO
 from kspace_mim.checkpoints import load_pretrained, read_checkpoint
-from kspace_mim.config import CONFIG_DIR, require_extras
+from kspace_mim.config import CONFIG_DIR, ConfigError, check_renamed, require_extras
 from kspace_mim.data.datamodule import FastMRIDataModule
 from kspace_mim.files import atomic_path, write_json
 from kspace_mim.fingerprint import claim, fingerprint
 from kspace_mim.jobs import relaunch_this_job_only, run_job
 from kspace_mim.loggers import build_logger
-from kspace_mim.models.simmim import ConfigError
-from kspace_mim.modules.base import ReconstructionModule
+from kspace_mim.modules.reconstruction import ReconstructionModule, data_settings
 from kspace_mim.supervision import build_supervision
 from kspace_mim.utils import print_config_tree, print_metrics_table
 
@@ -52,35 +51,28 @@ def build_datamodule(cfg: DictConfig) -> FastMRIDataModule:
 
 
 def build_model(cfg: DictConfig, datamodule: FastMRIDataModule) -> ReconstructionModule:
-    """The encoder group's module, sized from the data's facts (coils, grid)."""
+    """The system with the ``model`` group's network, sized from the data's facts."""
     facts = datamodule.facts()
-    model = hydra.utils.instantiate(cfg.encoder)(
+    model = ReconstructionModule(
+        net=OmegaConf.to_container(cfg.model, resolve=True),
         num_coils=facts.num_coils,
         img_size=facts.img_size,
         loss=OmegaConf.to_container(cfg.loss, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        data={
-            "challenge": cfg.data.challenge,
-            "normalize": bool(cfg.augmentation.normalize),
-            "crop_size": cfg.data.crop_size,
-            "virtual_coils": cfg.data.virtual_coils,
-            "adjacent_slices": cfg.data.adjacent_slices,
-            "grid": cfg.data.grid,
-            "readout": cfg.data.readout,
-        },
+        data=data_settings(cfg),
         on_nonfinite=cfg.train.on_nonfinite,
         supervision=OmegaConf.to_container(cfg.supervision, resolve=True),
     )
     if len(facts.coil_counts) > 1 and not model.varying_coils:
         raise ConfigError(
             f"the train / val volumes have {', '.join(map(str, facts.coil_counts))} coils and "
-            f"{type(model).__name__} is built for one coil count; set data.virtual_coils "
+            f"{type(model.net).__name__} is built for one coil count; set data.virtual_coils "
             f"(e.g. {min(facts.coil_counts)}) to compress every volume to that many, or use "
             "a family that takes any coil count (varnet, unet, unrolled with "
-            "encoder.first_estimate=none)"
+            "model.first_estimate=none)"
         )
-    if cfg.model.init_from:
-        load_pretrained(model, cfg.model.init_from)
+    if cfg.init_from:
+        load_pretrained(model, cfg.init_from)
     return model
 
 
@@ -138,7 +130,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         chosen = chosen or str(run_dir / "checkpoints" / "last.ckpt")
     else:
         trainer.validate(model, datamodule=datamodule, verbose=False)
-        chosen = cfg.model.init_from
+        chosen = cfg.init_from
     # Which weights every number is of (selected on validation by optimized_metric).
     source = {"checkpoint": chosen, "checkpoint_step": checkpoint_step(chosen)}
     results = {"val": {**model.last_metrics["val"], "split": "val", **source}}
@@ -160,7 +152,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
-        print_metrics_table(results, title=f"{type(model).__name__} — {run_dir}")
+        print_metrics_table(results, title=f"{type(model.net).__name__} — {run_dir}")
     return metrics
 
 
@@ -220,6 +212,7 @@ def train(cfg: DictConfig) -> float:
 
 def main() -> None:
     """``python -m kspace_mim.train`` / ``kspace-mim-train``: the Hydra command line."""
+    check_renamed(sys.argv[1:])
     require_extras(sys.argv[1:])
     train()
 

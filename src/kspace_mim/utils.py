@@ -17,7 +17,7 @@ def print_config_tree(
         "data",
         "mask",
         "augmentation",
-        "encoder",
+        "model",
         "loss",
         "optim",
         "trainer",

@@ -26,7 +26,7 @@ LAUNCHER = [
     "hydra.launcher.timeout_min=15",
 ]
 TINY = [
-    "encoder.size=tiny",
+    "model.size=tiny",
     "data.batch_size=2",
     "logger=csv",
     "trainer.enable_progress_bar=false",

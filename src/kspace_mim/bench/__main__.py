@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     for p in (p_data, p_train):
         p.add_argument("--out", type=Path, help="write the JSON here too")
     p_parity = sub.add_parser(
-        "parity", help="fastMRI's own VarNet loop beside encoder=varnet / unrolled, equal steps"
+        "parity", help="fastMRI's own VarNet loop beside model=varnet / unrolled, equal steps"
     )
     p_parity.add_argument("--steps", type=int, default=600)
     p_parity.add_argument("--seeds", type=int, nargs="+", default=[0, 1])

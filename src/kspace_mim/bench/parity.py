@@ -40,27 +40,27 @@ from kspace_mim.models.presets import resolve
 # against); "fastmri_loop" is the bare loop.
 ROWS: dict[str, tuple[list[str], str | None]] = {
     "fastmri_loop": ([], None),
-    "varnet": (["encoder=varnet"], "fastmri_loop"),
-    "varnet_square_grid": (["encoder=varnet", "data.grid=square"], "fastmri_loop"),
-    # encoder=unrolled's defaults: this package's recipe (AdamW + warm-up / cosine, L1 +
+    "varnet": (["model=varnet"], "fastmri_loop"),
+    "varnet_square_grid": (["model=varnet", "data.grid=square"], "fastmri_loop"),
+    # model=unrolled's defaults: this package's recipe (AdamW + warm-up / cosine, L1 +
     # SSIM + 0.1 k-space L1, batch 4) on the native grid.
-    "unrolled": (["encoder=unrolled"], "fastmri_loop"),
+    "unrolled": (["model=unrolled"], "fastmri_loop"),
     # The same network trained as E2E-VarNet is (batch 1, Adam, SSIM), on either grid.
-    "unrolled_varnet_recipe": (["encoder=unrolled", "recipe=varnet"], "fastmri_loop"),
+    "unrolled_varnet_recipe": (["model=unrolled", "recipe=fastmri_varnet"], "fastmri_loop"),
     "unrolled_varnet_recipe_square_grid": (
-        ["encoder=unrolled", "recipe=varnet", "data.grid=square"],
+        ["model=unrolled", "recipe=fastmri_varnet", "data.grid=square"],
         "fastmri_loop",
     ),
     # This package's recipe for VarNet itself.
     "varnet_package_recipe": (
-        ["encoder=varnet", "recipe=package", "data.grid=native"],
+        ["model=varnet", "recipe=package", "data.grid=native"],
         "fastmri_loop",
     ),
     # The grid of the single-pass families, each against its own default (square).
-    "unet": (["encoder=unet"], None),
-    "unet_native_grid": (["encoder=unet", "data.grid=native"], "unet"),
-    "swin": (["encoder=swin"], None),
-    "swin_native_grid": (["encoder=swin", "data.grid=native"], "swin"),
+    "unet": (["model=unet"], None),
+    "unet_native_grid": (["model=unet", "data.grid=native"], "unet"),
+    "swin": (["model=swin"], None),
+    "swin_native_grid": (["model=swin", "data.grid=native"], "swin"),
 }
 # What `bench parity` runs without --rows: the reference-parity rows.
 PARITY_ROWS = tuple(
@@ -147,7 +147,7 @@ def package_run(
             f"data.val_path={val}",
             "data.num_workers=0",
             f"data.crop_size={size}",  # the square grid's side: the recon size
-            "encoder.size=tiny",
+            "model.size=tiny",
             f"trainer.max_steps={steps}",
             "trainer.max_epochs=-1",
             "trainer.check_val_every_n_epoch=1000000",  # no selection: the final step only
@@ -230,20 +230,20 @@ def bench_parity(
 
 
 LABELS = {
-    "unet": "`encoder=unet` (defaults: fastMRI's U-Net recipe, square grid)",
-    "unet_native_grid": "`encoder=unet data.grid=native`",
-    "swin": "`encoder=swin` (defaults: the package's recipe, square grid)",
-    "swin_native_grid": "`encoder=swin data.grid=native`",
+    "unet": "`model=unet` (defaults: fastMRI's U-Net recipe, square grid)",
+    "unet_native_grid": "`model=unet data.grid=native`",
+    "swin": "`model=swin` (defaults: the package's recipe, square grid)",
+    "swin_native_grid": "`model=swin data.grid=native`",
     "fastmri_loop": (
         "fastMRI's own loop: `SliceDataset` + `VarNetDataTransform`, `VarNet`, Adam, "
         "`SSIMLoss`, batch 1 (reference)"
     ),
-    "varnet": "`encoder=varnet` (defaults: its recipe, native grid)",
-    "varnet_square_grid": "`encoder=varnet data.grid=square`",
-    "varnet_package_recipe": "`encoder=varnet recipe=package data.grid=native` (batch 4)",
-    "unrolled": "`encoder=unrolled` (defaults: the package's recipe, batch 4, native grid)",
-    "unrolled_varnet_recipe": "`encoder=unrolled recipe=varnet` (batch 1, native grid)",
-    "unrolled_varnet_recipe_square_grid": "`encoder=unrolled recipe=varnet data.grid=square`",
+    "varnet": "`model=varnet` (defaults: its recipe, native grid)",
+    "varnet_square_grid": "`model=varnet data.grid=square`",
+    "varnet_package_recipe": "`model=varnet recipe=package data.grid=native` (batch 4)",
+    "unrolled": "`model=unrolled` (defaults: the package's recipe, batch 4, native grid)",
+    "unrolled_varnet_recipe": "`model=unrolled recipe=fastmri_varnet` (batch 1, native grid)",
+    "unrolled_varnet_recipe_square_grid": "`model=unrolled recipe=fastmri_varnet data.grid=square`",
 }
 
 

@@ -11,7 +11,7 @@ import sys
 import torch
 
 from kspace_mim.bench.timing import sync, timed
-from kspace_mim.config import CONFIG_DIR
+from kspace_mim.config import model_names
 
 # Dense bf16 tensor-core peaks from the vendors' data sheets (TFLOP/s, no sparsity).
 BF16_PEAK_TFLOPS = {
@@ -38,9 +38,7 @@ def bf16_peak_tflops(device_name: str) -> float | None:
 
 
 # Every trainable family, read from its config group (a new family is benchmarked too).
-ENCODERS = tuple(
-    sorted(p.stem for p in (CONFIG_DIR / "encoder").glob("*.yaml") if p.stem != "zero_filled")
-)
+ENCODERS = tuple(model_names(trainable=True))
 
 
 def parse_grid(grid: str | int) -> tuple[int, int]:
@@ -60,16 +58,21 @@ def train_step_rate(
     overrides: tuple[str, ...] = (),
 ) -> dict:
     """One encoder's training step (forward, loss, backward, optimizer) on a random batch.
-    ``overrides``: config overrides of the encoder (e.g. ``encoder.checkpointing=true``)."""
-    import hydra
+    ``overrides``: config overrides of the encoder (e.g. ``model.checkpointing=true``)."""
+    from omegaconf import OmegaConf
 
     from kspace_mim.config import compose
     from kspace_mim.data.transforms import KspaceSample
+    from kspace_mim.modules.reconstruction import ReconstructionModule
 
     h, w = parse_grid(grid)
-    cfg = compose([f"encoder={name}", f"encoder.size={size}", *overrides])
-    model = hydra.utils.instantiate(cfg.encoder)(
-        num_coils=coils, img_size=(h, w), loss=dict(cfg.loss), optim=dict(cfg.optim)
+    cfg = compose([f"model={name}", f"model.size={size}", *overrides])
+    model = ReconstructionModule(
+        OmegaConf.to_container(cfg.model, resolve=True),
+        coils,
+        (h, w),
+        loss=dict(cfg.loss),
+        optim=dict(cfg.optim),
     ).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(0)

@@ -89,9 +89,9 @@ DECODERS = ("linear", "skip")
 def build_decoder(
     name: str, in_chans: int, out_chans: int, stage_channels: list[int], strides: list[int]
 ) -> LinearDecoder | SkipDecoder:
-    """``encoder.decoder``: "linear" (SimMIM's) or "skip", for an encoder's stages."""
+    """``model.decoder``: "linear" (SimMIM's) or "skip", for an encoder's stages."""
     if name == "linear":
         return LinearDecoder(stage_channels[-1], strides[-1], out_chans)
     if name == "skip":
         return SkipDecoder(in_chans, out_chans, stage_channels, strides)
-    raise ValueError(f"encoder.decoder={name!r}: one of {DECODERS}")
+    raise ValueError(f"model.decoder={name!r}: one of {DECODERS}")

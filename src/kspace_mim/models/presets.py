@@ -1,4 +1,4 @@
-"""Size presets per encoder family (``encoder.size=tiny|small|base``).
+"""Size presets per encoder family (``model.size=tiny|small|base``).
 
 A config value that is not null wins over its preset, so a sweep can change one
 knob of a preset. ``tiny`` is for CPU tests (a training step on a 128x128 8-coil
@@ -49,7 +49,7 @@ def resolve(family: str, size: str, **overrides: Any) -> dict[str, Any]:
         raise ValueError(f"unknown encoder family {family!r}; one of {sorted(PRESETS)}")
     if size not in PRESETS[family]:
         raise ValueError(
-            f"encoder.size={size!r} unknown for {family}; one of {sorted(PRESETS[family])}"
+            f"model.size={size!r} unknown for {family}; one of {sorted(PRESETS[family])}"
         )
     out = dict(PRESETS[family][size])
     # Lists from a config (ListConfig included) become tuples, as the presets hold them.

@@ -13,14 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kspace_mim.config import ConfigError
+from kspace_mim.data.transforms import KspaceSample
 from kspace_mim.models.decoders import DECODERS, build_decoder
 from kspace_mim.models.encoders import SwinEncoder, ViTEncoder
+from kspace_mim.models.family import NetFacts, ReconOutput, kspace_output
 from kspace_mim.models.presets import resolve
 from kspace_mim.physics import channels_to_complex, complex_to_channels, fft2c, ifft2c
-
-
-class ConfigError(ValueError):
-    """An encoder configuration that cannot work; the message says what fits."""
 
 
 def real_stride(family: str, patch_size: int, depths: tuple[int, ...] | None = None) -> int:
@@ -71,12 +70,12 @@ class SimMIM(nn.Module):
                 else f"its patch size {patch_size}"
             )
             raise ConfigError(
-                f"encoder.encoder_stride={encoder_stride} does not match {family}: it "
-                f"downsamples by {stride} ({how}). Set encoder.encoder_stride={stride} (or null), "
-                f"or change encoder.patch_size / encoder.depths."
+                f"model.encoder_stride={encoder_stride} does not match {family}: it "
+                f"downsamples by {stride} ({how}). Set model.encoder_stride={stride} (or null), "
+                f"or change model.patch_size / model.depths."
             )
         if decoder not in DECODERS:
-            raise ConfigError(f"encoder.decoder={decoder!r}: one of {DECODERS}")
+            raise ConfigError(f"model.decoder={decoder!r}: one of {DECODERS}")
         self.family, self.stride, self.patch_size = family, stride, patch_size
         self.mask_channel = mask_channel
         self.out_chans = 2 * num_coils
@@ -145,3 +144,61 @@ def predict_kspace(network: nn.Module, masked_kspace: Tensor, mask: Tensor, doma
     with torch.autocast(device, enabled=False):
         y = channels_to_complex(y.float())
         return y if domain == "kspace" else fft2c(y)
+
+
+DOMAINS = ("kspace", "image")
+
+
+class SimMIMReconstructor(SimMIM):
+    """SimMIM-Swin / SimMIM-ViT as a model family: predicted k-space, then data consistency.
+
+    Args:
+        facts: coils, grid and slices of the data (:class:`~kspace_mim.models.family.NetFacts`).
+        domain: "kspace" (the paper's: the encoder sees acquired k-space, mask tokens
+            where nothing was acquired) or "image" (the zero-filled coil images; masking
+            still happens in k-space).
+        compile: ``torch.compile`` the real-valued network (never the complex FFTs).
+        Others: :class:`SimMIM`'s.
+    """
+
+    varying_coils = False  # every coil is a pair of input channels
+
+    def __init__(
+        self,
+        facts: NetFacts,
+        family: str = "swin",
+        domain: str = "image",
+        patch_size: int = 2,
+        encoder_stride: int | None = None,
+        decoder: str = "skip",
+        size: str = "small",
+        mask_channel: bool = True,
+        drop_path_rate: float = 0.0,
+        compile: bool = False,
+        **arch,
+    ):
+        if domain not in DOMAINS:
+            raise ConfigError(f"model.domain={domain!r}: one of {DOMAINS}")
+        super().__init__(
+            family,
+            facts.num_coils,
+            tuple(facts.img_size),
+            patch_size,
+            encoder_stride,
+            decoder,
+            size,
+            mask_channel,
+            drop_path_rate,
+            # Mask tokens only where the encoder sees k-space: on the zero-filled image
+            # every patch has data, and a token without a gradient stops DDP training.
+            mask_tokens=domain == "kspace",
+            **arch,
+        )
+        self.domain = domain
+        self.slices = facts.slices
+        # Read by the system's setup: compiled in place, so state-dict keys do not change.
+        self.compile_network = compile
+
+    def reconstruct(self, batch: KspaceSample) -> ReconOutput:
+        prediction = predict_kspace(self, batch.masked_kspace, batch.mask, self.domain)
+        return kspace_output(batch, prediction, self.slices)

@@ -18,8 +18,17 @@ from fastmri.models.varnet import NormUnet, SensitivityModel, VarNetBlock
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from kspace_mim.config import ConfigError
+from kspace_mim.data.transforms import KspaceSample
 from kspace_mim.models.coils import guard_empty_coils
-from kspace_mim.models.simmim import ConfigError, SimMIM, predict_kspace
+from kspace_mim.models.family import (
+    NetFacts,
+    ReconOutput,
+    common_low_frequencies,
+    unrolled_output,
+)
+from kspace_mim.models.presets import resolve
+from kspace_mim.models.simmim import SimMIM, predict_kspace
 from kspace_mim.physics import data_consistency
 
 DENOISERS = ("unet", "swin", "vit")
@@ -83,7 +92,7 @@ def build_denoiser(
     patch_size: int,
     slices: int = 1,
 ) -> nn.Module:
-    """``encoder.denoiser``: fastMRI's NormUnet (VarNet's own) or this package's SimMIM
+    """``model.denoiser``: fastMRI's NormUnet (VarNet's own) or this package's SimMIM
     network (Swin / ViT encoder + skip decoder, no mask token) on the complex image of
     each slice (of every slice of a stack of ``slices`` adjacent slices)."""
     if name == "unet" and slices == 1:
@@ -104,7 +113,7 @@ def build_denoiser(
         )
         denoiser = ImageDenoiser(network)
     else:
-        raise ConfigError(f"encoder.denoiser={name!r}: one of {DENOISERS}")
+        raise ConfigError(f"model.denoiser={name!r}: one of {DENOISERS}")
     return denoiser if slices == 1 else StackDenoiser(denoiser, slices)
 
 
@@ -166,10 +175,10 @@ class Unrolled(nn.Module):
         self.slices = slices
         if first_estimate not in FIRST_ESTIMATES:
             raise ConfigError(
-                f"encoder.first_estimate={first_estimate!r}: one of {FIRST_ESTIMATES}"
+                f"model.first_estimate={first_estimate!r}: one of {FIRST_ESTIMATES}"
             )
         if cascades < 1:
-            raise ConfigError(f"encoder.cascades={cascades}: at least 1")
+            raise ConfigError(f"model.cascades={cascades}: at least 1")
         self.checkpointing = checkpointing
         self.sens_net = guard_empty_coils(SensitivityModel(sens_chans, sens_pools))
         self.first = (
@@ -226,3 +235,55 @@ class Unrolled(nn.Module):
             else:
                 kspace = cascade(kspace, ref, mask5, sens_maps)
         return torch.view_as_complex(kspace.float().contiguous()).reshape(b, -1, h, w)
+
+
+class UnrolledReconstructor(Unrolled):
+    """The unrolled network as a model family. ``size`` sets cascades and U-Net widths (as
+    VarNet's preset of that name) and the Swin size; explicit arguments override it.
+    Other arguments: :class:`Unrolled`'s."""
+
+    def __init__(
+        self,
+        facts: NetFacts,
+        size: str = "tiny",
+        cascades: int | None = None,
+        denoiser: str = "unet",
+        first_estimate: str = "simmim",
+        share_weights: bool = False,
+        checkpointing: bool = False,
+        chans: int | None = None,
+        pools: int | None = None,
+        sens_chans: int | None = None,
+        sens_pools: int | None = None,
+        patch_size: int = 2,
+    ):
+        arch = resolve(
+            "unrolled",
+            size,
+            cascades=cascades,
+            chans=chans,
+            pools=pools,
+            sens_chans=sens_chans,
+            sens_pools=sens_pools,
+        )
+        super().__init__(
+            facts.num_coils,
+            tuple(facts.img_size),
+            denoiser=denoiser,
+            first_estimate=first_estimate,
+            share_weights=share_weights,
+            checkpointing=checkpointing,
+            size=size,
+            patch_size=patch_size,
+            slices=facts.slices,
+            **arch,
+        )
+
+    @property
+    def varying_coils(self) -> bool:
+        # The SimMIM first estimate sees every coil as channels; cascades see coil maps.
+        return self.first is None
+
+    def reconstruct(self, batch: KspaceSample) -> ReconOutput:
+        kspace = self(batch.masked_kspace, batch.mask, common_low_frequencies(batch))
+        return unrolled_output(batch, kspace, self.slices)

@@ -1,4 +1,4 @@
-"""LightningModules: one shared reconstruction base, one thin subclass per model family.
+"""The reconstruction system: one LightningModule; model families are networks (``models/``).
 
 Checkpoints load through :mod:`kspace_mim.checkpoints` (only what the package writes);
 ``load_module`` and ``load_pretrained`` are importable from here too.
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from kspace_mim.modules.base import ReconstructionModule
+from kspace_mim.modules.reconstruction import ReconstructionModule
 
 __all__ = ["ReconstructionModule", "load_module", "load_pretrained"]
 
 
 def __getattr__(name: str) -> Any:
-    # Looked up on first use: kspace_mim.checkpoints imports the recipes, which import
-    # this package's schedule module.
+    # Looked up on first use: kspace_mim.checkpoints reads the model configs and imports
+    # the recipes.
     if name in ("load_module", "load_pretrained"):
         from kspace_mim import checkpoints
 

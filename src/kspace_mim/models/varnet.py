@@ -1,7 +1,7 @@
 """fastMRI's E2E-VarNet (``fastmri.models.VarNet``) as a model family of this package.
 
 Our pipeline feeds it (masked k-space on the model grid, the mask, the centre width) and
-our base module scores it (image in original units, cropped, fastMRI metrics), so
+the system scores it (image in original units, cropped, fastMRI metrics), so
 ``reconstruct``, ``evaluate``, sweeps and DDP work as for every model. The network is
 fastMRI's: its own sensitivity model and cascades run here one after the other, exactly
 as ``VarNet.forward`` does, because we also need the final k-space (k-space SSIM,
@@ -16,41 +16,33 @@ from __future__ import annotations
 import torch
 from fastmri.models import VarNet
 
+from kspace_mim.config import ConfigError
 from kspace_mim.data.transforms import KspaceSample
 from kspace_mim.models.coils import guard_empty_coils
+from kspace_mim.models.family import NetFacts, ReconOutput, common_low_frequencies, unrolled_output
 from kspace_mim.models.presets import resolve
-from kspace_mim.models.simmim import ConfigError
 from kspace_mim.models.unrolled import freeze_first_dc_weight
-from kspace_mim.modules.base import ReconOutput, ReconstructionModule, common_low_frequencies
 
 
-class VarNetModule(ReconstructionModule):
+class VarNetReconstructor(VarNet):
     """E2E-VarNet. ``size``: tiny (4 cascades, chans 8, sens_chans 4: CPU), small, base
     (fastMRI's leaderboard model: 12 cascades, chans 18, sens_chans 8); explicit
     arguments override the preset."""
 
     def __init__(
         self,
-        num_coils: int,
-        img_size: tuple[int, int],
+        facts: NetFacts,
         size: str = "tiny",
         num_cascades: int | None = None,
         chans: int | None = None,
         pools: int | None = None,
         sens_chans: int | None = None,
         sens_pools: int | None = None,
-        loss: dict | None = None,
-        optim: dict | None = None,
-        data: dict | None = None,
-        on_nonfinite: str = "stop",
-        supervision: dict | None = None,
     ):
-        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite, supervision)
-        self.save_hyperparameters()
-        if self.slices > 1:
+        if facts.slices > 1:
             raise ConfigError(
                 "data.adjacent_slices: fastMRI's VarNet reconstructs one slice at a time; "
-                "encoder=unrolled (encoder.first_estimate=none is VarNet's shape), unet, "
+                "model=unrolled (model.first_estimate=none is VarNet's shape), unet, "
                 "swin or vit take adjacent slices"
             )
         arch = resolve(
@@ -62,17 +54,17 @@ class VarNetModule(ReconstructionModule):
             sens_chans=sens_chans,
             sens_pools=sens_pools,
         )
-        self.net = VarNet(**arch)
+        super().__init__(**arch)
         # Zero-padded coils (data.virtual_coils above a volume's count) give zero maps,
         # not NaN; the first cascade's data-consistency weight never gets a gradient.
-        guard_empty_coils(self.net.sens_net)
-        freeze_first_dc_weight(self.net.cascades)
+        guard_empty_coils(self.sens_net)
+        freeze_first_dc_weight(self.cascades)
 
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
         ref = torch.view_as_real(batch.masked_kspace)
         mask = batch.mask.unsqueeze(-1)  # fastMRI's (B, 1, H, W, 1)
-        sens_maps = self.net.sens_net(ref, mask, common_low_frequencies(batch))
+        sens_maps = self.sens_net(ref, mask, common_low_frequencies(batch))
         kspace = ref.clone()
-        for cascade in self.net.cascades:
+        for cascade in self.cascades:
             kspace = cascade(kspace, ref, mask, sens_maps)
-        return self.unrolled_output(batch, torch.view_as_complex(kspace.float().contiguous()))
+        return unrolled_output(batch, torch.view_as_complex(kspace.float().contiguous()), 1)

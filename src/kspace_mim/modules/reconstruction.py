@@ -1,9 +1,11 @@
-"""What every reconstruction model shares: data consistency, image formation, losses,
-per-volume fastMRI metrics (DDP-safe), pictures, optimiser and schedule.
+"""The reconstruction system: one LightningModule for every model family.
 
-A family implements :meth:`ReconstructionModule.reconstruct` (and may override
-:meth:`loss`); nothing else. Port of the *algorithm* of fastMRI's ``MriModule``
-(its Lightning 1.x hooks are gone in 2.x).
+It receives the network as a config (``net``: a ``_target_`` mapping, the ``model`` group)
+and owns everything else: supervision, losses, per-volume fastMRI metrics (DDP-safe),
+pictures, optimiser and schedule, checkpoints. A family is an ``nn.Module`` with
+``reconstruct(batch)`` (:mod:`kspace_mim.models.family`). Port of the *algorithm* of
+fastMRI's ``MriModule`` (its Lightning 1.x hooks are gone in 2.x); Lightning's "systems vs
+models" split.
 """
 
 from __future__ import annotations
@@ -11,21 +13,28 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import hydra
 import lightning as L
 import numpy as np
 import torch
+import yaml
 from fastmri.losses import SSIMLoss
+from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import grad_norm
 from torch import Tensor
 
-from kspace_mim.data.transforms import KspaceSample, slice_coils, stack_slice
+from kspace_mim.config import ConfigError
+from kspace_mim.data.transforms import KspaceSample
 from kspace_mim.figures import comparison_figure, save_figure
 from kspace_mim.metrics import VolumeMetrics, kspace_picture, kspace_ssim
-from kspace_mim.models.simmim import ConfigError
-from kspace_mim.physics import data_consistency, form_image
+from kspace_mim.models.family import (
+    NetFacts,
+    ReconOutput,
+    centre_slice,
+    zero_filled_image,
+)
 from kspace_mim.supervision import build_supervision
 
 log = logging.getLogger(__name__)
@@ -34,36 +43,6 @@ DEFAULT_LOSS = {"kspace_l1": 0.0, "image_l1": 1.0, "image_ssim": 0.0}
 # The optim group's default (conf/optim/warmup_cosine.yaml); a dict without _target_ is
 # read as its arguments (checkpoints written before the group existed).
 DEFAULT_OPTIM = {"_target_": "kspace_mim.optim.WarmupCosine"}
-
-
-class ReconOutput(NamedTuple):
-    """image: (B, h, w) original units, cropped to the recon size.
-    kspace: complex (B, C, H, W) model units after data consistency (None: image-only model).
-    prediction: complex (B, C, H, W) model units before data consistency (None likewise).
-    normalization: (mean, std), each (B, 1, 1), of an image model's input normalisation,
-        which its loss is computed in (the U-Net's, as fastMRI's), so it is not formed twice."""
-
-    image: Tensor
-    kspace: Tensor | None = None
-    prediction: Tensor | None = None
-    normalization: tuple[Tensor, Tensor] | None = None
-
-
-def common_low_frequencies(batch: KspaceSample) -> int | None:
-    """The centre width fastMRI's sensitivity model estimates the coil maps from.
-
-    The slices' fully sampled centre when they agree; None for Cartesian masks that
-    differ (fastMRI then reads each slice's centre off its mask); every column for
-    masks that are not Cartesian (SimMIM's patch masks), where a centre read off one row
-    can be empty and the maps 0 / 0.
-    """
-    counts = torch.as_tensor(batch.num_low_frequencies).reshape(-1)
-    if counts.numel() and bool((counts == counts[0]).all()) and int(counts[0]) > 0:
-        return int(counts[0])
-    mask = batch.mask
-    if bool((mask == mask[..., :1, :]).all()):  # every row alike: Cartesian
-        return None
-    return mask.shape[-1]
 
 
 class NonFiniteMetricError(FloatingPointError):
@@ -88,21 +67,24 @@ def check_finite_metrics(result: dict[str, Any], stage: str, step: int) -> None:
 
 
 class ReconstructionModule(L.LightningModule):
-    """Base of every model. Subclasses set ``self.trainable`` and implement ``reconstruct``.
+    """The system every model family trains and evaluates in.
 
     Args:
-        num_coils: coils of the data (after compression); img_size: model grid (H, W).
+        net: the network, a ``_target_`` mapping (the ``model`` config group); built here
+            with ``facts`` (:class:`~kspace_mim.models.family.NetFacts`) added. Kept as a
+            mapping in the hyper-parameters, so a checkpoint rebuilds it from its own file
+            (through the allowlist of :mod:`kspace_mim.checkpoints`).
+        num_coils: coils of the data (after compression; slices x coils with adjacent
+            slices); img_size: model grid (H, W).
         loss: weights ``kspace_l1`` (SimMIM's, on unacquired samples), ``image_l1`` and
             ``image_ssim`` (on the image after data consistency, data range = volume max).
         optim: the optimiser and its schedule, a config of the ``optim`` group
             (``_target_`` a recipe of :mod:`kspace_mim.optim` and its arguments; default
             AdamW with warm-up and cosine).
         data: the data settings the model is trained with (``challenge``, ``normalize``,
-            ``crop_size``, ``virtual_coils``, ``adjacent_slices``, ``grid``, ``readout``),
-            saved with the hyperparameters so that ``reconstruct`` rebuilds the inputs from
-            the checkpoint alone. With adjacent slices the network sees the whole stack
-            (``num_coils`` is slices x coils) and everything after it (image, losses,
-            metrics) the middle slice.
+            ``crop_size``, ``virtual_coils``, ``adjacent_slices``, ``grid``, ``readout``:
+            :func:`data_settings`), saved with the hyperparameters so that ``reconstruct``
+            rebuilds the inputs from the checkpoint alone.
         on_nonfinite: a NaN / Inf loss "stop"s training (naming the batch) or "skip"s
             the optimizer step.
         supervision: what training learns from, a config of the ``supervision`` group
@@ -110,17 +92,11 @@ class ReconstructionModule(L.LightningModule):
             MaskedModeling, and its arguments).
     """
 
-    trainable = True
-    # Whether the output passes through k-space (SSDU's loss lives there).
-    has_kspace_output = True
-    # Whether one network takes any coil count (batches of one count each): true where
-    # the coils meet the network only through coil maps or a coil combination.
-    varying_coils = True
-
     def __init__(
         self,
-        num_coils: int,
-        img_size: tuple[int, int],
+        net: dict[str, Any],
+        num_coils: int = 0,
+        img_size: tuple[int, int] = (0, 0),
         loss: dict | None = None,
         optim: dict | None = None,
         data: dict | None = None,
@@ -128,21 +104,26 @@ class ReconstructionModule(L.LightningModule):
         supervision: dict | None = None,
     ):
         super().__init__()
+        self.save_hyperparameters()
         if on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"train.on_nonfinite must be stop or skip, got {on_nonfinite!r}")
-        self.supervision = build_supervision(supervision)
-        if self.supervision.needs_kspace_output and not self.has_kspace_output:
-            raise ConfigError(
-                f"supervision={self.supervision.name} learns in k-space: {type(self).__name__} "
-                "outputs an image only; encoder=swin, vit, varnet or unrolled can"
-            )
-        self.on_nonfinite = on_nonfinite
         # The data settings the model was trained with (challenge, normalize, ...).
         self.data_config: dict[str, Any] = dict(data or {})
         # Slices per input stack (data.adjacent_slices on either side of the middle one).
         self.slices = 2 * int(self.data_config.get("adjacent_slices") or 0) + 1
         self.num_coils = num_coils
         self.img_size = tuple(img_size)
+        self.net = build_net(net, NetFacts(num_coils, self.img_size, self.slices))
+        self.trainable = any(p.requires_grad for p in self.net.parameters())
+        self.has_kspace_output = bool(getattr(self.net, "has_kspace_output", True))
+        self.supervision = build_supervision(supervision)
+        if self.supervision.needs_kspace_output and not self.has_kspace_output:
+            raise ConfigError(
+                f"supervision={self.supervision.name} learns in k-space: "
+                f"{type(self.net).__name__} outputs an image only; model=swin, vit, varnet "
+                "or unrolled can"
+            )
+        self.on_nonfinite = on_nonfinite
         self.loss_weights = {**DEFAULT_LOSS, **(loss or {})}
         unknown = set(self.loss_weights) - set(DEFAULT_LOSS)
         if unknown:
@@ -155,53 +136,36 @@ class ReconstructionModule(L.LightningModule):
         self.last_metrics: dict[str, dict[str, Any]] = {}
         self._figure_batch: tuple | None = None
 
+    @property
+    def varying_coils(self) -> bool:
+        """Whether the network takes any coil count (batches of one count each)."""
+        return bool(getattr(self.net, "varying_coils", True))
+
+    def setup(self, stage: str) -> None:
+        # In place (``nn.Module.compile``): the state dict keeps its keys, so compiled and
+        # uncompiled configs share checkpoints.
+        if getattr(self.net, "compile_network", False):
+            self.net.compile()
+
     # --- checkpoints ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The class, so that `reconstruct` rebuilds the model from the file alone (its
-        # data settings are hyperparameters).
+        # network and data settings are hyperparameters).
         cls = type(self)
         checkpoint["kspace_mim_class"] = f"{cls.__module__}.{cls.__qualname__}"
 
-    # --- what a family provides -------------------------------------------------------
+    # --- the network --------------------------------------------------------------------
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
-        raise NotImplementedError
+        """The network's reconstruction of ``batch`` (image, and k-space where it has one)."""
+        return self.net.reconstruct(batch)
 
-    # --- shared physics ---------------------------------------------------------------
     def centre_slice(self, batch: KspaceSample) -> KspaceSample:
         """The slice being reconstructed (the middle of a stack of adjacent slices)."""
-        return stack_slice(batch, self.slices // 2, self.slices)
-
-    def _centre_coils(self, kspace: Tensor) -> Tensor:
-        return slice_coils(kspace, self.slices // 2, self.slices)
-
-    def kspace_output(self, batch: KspaceSample, prediction: Tensor) -> ReconOutput:
-        """Predicted k-space (model units) -> data consistency -> image in original units.
-
-        FFTs and data consistency run in float32 with autocast off: bf16 FFTs do not
-        exist and fp16 cuFFT wants powers of two.
-        """
-        with torch.autocast(self.device.type, enabled=False):
-            prediction = prediction.to(torch.complex64)
-            kspace = data_consistency(prediction, batch.masked_kspace, batch.mask)
-        return self.unrolled_output(batch, kspace, prediction)
-
-    def unrolled_output(
-        self, batch: KspaceSample, kspace: Tensor, prediction: Tensor | None = None
-    ) -> ReconOutput:
-        """The k-space of an unrolled network (soft data consistency in every cascade, so
-        no hard data consistency after the last) -> image in original units."""
-        with torch.autocast(self.device.type, enabled=False):
-            kspace = self._centre_coils(kspace.to(torch.complex64))
-            prediction = kspace if prediction is None else self._centre_coils(prediction)
-            centre = self.centre_slice(batch)
-            image = form_image(kspace, centre.scale, centre.offset, centre.crop_size)
-        return ReconOutput(image, kspace, prediction)
+        return centre_slice(batch, self.slices)
 
     def zero_filled_image(self, batch: KspaceSample, index: int | None = None) -> Tensor:
         """The zero-filled image of the middle slice (or of slice ``index`` of the stack)."""
-        index = self.slices // 2 if index is None else index
-        one = stack_slice(batch, index, self.slices)
-        return form_image(one.masked_kspace, one.scale, one.offset, one.crop_size)
+        return zero_filled_image(batch, self.slices, index)
 
     # --- losses -----------------------------------------------------------------------
     def loss(self, batch: KspaceSample, out: ReconOutput) -> dict[str, Tensor]:
@@ -217,7 +181,14 @@ class ReconstructionModule(L.LightningModule):
         if w["image_l1"] or w["image_ssim"]:
             max_value = batch.max_value.reshape(-1, 1, 1).clamp_min(1e-12)
             image, target = out.image / max_value, batch.target / max_value
-            if w["image_l1"]:
+            if w["image_l1"] and out.normalization is not None:
+                # In the network's own input normalisation (fastMRI's U-Net loss).
+                mean, std = out.normalization
+                normalized_target = ((batch.target - mean) / std).clamp(-6, 6)
+                terms["image_l1"] = torch.nn.functional.l1_loss(
+                    (out.image - mean) / std, normalized_target
+                )
+            elif w["image_l1"]:
                 terms["image_l1"] = torch.nn.functional.l1_loss(image, target)
             if w["image_ssim"]:
                 ones = torch.ones(image.shape[0], device=image.device)
@@ -360,3 +331,54 @@ class ReconstructionModule(L.LightningModule):
                 logger.experiment.add_image(
                     f"{stage}/panels", np.transpose(pixels, (2, 0, 1)), self.global_step
                 )
+
+
+def build_net(net: Any, facts: NetFacts) -> torch.nn.Module:
+    """The network of a ``model`` config (a ``_target_`` mapping), built with ``facts``."""
+    if not isinstance(net, dict) or not isinstance(net.get("_target_"), str):
+        raise ConfigError(
+            f"model: a mapping with a _target_ (a network class), got {net!r}; choose one "
+            "with model=<name> (conf/model/)"
+        )
+    try:
+        # Partial, then called: the facts stay a dataclass (Hydra would make it a dict).
+        build = hydra.utils.instantiate(net, _partial_=True, _convert_="all")
+    except InstantiationException as err:
+        raise ConfigError(f"model: {err}") from None
+    try:
+        return build(facts=facts)
+    except TypeError as err:
+        raise ConfigError(f"model={net['_target_']}: {err}") from None
+
+
+def data_settings(cfg: Any) -> dict[str, Any]:
+    """The data settings a model is trained with (saved in its checkpoint, so that
+    ``reconstruct`` rebuilds the inputs from the file alone), from a train config."""
+    return {
+        "challenge": cfg.data.challenge,
+        "normalize": bool(cfg.augmentation.normalize),
+        "crop_size": cfg.data.crop_size,
+        "virtual_coils": cfg.data.virtual_coils,
+        "adjacent_slices": cfg.data.adjacent_slices,
+        "grid": cfg.data.grid,
+        "readout": cfg.data.readout,
+    }
+
+
+def system_of(
+    model: str,
+    num_coils: int,
+    img_size: tuple[int, int],
+    net: dict[str, Any] | None = None,
+    **system: Any,
+) -> ReconstructionModule:
+    """The system around the network of ``conf/model/<model>.yaml`` (its arguments, with
+    ``net`` overriding them): a model outside the command line (notebooks, tests).
+    ``system``: the other arguments of :class:`ReconstructionModule`."""
+    from kspace_mim.config import CONFIG_DIR
+
+    path = CONFIG_DIR / "model" / f"{model}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"model={model}: no {path.name} in {path.parent}")
+    config = dict(yaml.safe_load(path.read_text())["model"])
+    return ReconstructionModule({**config, **(net or {})}, num_coils, img_size, **system)

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from kspace_mim.data.transforms import KspaceSample
-from kspace_mim.modules.base import ReconOutput, ReconstructionModule
+from kspace_mim.models.family import NetFacts, ReconOutput, centre_slice, unrolled_output
 from kspace_mim.physics import fft2c, ifft2c, rss
 
 BACKENDS = ("sigpy", "bart")
 
 
-class CompressedSensingModule(ReconstructionModule):
+class CompressedSensing(nn.Module):
     """ESPIRiT + L1-wavelet CS, slice by slice on the CPU.
 
     Args:
@@ -43,12 +44,11 @@ class CompressedSensingModule(ReconstructionModule):
         backend: sigpy | bart.
     """
 
-    trainable = False
+    trainable = False  # nothing learned: validated, never trained
 
     def __init__(
         self,
-        num_coils: int = 0,
-        img_size: tuple[int, int] = (0, 0),
+        facts: NetFacts | None = None,
         lamda: float = 0.01,
         max_iter: int = 50,
         wavelet: str = "db4",
@@ -56,13 +56,9 @@ class CompressedSensingModule(ReconstructionModule):
         crop: float = 0.0,
         backend: str = "sigpy",
         maps: str = "centre",
-        loss: dict | None = None,
-        optim: dict | None = None,
-        data: dict | None = None,
-        on_nonfinite: str = "stop",
-        supervision: dict | None = None,
     ):
-        super().__init__(num_coils, img_size, loss, optim, data, on_nonfinite, supervision)
+        super().__init__()
+        self.slices = facts.slices if facts is not None else 1
         if backend not in BACKENDS:
             raise ValueError(f"cs backend must be one of {BACKENDS}, got {backend!r}")
         if maps not in ("espirit", "centre"):
@@ -77,14 +73,13 @@ class CompressedSensingModule(ReconstructionModule):
                 f"cs: lamda >= 0, max_iter >= 1, calib_width >= 2; got {lamda}, {max_iter}, "
                 f"{calib_width}"
             )
-        self.save_hyperparameters()
         self.lamda, self.max_iter, self.wavelet = lamda, max_iter, wavelet
         self.calib_width, self.crop, self.backend = calib_width, crop, backend
         self.maps = maps
 
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
         """masked_kspace (B, C, H, W) complex -> coil k-space of the CS image."""
-        centre = self.centre_slice(batch)
+        centre = centre_slice(batch, self.slices)
         kspace = torch.stack(
             [
                 self.solve(k, int(n))
@@ -93,7 +88,7 @@ class CompressedSensingModule(ReconstructionModule):
                 )
             ]
         ).to(centre.masked_kspace.device)
-        return self.unrolled_output(centre, kspace)
+        return unrolled_output(centre, kspace, 1)
 
     def solve(self, masked: torch.Tensor, num_low: int) -> torch.Tensor:
         """One slice: masked k-space (C, H, W) complex -> F(S x), x the CS image."""
