@@ -8,7 +8,7 @@ SYNTH_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slurm wheel-check docs train data results results-label bench parity \
+.PHONY: install test test-full test-slurm wheel-check docs train data results results-label bench parity \
 	lint clean mutation
 
 install: $(STAMP)
@@ -75,8 +75,14 @@ parity: install
 	$(BIN)/python -m kspace_mim.bench parity --out docs/bench/parity_cpu.json \
 		--rows unet unet_native_grid swin swin_native_grid
 
+# Two tiers: `make test` (the fast one, a few minutes on 2 cores: units, equality with
+# fastMRI, invariants, one tiny training per family) and `make test-full` (everything
+# slower: real training runs, DDP, kills and resumes, notebooks, the study tables).
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not docs" $(PYTEST_ARGS)
+
+test-full: install
+	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
 
 # The SLURM tests on a one-node cluster of this machine: installs Debian's SLURM if missing
 # (root; otherwise a skip message), starts munge, slurmctld and slurmd, runs tests/slurm,
@@ -90,9 +96,11 @@ test-slurm: install
 wheel-check: install
 	PYTHON=$(BIN)/python .ci/wheel-check
 
-# The documentation site (site/); --strict fails on a broken link or a missing page.
+# The documentation site (site/), after the checks of its prose and commands (README size,
+# links, every command in a bash block, YAML comments, the configuration page).
 docs: install
 	$(BIN)/python -m kspace_mim.config_reference docs/reference/configuration.md
+	$(BIN)/python -m pytest -m docs -p no:nbmake $(PYTEST_ARGS)
 	$(BIN)/mkdocs build --strict
 
 # Mutation proof of the tests behind the README's promises (not part of make test): each

@@ -19,6 +19,14 @@ os.environ.setdefault("WANDB_MODE", "offline")
 SIZE = 32  # recon size of the test files: k-space is (64, 38 or 42) per coil
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The notebooks (nbmake runs them top to bottom, minutes each) are slow tests: they
+    run in ``make test-full``, not in ``make test``."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """multicoil train/val/test, singlecoil train, and a mixed-coil folder (4 and 6 coils)."""

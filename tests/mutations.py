@@ -44,8 +44,7 @@ MUTATIONS = (
         'ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)',
         (
             "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload[ckpt_path]",
-            "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload"
-            "[init_from]",
+            "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload[init_from]",
             "tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload"
             "[reconstruct ckpt]",
         ),

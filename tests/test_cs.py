@@ -43,24 +43,25 @@ def recon(brain, out, *overrides):
 @pytest.mark.parametrize("maps", ["espirit", "centre"])
 def test_cs_beats_zero_filling_clearly_on_real_anatomy(brain, tmp_path, maps):
     zero = recon(brain, tmp_path / "zf", "model=zero_filled")
-    cs = recon(brain, tmp_path / "cs", "model=cs", "cs.lamda=0.003", f"cs.maps={maps}")
+    cs = recon(brain, tmp_path / "cs", "model=cs", "model.lamda=0.003", f"model.maps={maps}")
     assert cs["ssim"] > zero["ssim"] + 0.04 and cs["psnr"] > zero["psnr"] + 2
     settings = json.loads((tmp_path / "cs" / "reconstruct.json").read_text())
-    assert settings["model"] == "cs" and settings["cs"]["lamda"] == 0.003
-    assert settings["cs"]["maps"] == maps and len(settings["volumes"]) == 2
+    assert settings["model"]["_target_"] == "kspace_mim.models.cs.CompressedSensing"
+    assert settings["model"]["lamda"] == 0.003 and settings["model"]["maps"] == maps
+    assert len(settings["volumes"]) == 2
 
 
 def test_lamda_moves_the_result(brain, tmp_path):
-    weak = recon(brain, tmp_path / "a", "model=cs", "cs.lamda=0.0", "cs.max_iter=20")
-    strong = recon(brain, tmp_path / "b", "model=cs", "cs.lamda=0.3", "cs.max_iter=20")
+    weak = recon(brain, tmp_path / "a", "model=cs", "model.lamda=0.0", "model.max_iter=20")
+    strong = recon(brain, tmp_path / "b", "model=cs", "model.lamda=0.3", "model.max_iter=20")
     assert strong["ssim"] != pytest.approx(weak["ssim"], abs=1e-3)
 
 
 def test_bad_settings_are_errors(brain, tmp_path):
     for override, match in [
-        ("cs.maps=sense", "espirit or centre"),
-        ("cs.backend=matlab", "backend must be one of"),
-        ("cs.lamda=-1", "lamda >= 0"),
+        ("model.maps=sense", "espirit or centre"),
+        ("model.backend=matlab", "backend must be one of"),
+        ("model.lamda=-1", "lamda >= 0"),
     ]:
         cfg = compose(
             [
@@ -75,7 +76,7 @@ def test_bad_settings_are_errors(brain, tmp_path):
             reconstruct(cfg)
     if shutil.which("bart") is None:
         cfg = compose(
-            [f"input={brain}", f"output={tmp_path}/bart", "model=cs", "cs.backend=bart"],
+            [f"input={brain}", f"output={tmp_path}/bart", "model=cs", "model.backend=bart"],
             "reconstruct",
         )
         with pytest.raises(FileNotFoundError, match="bart"):
@@ -103,5 +104,5 @@ def test_bart_files_round_trip(tmp_path):
 @pytest.mark.skipif(shutil.which("bart") is None, reason="the bart command is not installed")
 def test_bart_backend_beats_zero_filling(brain, tmp_path):
     zero = recon(brain, tmp_path / "zf", "model=zero_filled")
-    cs = recon(brain, tmp_path / "cs", "model=cs", "cs.backend=bart", "cs.lamda=0.01")
+    cs = recon(brain, tmp_path / "cs", "model=cs", "model.backend=bart", "model.lamda=0.01")
     assert cs["ssim"] > zero["ssim"] + 0.04

@@ -28,6 +28,7 @@ HYDRA = {
     "kspace_mim.reconstruct": "reconstruct",
     "kspace_mim.evaluate": "evaluate",
 }
+pytestmark = pytest.mark.docs
 SCRIPTS = {"kspace-mim-train": "kspace_mim.train"}
 
 

@@ -38,7 +38,7 @@ def family_overrides(family: str, folder, *extra: str) -> list[str]:
 
 def test_families_are_enumerated_from_the_configs():
     assert {"swin", "vit", "unet", "varnet", "unrolled", "zero_filled"} <= set(FAMILIES)
-    for family in FAMILIES:  # each has its recipe: recipe/<family>.yaml
+    for family in FAMILIES:  # a recipe of its own, or the package's
         assert "_target_" in compose([f"model={family}"]).optim
 
 
@@ -63,7 +63,9 @@ def test_every_trainable_parameter_gets_a_nonzero_gradient(family, data_root):
 
 def kspace_output(family: str) -> bool:
     """Whether the family's output passes through k-space (self-supervision needs it)."""
-    return get_class(compose([f"model={family}"]).encoder._target_).has_kspace_output
+    return getattr(
+        get_class(compose([f"model={family}"]).model._target_), "has_kspace_output", True
+    )
 
 
 @pytest.mark.parametrize("supervision", ["ssdu", "mim"])
@@ -162,3 +164,76 @@ def test_the_checkpoint_holds_the_configured_recipe(
     # And another recipe is one override away.
     other = compose(family_overrides(family, folder, "recipe=package"))
     assert other.optim._target_ == "kspace_mim.optim.WarmupCosine"
+
+
+# A model family from outside the package: a network file and a YAML, nothing else.
+NETWORK = """
+from torch import nn
+
+from kspace_mim.models.family import NetFacts, kspace_output
+from kspace_mim.physics import channels_to_complex, complex_to_channels, fft2c, ifft2c
+
+
+class TinyCNN(nn.Module):
+    varying_coils = False  # every coil is a pair of channels
+
+    def __init__(self, facts: NetFacts, width: int = 8):
+        super().__init__()
+        channels = 2 * facts.num_coils
+        self.slices = facts.slices
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, channels, 3, padding=1),
+        )
+
+    def reconstruct(self, batch):
+        x = complex_to_channels(ifft2c(batch.masked_kspace))
+        y = channels_to_complex(x + self.body(x))
+        return kspace_output(batch, fft2c(y), self.slices)
+"""
+FAMILY_YAML = """# @package _global_
+# A residual CNN on the zero-filled coil images, with its own recipe.
+defaults:
+  - override /optim: step_lr
+  - _self_
+model:
+  _target_: throwaway_family.TinyCNN
+  width: 4
+optim:
+  lr: 3.0e-3
+"""
+
+
+def test_a_new_family_is_a_network_file_and_a_yaml(tmp_path, data_root, monkeypatch):
+    """The extending how-to's two files, in a folder outside the package (the YAML on
+    Hydra's search path): composed with its recipe, trained 2 steps, validated; its
+    checkpoint is refused by reconstruct's loader until the user trusts the class."""
+    from kspace_mim.checkpoints import UntrustedCheckpointError, load_module
+
+    (tmp_path / "throwaway_family.py").write_text(NETWORK)
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "tiny_cnn.yaml").write_text(FAMILY_YAML)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    folder = data_root / "multicoil_val"
+    cfg = compose(
+        [
+            f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+            "model=tiny_cnn",
+            f"data.train_path={folder}",
+            f"data.val_path={folder}",
+            "data.crop_size=32",
+            "data.num_workers=0",
+            "data.batch_size=2",
+            "trainer.max_steps=2",
+        ]
+    )
+    assert cfg.optim._target_ == "kspace_mim.optim.StepDecay" and cfg.optim.lr == 3e-3
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["checkpoint_step"] == 2 and 0 < metrics["ssim"] <= 1
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(UntrustedCheckpointError, match="throwaway_family.TinyCNN"):
+        load_module(ckpt)
+    monkeypatch.setenv("KSPACE_MIM_TRUSTED_NETS", "throwaway_family.TinyCNN")
+    model = load_module(ckpt)
+    assert type(model.net).__name__ == "TinyCNN" and model.net.body[0].out_channels == 4

@@ -105,9 +105,9 @@ GADGETS = {
     "a module outside the package as the optimiser": lambda ck, marker, mod: ck[
         "hyper_parameters"
     ].update(optim={"_target_": "kspace_mim.optim.WarmupCosine", "optimizer": f"{mod}.Evil"}),
-    "a module outside the package as the network": lambda ck, marker, mod: ck[
-        "hyper_parameters"
-    ]["net"].update(_target_=f"{mod}.Evil"),
+    "a module outside the package as the network": lambda ck, marker, mod: ck["hyper_parameters"][
+        "net"
+    ].update(_target_=f"{mod}.Evil"),
     "os.system as the network": lambda ck, marker, mod: ck["hyper_parameters"].update(
         net={"_target_": "os.system", "_args_": [f"touch {marker}"]}
     ),
@@ -209,6 +209,33 @@ def test_the_packages_own_checkpoints_pass_the_allowlist(trained):
         "ReconstructionModule"
     )
     assert type(load_module(trained).net).__name__ == "SimMIMReconstructor"
+
+
+def test_a_checkpoint_of_the_one_class_per_family_layout_loads_its_weights(trained, tmp_path):
+    """A file written when each family was its own LightningModule (the network's
+    arguments beside the system's, the family's class recorded) loads into the system
+    with the same weights and outputs; resuming its training state is refused."""
+    from kspace_mim.checkpoints import UntrustedCheckpointError, read_checkpoint
+
+    ckpt = torch.load(trained, map_location="cpu", weights_only=True)
+    hparams = dict(ckpt["hyper_parameters"])
+    net = hparams.pop("net")
+    net.pop("_target_")
+    ckpt["hyper_parameters"] = {**hparams, **net}
+    ckpt["kspace_mim_class"] = "kspace_mim.modules.simmim.SimMIMModule"
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    model, reference = load_module(old), load_module(trained)
+    assert model.hparams["net"] == reference.hparams["net"]
+    for key, value in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    with pytest.raises(UntrustedCheckpointError, match="earlier layout .*init_from"):
+        read_checkpoint(old, resume=True)
+    # a legacy file naming a network argument that is code is refused like any other
+    ckpt["hyper_parameters"]["extra"] = {"_target_": "os.system", "_args_": ["true"]}
+    torch.save(ckpt, old)
+    with pytest.raises(UntrustedCheckpointError, match="os.system"):
+        load_module(old)
 
 
 def test_the_best_checkpoint_is_only_ever_this_run_directorys(tmp_path):

@@ -74,9 +74,10 @@ def test_a_search_without_its_extra_names_the_extra(monkeypatch):
     require_extras(["hparams_search=optuna"])  # installed here (make install): silent
 
 
+@pytest.mark.docs
 def test_configuration_reference_lists_every_group_option_and_key():
     text = config_reference.markdown()
-    for group in ("data", "encoder", "mask", "supervision", "trainer", "hydra/launcher"):
+    for group in ("data", "model", "recipe", "mask", "supervision", "trainer", "hydra/launcher"):
         assert group in config_reference.groups()
     for path in CONFIG_DIR.rglob("*.yaml"):
         group = path.parent.relative_to(CONFIG_DIR).as_posix()
@@ -94,6 +95,7 @@ def test_configuration_reference_lists_every_group_option_and_key():
     assert "\\[key=value ...\\]" in text
 
 
+@pytest.mark.docs
 def test_every_key_of_every_option_is_explained():
     """A key without a comment takes its group's (or its full path's) meaning; a new key
     that nothing explains fails here until its YAML says what it is."""
@@ -112,6 +114,7 @@ def test_every_key_of_every_option_is_explained():
     assert "| `data.batch_size` | `1` | argument of `kspace_mim.data.datamodule." in varnet
 
 
+@pytest.mark.docs
 def test_the_configuration_page_is_up_to_date():
     page = ROOT / "docs" / "reference" / "configuration.md"
     assert page.read_text() == config_reference.markdown(), (

@@ -29,14 +29,17 @@ def test_sweep_with_a_failing_job_and_its_report(env, tmp_path, train_cli):
     }
     assert sorted(s["status"] for s in statuses.values()) == ["failed"] + ["finished"] * 3
     (failed,) = [d for d, s in statuses.items() if s["status"] == "failed"]
-    assert "U-Net needs loss.image_l1" in statuses[failed]["reason"]
+    assert (
+        "UnetReconstructor outputs an image only: it needs loss.image_l1"
+        in statuses[failed]["reason"]
+    )
     assert "Traceback" in (sweep / failed / "error.log").read_text()
     frame = report(sweep)
     assert list(frame["status"]) == ["finished"] * 3 + ["failed"]  # sorted by SSIM, failed last
     assert frame["ssim"].iloc[:3].is_monotonic_decreasing
-    assert {"encoder", "loss.image_l1"} <= set(frame.columns)
-    assert (sweep / "report.csv").is_file() and "| encoder" in (sweep / "report.md").read_text()
-    assert (sweep / "ssim_vs_encoder.png").is_file() and (
+    assert {"model", "loss.image_l1"} <= set(frame.columns)
+    assert (sweep / "report.csv").is_file() and "| model" in (sweep / "report.md").read_text()
+    assert (sweep / "ssim_vs_model.png").is_file() and (
         sweep / "ssim_vs_loss.image_l1.png"
     ).is_file()
     cli = subprocess.run(
@@ -63,11 +66,11 @@ def test_seeds_are_grouped_with_means_and_intervals(tmp_path):
             metrics = {"ssim": value, "psnr": 30 * value, "nmse": 1 - value}
             (job / "metrics.json").write_text(json.dumps(metrics))
     grouped = by_seed(collect(tmp_path))
-    unet = grouped[grouped["encoder"] == "unet"].iloc[0]
+    unet = grouped[grouped["model"] == "unet"].iloc[0]
     assert unet["seeds"] == 3 and unet["ssim"] == np.mean([0.80, 0.82, 0.84])
     lo, hi = (float(x) for x in unet["ssim_ci95"].strip("[]").split(","))
     assert 0.80 <= lo < unet["ssim"] < hi <= 0.84
-    assert grouped[grouped["encoder"] == "swin"].iloc[0]["seeds"] == 1
+    assert grouped[grouped["model"] == "swin"].iloc[0]["seeds"] == 1
     report(tmp_path)
     assert "| unet" in (tmp_path / "report_by_seed.md").read_text()
 

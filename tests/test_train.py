@@ -204,9 +204,7 @@ def test_pretrain_then_finetune(overfit_dir, tmp_path):
         assert torch.equal(value, pretrained[key]), key
     assert run(fine, tmp_path / "fine")["ssim"] > 0
     wrong = compose(
-        overrides(
-            overfit_dir, "trainer.max_steps=2", "model.embed_dim=32", f"init_from={ckpt}"
-        )
+        overrides(overfit_dir, "trainer.max_steps=2", "model.embed_dim=32", f"init_from={ckpt}")
     )
     with pytest.raises(ValueError, match="shapes differ from this config"):
         run(wrong, tmp_path / "wrong")
@@ -289,7 +287,13 @@ def test_expected_failures_are_one_line(tmp_path):
     assert not (tmp_path / "nowhere").exists()  # only the default folders are synthesized
     unknown = train_in(tmp_path, "model=foo")
     assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
-    assert "Could not find 'encoder/foo'" in unknown.stderr
+    assert "Could not find 'model/foo'" in unknown.stderr
+    # the earlier layout's names: one line naming their successors
+    renamed = train_in(tmp_path, "encoder=varnet", "encoder.size=tiny")
+    assert renamed.returncode != 0 and "Traceback" not in renamed.stderr
+    assert "encoder is now model (model=swin|vit|unet|varnet|unrolled" in renamed.stderr
+    old_init = train_in(tmp_path, "model.init_from=x.ckpt")
+    assert "model.init_from is now init_from" in old_init.stderr
     stride = train_in(tmp_path, "model.size=tiny", "model.encoder_stride=3")
     assert stride.returncode != 0 and "Traceback" not in stride.stderr
     assert "Set model.encoder_stride=4" in stride.stderr
@@ -362,9 +366,7 @@ def test_unrolled_pretrained_weights_land_in_every_cascade(overfit_dir, tmp_path
     import torch
 
     run(
-        compose(
-            overrides(overfit_dir, "model=unrolled", "mask=random0.6", "trainer.max_steps=3")
-        ),
+        compose(overrides(overfit_dir, "model=unrolled", "mask=random0.6", "trainer.max_steps=3")),
         tmp_path / "pre",
     )
     ckpt = tmp_path / "pre" / "checkpoints" / "last.ckpt"

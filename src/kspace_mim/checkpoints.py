@@ -27,7 +27,7 @@ import importlib
 import io
 import os
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -136,13 +136,14 @@ def _walk(value: Any, where: str) -> Iterator[tuple[str, Any, Any]]:
             yield from _walk(item, f"{where}[{i}]")
 
 
-def check_hyper_parameters(hparams: Any, path: Path) -> None:
-    """Refuse hyper-parameters that would run code the package did not write."""
+def check_hyper_parameters(hparams: Any, path: Path, trusted: Iterable[str] = ()) -> None:
+    """Refuse hyper-parameters that would run code the package did not write (or the
+    user's own config names: ``trusted``)."""
     if hparams is None:
         return
     if not isinstance(hparams, dict):
         raise UntrustedCheckpointError(f"{path}: hyper_parameters is not a mapping; refused")
-    allowed = allowed_targets()
+    allowed = allowed_targets() | set(trusted)
     for where, key, value in _walk(hparams, "hyper_parameters"):
         if key == "_target_" and value not in allowed:
             raise UntrustedCheckpointError(
@@ -189,17 +190,22 @@ def check_callback_paths(callbacks: Any, path: Path) -> None:
                 )
 
 
-def read_checkpoint(path: str | Path, resume: bool = False) -> dict[str, Any]:
+def read_checkpoint(
+    path: str | Path, resume: bool = False, trusted: Iterable[str] = ()
+) -> dict[str, Any]:
     """The checkpoint at ``path`` as plain tensors and values, checked: a package class,
-    allowed targets and (``resume``) callback paths inside their folder.
+    allowed targets (the package's, and ``trusted``: the network the user's own config
+    names) and (``resume``) callback paths inside their folder.
 
     Raises FileNotFoundError, ValueError (unreadable: cut off, not a checkpoint, a
     pickled payload) or :class:`UntrustedCheckpointError`.
     """
-    return checked_bytes(path, resume)[1]
+    return checked_bytes(path, resume, trusted)[1]
 
 
-def checked_bytes(path: str | Path, resume: bool = False) -> tuple[bytes, dict[str, Any]]:
+def checked_bytes(
+    path: str | Path, resume: bool = False, trusted: Iterable[str] = ()
+) -> tuple[bytes, dict[str, Any]]:
     """The file's bytes (read once: what is loaded is what was checked) and its checked
     contents (:func:`read_checkpoint`)."""
     path = Path(path)
@@ -220,7 +226,7 @@ def checked_bytes(path: str | Path, resume: bool = False) -> tuple[bytes, dict[s
         raise ValueError(f"{path}: no 'kspace_mim_class' entry; not a kspace_mim checkpoint")
     family_class(ckpt["kspace_mim_class"], path)
     upgrade_legacy(ckpt, path, resume)
-    check_hyper_parameters(ckpt.get("hyper_parameters"), path)
+    check_hyper_parameters(ckpt.get("hyper_parameters"), path, trusted)
     if resume:
         check_callback_paths(ckpt.get("callbacks"), path)
     if not isinstance(ckpt.get("state_dict", {}), dict):
@@ -241,7 +247,9 @@ def load_module(path: str | Path, map_location: str | torch.device = "cpu") -> A
 def load_pretrained(model: torch.nn.Module, path: str | Path) -> None:
     """Initialise ``model`` from another run's checkpoint (pre-training -> fine-tuning),
     tensors only; a checkpoint that does not fit the model names the keys that differ."""
-    state = read_checkpoint(path)["state_dict"]
+    # The network of the model being initialised is the user's own choice: trusted.
+    own = getattr(model, "hparams", {}).get("net", {}).get("_target_")
+    state = read_checkpoint(path, trusted=[own] if own else [])["state_dict"]
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if mismatched:

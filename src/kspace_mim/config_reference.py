@@ -117,7 +117,7 @@ def options(root: Path = CONFIG_DIR) -> list[Option]:
     meanings: dict[str, str] = {}
     for option in found:
         for key in option.keys:
-            meaning = key.meaning or (f"argument of `{option.target}`" if option.target else "")
+            meaning = key.meaning or _implied(option, key)
             if meaning:
                 meanings.setdefault(option.qualified(key), meaning)
     for option in found:
@@ -145,7 +145,7 @@ def _implied(option: Option, key: Key) -> str:
 
 
 def groups(root: Path = CONFIG_DIR) -> list[str]:
-    """The config groups (folders holding YAML files), e.g. ``encoder``, ``hydra/launcher``."""
+    """The config groups (folders holding YAML files), e.g. ``model``, ``hydra/launcher``."""
     return sorted({o.group for o in options(root) if o.group})
 
 
@@ -168,7 +168,7 @@ def markdown(root: Path = CONFIG_DIR) -> str:
         "`python -m kspace_mim.config_reference docs/reference/configuration.md`; do not edit.",
         "Choose an option with `group=option` on the command line, set a key with",
         "`key=value` (a group's keys live under the group's name, e.g. `data.batch_size=8`;",
-        "`# @package _global_` options such as `recipe` and `experiment` set keys anywhere).",
+        "`# @package _global_` options such as `model`, `recipe` and `experiment` set keys anywhere).",
         "",
         "Groups: " + ", ".join(f"[`{g}`](#{g.replace('/', '')})" for g in groups(root)) + ".",
         "",

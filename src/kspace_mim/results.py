@@ -229,7 +229,7 @@ def baseline_row(name: str, row: Row, data: Path, out: Path) -> dict[str, Any]:
         scores = {}
         for maps in CS_MAPS:
             for lamda in CS_LAMDAS:
-                setting = [f"cs.lamda={lamda}", f"cs.maps={maps}"]
+                setting = [f"model.lamda={lamda}", f"model.maps={maps}"]
                 key = f"{maps} {lamda}"
                 saved = folder / "val" / f"{accel}x_{maps}_{lamda}.json"
                 cache_key = json.dumps([setting, str(val), accel])

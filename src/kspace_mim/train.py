@@ -98,9 +98,12 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     cfg.paths.run_dir = str(run_dir)
     trains = not cfg.eval_only
     own = claim(run_dir, fingerprint(cfg), explicit_resume=bool(cfg.ckpt_path))
+    trusted = own_targets(cfg)
     if cfg.ckpt_path:
-        read_checkpoint(cfg.ckpt_path, resume=True)  # refused before Lightning reads it
-    ckpt_path = cfg.ckpt_path or (restart_checkpoint(run_dir) if own and trains else None)
+        # refused before Lightning reads it
+        read_checkpoint(cfg.ckpt_path, resume=True, trusted=trusted)
+    restart = restart_checkpoint(run_dir, trusted) if own and trains else None
+    ckpt_path = cfg.ckpt_path or restart
     if rank_zero_only.rank == 0:
         with atomic_path(run_dir / "config.yaml") as tmp:
             OmegaConf.save(cfg, tmp, resolve=True)
@@ -119,7 +122,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     resumed = None
     if model.trainable and trains:
         if ckpt_path:
-            resumed = {"checkpoint": str(ckpt_path), "step": checkpoint_step(str(ckpt_path))}
+            step = checkpoint_step(str(ckpt_path), trusted)
+            resumed = {"checkpoint": str(ckpt_path), "step": step}
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # The final state, whatever the validation / checkpoint cadence was.
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
@@ -132,7 +136,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         trainer.validate(model, datamodule=datamodule, verbose=False)
         chosen = cfg.init_from
     # Which weights every number is of (selected on validation by optimized_metric).
-    source = {"checkpoint": chosen, "checkpoint_step": checkpoint_step(chosen)}
+    source = {"checkpoint": chosen, "checkpoint_step": checkpoint_step(chosen, trusted)}
     results = {"val": {**model.last_metrics["val"], "split": "val", **source}}
     if datamodule.paths["test"]:
         trainer.test(model, datamodule=datamodule, verbose=False)
@@ -156,7 +160,14 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     return metrics
 
 
-def restart_checkpoint(run_dir: Path) -> Path | None:
+def own_targets(cfg: DictConfig) -> list[str]:
+    """The network class the config names: the user's own choice, trusted in the
+    checkpoints this run reads (a family from outside the package included)."""
+    target = cfg.model.get("_target_") if isinstance(cfg.model, DictConfig) else None
+    return [target] if isinstance(target, str) else []
+
+
+def restart_checkpoint(run_dir: Path, trusted: list[str] | None = None) -> Path | None:
     """``last.ckpt`` of this run directory when the job has run here before (a SLURM
     requeue, a pre-empted or timed-out job restarted by submitit), else None.
 
@@ -168,7 +179,7 @@ def restart_checkpoint(run_dir: Path) -> Path | None:
     if not last.is_file():
         return None
     try:
-        read_checkpoint(last, resume=True)
+        read_checkpoint(last, resume=True, trusted=trusted or [])
     except ValueError as err:
         raise ValueError(
             f"this run directory's own checkpoint cannot be resumed: {err}. Remove {last} to "
@@ -179,12 +190,12 @@ def restart_checkpoint(run_dir: Path) -> Path | None:
     return last
 
 
-def checkpoint_step(path: str | None) -> int | None:
+def checkpoint_step(path: str | None, trusted: list[str] | None = None) -> int | None:
     """The optimizer step a checkpoint was written at (None without one). Read through
     the package's checked loader (tensors and values only, its contents allowlisted)."""
     if not path or not Path(path).is_file():
         return None
-    return int(read_checkpoint(path)["global_step"])
+    return int(read_checkpoint(path, trusted=trusted or [])["global_step"])
 
 
 def best_checkpoint(callbacks: list, run_dir: Path) -> str | None:

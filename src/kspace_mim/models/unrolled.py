@@ -174,9 +174,7 @@ class Unrolled(nn.Module):
             raise ConfigError(f"{num_coils} input coils do not split into {slices} slices")
         self.slices = slices
         if first_estimate not in FIRST_ESTIMATES:
-            raise ConfigError(
-                f"model.first_estimate={first_estimate!r}: one of {FIRST_ESTIMATES}"
-            )
+            raise ConfigError(f"model.first_estimate={first_estimate!r}: one of {FIRST_ESTIMATES}")
         if cascades < 1:
             raise ConfigError(f"model.cascades={cascades}: at least 1")
         self.checkpointing = checkpointing

@@ -194,7 +194,13 @@ class ReconstructionModule(L.LightningModule):
                 ones = torch.ones(image.shape[0], device=image.device)
                 terms["image_ssim"] = self.ssim_loss(image[:, None], target[:, None], ones)
         if not terms:
-            raise ValueError(f"every loss weight is zero for this model: {w}")
+            only_image = out.prediction is None
+            raise ValueError(
+                f"{type(self.net).__name__} outputs an image only: it needs loss.image_l1 or "
+                f"loss.image_ssim > 0 (got {w})"
+                if only_image
+                else f"every loss weight is zero for this model: {w}"
+            )
         terms["loss"] = sum(w[k] * v for k, v in terms.items())
         return terms
 
