@@ -67,6 +67,7 @@ def long_epoch(tmp_path_factory, train_command) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_kill_and_resume_continues_at_the_checkpointed_step(long_epoch, tmp_path, train_log):
     """SIGKILL after a periodic checkpoint: resuming from it continues at its step."""
     run_dir = tmp_path / "killed"

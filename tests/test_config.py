@@ -85,6 +85,7 @@ def test_wandb_goes_offline_without_key_or_network(monkeypatch, tmp_path):
     assert compose(["logger=wandb"]).logger.offline is True
 
 
+@pytest.mark.slow
 def test_optuna_search_maximises_validation_ssim(env, tmp_path, train_cli):
     sweep = tmp_path / "optuna"
     search = (

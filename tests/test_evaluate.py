@@ -56,6 +56,7 @@ def test_missing_prediction_is_named(data_root, tmp_path):
         evaluate_folders(data_root / "multicoil_val", tmp_path, "multicoil")
 
 
+@pytest.mark.slow
 def test_evaluate_names_bad_predictions_and_scores_the_rest(data_root, tmp_path):
     cfg = compose(
         ["model=zero_filled", f"input={data_root}/multicoil_train", f"output={tmp_path}"],

@@ -100,6 +100,7 @@ def test_self_supervision_trains_every_kspace_family(family, supervision, data_r
     assert dead <= {f"net.cascades.{last}.dc_weight"}, dead
 
 
+@pytest.mark.slow
 def test_ddp_trains_every_family_with_identical_weights(env, tmp_path, train_cli):
     """A 2-process DDP run (gloo on the CPU) of every family, 2 steps each, as one Hydra
     multirun: training runs, and both ranks end with the same weights."""

@@ -10,6 +10,7 @@ import pytest
 from kspace_mim.config import compose
 
 
+@pytest.mark.slow
 def test_ddp_cpu_sweep_equals_single_process(env, tmp_path, train_cli):
     """A 2-job multirun of 2-process DDP jobs; validation metrics equal one process."""
     single = tmp_path / "single"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 
+
+@pytest.mark.slow
 def test_offline_wandb_run_holds_metrics_and_an_image(env, tmp_path, train_cli):
     run_dir = tmp_path / "wandb_run"
     clean = {k: v for k, v in env.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")}

@@ -6,9 +6,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from kspace_mim.report import report
 
 
+@pytest.mark.slow
 def test_sweep_with_a_failing_job_and_its_report(env, tmp_path, train_cli):
     sweep = tmp_path / "sweep"
     # The U-Net with no image loss is a bad combination: exactly one of the four jobs fails.

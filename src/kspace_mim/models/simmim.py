@@ -158,41 +158,22 @@ class SimMIMReconstructor(SimMIM):
             where nothing was acquired) or "image" (the zero-filled coil images; masking
             still happens in k-space).
         compile: ``torch.compile`` the real-valued network (never the complex FFTs).
-        Others: :class:`SimMIM`'s.
+        network: :class:`SimMIM`'s arguments (``family``, ``size``, ``patch_size``, ...).
     """
 
     varying_coils = False  # every coil is a pair of input channels
 
-    def __init__(
-        self,
-        facts: NetFacts,
-        family: str = "swin",
-        domain: str = "image",
-        patch_size: int = 2,
-        encoder_stride: int | None = None,
-        decoder: str = "skip",
-        size: str = "small",
-        mask_channel: bool = True,
-        drop_path_rate: float = 0.0,
-        compile: bool = False,
-        **arch,
-    ):
+    def __init__(self, facts: NetFacts, domain: str = "image", compile: bool = False, **network):
         if domain not in DOMAINS:
             raise ConfigError(f"model.domain={domain!r}: one of {DOMAINS}")
+        # Mask tokens only where the encoder sees k-space: on the zero-filled image every
+        # patch has data, and a token without a gradient stops DDP training.
+        network.setdefault("family", "swin")
         super().__init__(
-            family,
-            facts.num_coils,
-            tuple(facts.img_size),
-            patch_size,
-            encoder_stride,
-            decoder,
-            size,
-            mask_channel,
-            drop_path_rate,
-            # Mask tokens only where the encoder sees k-space: on the zero-filled image
-            # every patch has data, and a token without a gradient stops DDP training.
+            num_coils=facts.num_coils,
+            img_size=tuple(facts.img_size),
             mask_tokens=domain == "kspace",
-            **arch,
+            **network,
         )
         self.domain = domain
         self.slices = facts.slices

@@ -237,23 +237,20 @@ class Unrolled(nn.Module):
 
 class UnrolledReconstructor(Unrolled):
     """The unrolled network as a model family. ``size`` sets cascades and U-Net widths (as
-    VarNet's preset of that name) and the Swin size; explicit arguments override it.
-    Other arguments: :class:`Unrolled`'s."""
+    VarNet's preset of that name) and the Swin size; the preset's keys given here
+    override it. ``network``: :class:`Unrolled`'s other arguments (``denoiser``,
+    ``first_estimate``, ``share_weights``, ``checkpointing``, ``patch_size``)."""
 
     def __init__(
         self,
         facts: NetFacts,
         size: str = "tiny",
         cascades: int | None = None,
-        denoiser: str = "unet",
-        first_estimate: str = "simmim",
-        share_weights: bool = False,
-        checkpointing: bool = False,
         chans: int | None = None,
         pools: int | None = None,
         sens_chans: int | None = None,
         sens_pools: int | None = None,
-        patch_size: int = 2,
+        **network,
     ):
         arch = resolve(
             "unrolled",
@@ -267,14 +264,10 @@ class UnrolledReconstructor(Unrolled):
         super().__init__(
             facts.num_coils,
             tuple(facts.img_size),
-            denoiser=denoiser,
-            first_estimate=first_estimate,
-            share_weights=share_weights,
-            checkpointing=checkpointing,
             size=size,
-            patch_size=patch_size,
             slices=facts.slices,
             **arch,
+            **network,
         )
 
     @property
