@@ -171,7 +171,7 @@ MUTATIONS = (
     ),
     Mutation(
         "a non-finite loss trains on",
-        "modules/base.py",
+        "modules/reconstruction.py",
         '        if not torch.isfinite(terms["loss"]):',
         "        if False:",
         ("tests/test_modules_base.py::test_nonfinite_loss_stops_naming_the_batch",),
@@ -206,9 +206,9 @@ MUTATIONS = (
     ),
     Mutation(
         "VarNet's cascades in another order",
-        "modules/varnet.py",
-        "        for cascade in self.net.cascades:",
-        "        for cascade in list(self.net.cascades)[::-1]:",
+        "models/varnet.py",
+        "        for cascade in self.cascades:",
+        "        for cascade in list(self.cascades)[::-1]:",
         ("tests/test_unrolled.py::test_varnet_module_equals_fastmri_varnet",),
     ),
     Mutation(
@@ -278,7 +278,7 @@ MUTATIONS = (
     ),
     Mutation(
         "the model reconstructs the whole acquisition in self-supervision",
-        "modules/base.py",
+        "modules/reconstruction.py",
         "        out = self.reconstruct(step.input)",
         "        out = self.reconstruct(batch)",
         (
@@ -421,7 +421,7 @@ MUTATIONS = (
     ),
     Mutation(
         "CS ignores its L1 weight",
-        "modules/cs.py",
+        "models/cs.py",
         "            self.lamda,\n",
         "            0.0,\n",
         ("tests/test_cs.py::test_lamda_moves_the_result",),
@@ -619,8 +619,38 @@ MUTATIONS = (
         ),
     ),
     Mutation(
+        "the user's own network is not trusted by name",
+        "checkpoints.py",
+        'os.environ.get(TRUSTED_NETS_ENV, "")',
+        '""',
+        ("tests/test_families.py::test_a_new_family_is_a_network_file_and_a_yaml",),
+    ),
+    Mutation(
+        "a checkpoint of the earlier layout is read as it is",
+        "checkpoints.py",
+        "    upgrade_legacy(ckpt, path, resume)\n",
+        "",
+        (
+            "tests/test_modules.py::test_a_checkpoint_of_the_one_class_per_family_layout_loads_its_weights",
+        ),
+    ),
+    Mutation(
+        "the U-Net's L1 leaves its own normalisation",
+        "modules/reconstruction.py",
+        '            if w["image_l1"] and out.normalization is not None:',
+        "            if False:",
+        ("tests/test_unrolled.py::test_the_unet_loss_is_fastmris_on_normalised_images",),
+    ),
+    Mutation(
+        "an old override name fails with Hydra's message only",
+        "config.py",
+        '                raise SystemExit(f"error: {key} is now {new}")',
+        "                pass",
+        ("tests/test_config.py::test_renamed_keys_name_their_successor",),
+    ),
+    Mutation(
         "a NaN validation metric passes silently",
-        "modules/base.py",
+        "modules/reconstruction.py",
         "        check_finite_metrics(result, stage, self.global_step)\n",
         "",
         ("tests/test_modules_base.py::test_a_nan_validation_metric_names_the_volume_and_stops",),

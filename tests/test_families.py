@@ -30,7 +30,7 @@ def family_overrides(family: str, folder, *extra: str) -> list[str]:
         f"data.val_path={folder}",
         "data.crop_size=32",
         "data.num_workers=0",
-        *(["model.size=tiny"] if family != "zero_filled" else []),
+        *(["model.size=tiny"] if family in TRAINABLE else []),
         *SHRINK.get(family, []),
         *extra,
     ]
@@ -165,6 +165,23 @@ def test_the_checkpoint_holds_the_configured_recipe(
     # And another recipe is one override away.
     other = compose(family_overrides(family, folder, "recipe=package"))
     assert other.optim._target_ == "kspace_mim.optim.WarmupCosine"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_trains_two_steps_and_is_validated(family, data_root, tmp_path):
+    """The command line's run for each family, tiny: a trainable one takes two optimizer
+    steps (its weights move) and reports validation metrics of the chosen checkpoint; an
+    untrained one (zero-filling, CS) is validated only."""
+    folder = data_root / "multicoil_val"
+    extra = ["model.max_iter=5"] if family == "cs" else []
+    metrics = run(
+        compose(family_overrides(family, folder, "trainer.max_steps=2", *extra)), tmp_path
+    )
+    assert 0 < metrics["ssim"] <= 1 and metrics["num_volumes"] >= 1
+    if family in TRAINABLE:
+        assert metrics["checkpoint_step"] == 2 and metrics["selected_on"] == "val"
+    else:
+        assert metrics["checkpoint"] is None and metrics["selected_on"] is None
 
 
 # A model family from outside the package: a network file and a YAML, nothing else.

@@ -199,3 +199,24 @@ def test_adjacent_slices_zero_filled_is_the_middle_slice():
 def test_varnet_refuses_adjacent_slices():
     with pytest.raises(ConfigError, match="adjacent_slices"):
         system_of("varnet", 3 * C, (H, W), data=ADJACENT)
+
+
+def test_the_unet_loss_is_fastmris_on_normalised_images():
+    """The U-Net family's image L1 is fastMRI's UnetModule loss: output and target
+    normalised by the zero-filled image's mean and std (``normalize_instance``), the
+    target clamped to +-6 (``UnetDataTransform``)."""
+    from fastmri.data.transforms import normalize, normalize_instance
+
+    torch.manual_seed(0)
+    module = system_of("unet", C, (H, W), net={"size": "tiny"}, loss={"image_l1": 1.0})
+    batch = make_batch(scale=2.0)
+    out = module.reconstruct(batch)
+    zero_filled = module.zero_filled_image(batch)
+    expected = []
+    for i in range(B):
+        image, mean, std = normalize_instance(zero_filled[i], eps=1e-11)
+        target = normalize(batch.target[i], mean, std, eps=1e-11).clamp(-6, 6)
+        output = module.net(image.clamp(-6, 6)[None, None])[0, 0]
+        expected.append(torch.nn.functional.l1_loss(output, target))
+    loss = module.loss(batch, out)["image_l1"]
+    torch.testing.assert_close(loss, torch.stack(expected).mean(), rtol=1e-4, atol=1e-5)
