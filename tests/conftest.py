@@ -85,8 +85,7 @@ def _train_command(*overrides: str) -> list[str]:
         "-m",
         "kspace_mim.train",
         *flags,
-        "data.num_workers=0",
-        "data.crop_size=32",
+        "data=tiny",
         *(o for o in overrides if not o.startswith("-")),
     ]
 
@@ -125,8 +124,7 @@ def _small_overrides(folder: Path, *extra: str) -> list[str]:
     return [
         f"data.train_path={folder}",
         f"data.val_path={folder}",
-        "data.crop_size=32",
-        "data.num_workers=0",
+        "data=tiny",
         "model.size=tiny",
         "trainer.max_steps=3",
         "data.batch_size=2",

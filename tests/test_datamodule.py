@@ -28,7 +28,7 @@ def test_from_config_with_val_folder(data_root):
             f"data.train_path={data_root}/multicoil_train",
             f"data.val_path={data_root}/multicoil_val",
             f"data.test_path={data_root}/multicoil_test",
-            "data.crop_size=32",
+            "data=tiny",
             "data.num_workers=1",
             "data.batch_size=2",
             "data.val_batch_size=2",
@@ -57,8 +57,7 @@ def test_train_folder_alone_splits_80_20_by_volume(data_root):
         [
             f"data.train_path={data_root}/multicoil_train",
             "data.val_path=null",
-            "data.crop_size=32",
-            "data.num_workers=0",
+            "data=tiny",
         ]
     )
     dm.setup("fit")
@@ -67,7 +66,7 @@ def test_train_folder_alone_splits_80_20_by_volume(data_root):
     assert len(train) == 4 and len(val) == 1 and not train & val
     # the split is seeded: the same every time
     dm2 = make_datamodule(
-        [f"data.train_path={data_root}/multicoil_train", "data.val_path=null", "data.crop_size=32"]
+        [f"data.train_path={data_root}/multicoil_train", "data.val_path=null", "data=tiny"]
     )
     dm2.setup("fit")
     assert {v.path.name for v in dm2.datasets["val"].volumes} == val
@@ -79,7 +78,7 @@ def test_mixed_coils_compressed_to_virtual_coils(data_root):
     overrides = [
         f"data.train_path={data_root}/mixed_coils",
         "data.val_path=null",
-        "data.crop_size=32",
+        "data=tiny",
     ]
     assert make_datamodule(overrides).facts().coil_counts == (4, 6)
     dm = make_datamodule(overrides + ["data.virtual_coils=4", "data.batch_size=2"])
@@ -94,7 +93,7 @@ def test_singlecoil_from_config(data_root):
             f"data.train_path={data_root}/singlecoil_train",
             "data.val_path=null",
             "data.challenge=singlecoil",
-            "data.crop_size=32",
+            "data=tiny",
             "mask=random0.6",
         ]
     )
@@ -126,8 +125,7 @@ def test_ddp_ranks_of_the_datamodule_cover_val_once(data_root):
             [
                 f"data.train_path={data_root}/multicoil_train",
                 f"data.val_path={data_root}/multicoil_val",
-                "data.crop_size=32",
-                "data.num_workers=0",
+                "data=tiny",
             ]
         )
         dm._world = lambda rank=rank: (2, rank)
@@ -147,9 +145,8 @@ def test_preparing_in_the_loader_or_on_the_device_gives_the_same_batches(data_ro
     overrides = [
         f"data.train_path={data_root}/mixed_coils",
         f"data.val_path={data_root}/mixed_coils",
-        "data.crop_size=32",
+        "data=tiny",
         "data.virtual_coils=4",
-        "data.num_workers=0",
         "data.val_batch_size=2",
         "augmentation=normalize",
     ]
@@ -198,12 +195,12 @@ def test_only_the_default_synthetic_folders_are_written(tmp_path, monkeypatch):
     monkeypatch.setitem(synth.DEFAULT_VOLUMES, "val", 1)
     monkeypatch.setitem(synth.DEFAULT_VOLUMES, "test", 1)
     root = tmp_path / "synthetic"
-    dm = make_datamodule([f"data.synthetic_root={root}", "data.crop_size=32"])
+    dm = make_datamodule([f"data.synthetic_root={root}", "data=tiny"])
     facts = dm.facts()  # written on first use, then read
     assert (facts.num_coils, facts.img_size) == (8, (32, 32))
     assert len(list((root / "multicoil_train").glob("*.h5"))) == 2
     other = make_datamodule(
-        [f"data.synthetic_root={root}", f"data.val_path={tmp_path}/mine", "data.crop_size=32"]
+        [f"data.synthetic_root={root}", f"data.val_path={tmp_path}/mine", "data=tiny"]
     )
     with pytest.raises(FileNotFoundError, match="data.val_path: data folder .*mine does not exist"):
         other.setup("fit")
@@ -222,7 +219,7 @@ def test_undersampled_train_files_need_ssdu(data_root):
         f"data.train_path={data_root}/multicoil_test",
         f"data.val_path={data_root}/multicoil_val",
     ]
-    common = [*folder, "data.crop_size=32", "data.num_workers=0", "data.batch_size=2"]
+    common = [*folder, "data=tiny", "data.batch_size=2"]
     with pytest.raises(ValueError, match="file1002000.h5, file1002001.h5.*supervision=ssdu"):
         make_datamodule(common).setup("fit")
     dm = make_datamodule([*common, "supervision=ssdu"])

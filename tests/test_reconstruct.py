@@ -26,8 +26,7 @@ def train_tiny(data_root, run_dir, *extra):
     overrides = [
         f"data.train_path={data_root}/multicoil_train",
         f"data.val_path={data_root}/multicoil_val",
-        "data.crop_size=32",
-        "data.num_workers=0",
+        "data=tiny",
         "model.size=tiny",
         *extra,
     ]

@@ -160,8 +160,7 @@ def test_datamodule_and_evaluate_use_the_split(release_val, tmp_path, data_root)
                 f"data.val_path={folder}",
                 f"data.split_file={split_file}",
                 f"data.split_dir={tmp_path / 'bench'}",
-                "data.crop_size=32",
-                "data.num_workers=0",
+                "data=tiny",
             ]
         )
     )
@@ -199,8 +198,7 @@ def test_the_shipped_split_by_name_names_what_is_missing(release_val, data_root)
                 f"data.train_path={data_root}/multicoil_train",
                 f"data.val_path={folder}",
                 "data.split=val99_test100",
-                "data.crop_size=32",
-                "data.num_workers=0",
+                "data=tiny",
             ]
         )
     )

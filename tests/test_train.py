@@ -33,10 +33,9 @@ def overrides(folder, *extra, tiny=True):
     return [
         f"data.train_path={folder}",
         f"data.val_path={folder}",
-        "data.crop_size=32",
+        "data=tiny",
         "data.batch_size=2",
         "data.val_batch_size=4",
-        "data.num_workers=0",
         "trainer.max_epochs=1000",
         "trainer.check_val_every_n_epoch=1000",
         "optim.lr=3e-3",
@@ -255,7 +254,7 @@ def test_lightning_trainer_arguments_and_a_time_budget(tmp_path, train_log):
     result = train_in(
         tmp_path,
         "model.size=tiny",
-        "data.crop_size=32",
+        "data=tiny",
         "trainer.max_epochs=-1",
         "trainer.max_time=00:00:00:06",
         "trainer.limit_val_batches=2",
@@ -399,9 +398,8 @@ def test_self_supervision_trains_on_undersampled_files_alone(
         [
             f"data.train_path={data_root}/multicoil_test",
             f"data.val_path={data_root}/multicoil_val",
-            "data.crop_size=32",
+            "data=tiny",
             "data.batch_size=2",
-            "data.num_workers=0",
             "model.size=tiny",
             f"supervision={supervision}",
             "trainer.max_steps=3",

@@ -9,6 +9,8 @@ so acquired samples start right; data consistency then makes them exact.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -163,7 +165,9 @@ class SimMIMReconstructor(SimMIM):
 
     varying_coils = False  # every coil is a pair of input channels
 
-    def __init__(self, facts: NetFacts, domain: str = "image", compile: bool = False, **network):
+    def __init__(
+        self, facts: NetFacts, domain: str = "image", compile: bool = False, **network: Any
+    ):
         if domain not in DOMAINS:
             raise ConfigError(f"model.domain={domain!r}: one of {DOMAINS}")
         # Mask tokens only where the encoder sees k-space: on the zero-filled image every

@@ -12,6 +12,8 @@ Shapes follow fastMRI inside the cascades (real, ``(..., 2)`` last); the public
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from fastmri.models import Unet
 from fastmri.models.varnet import NormUnet, SensitivityModel, VarNetBlock
@@ -250,7 +252,7 @@ class UnrolledReconstructor(Unrolled):
         pools: int | None = None,
         sens_chans: int | None = None,
         sens_pools: int | None = None,
-        **network,
+        **network: Any,
     ):
         arch = resolve(
             "unrolled",
