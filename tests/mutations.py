@@ -649,6 +649,27 @@ MUTATIONS = (
         ("tests/test_config.py::test_renamed_keys_name_their_successor",),
     ),
     Mutation(
+        "a finished job of a study is trained again",
+        "fingerprint.py",
+        "    if saved is None or saved != mine or not finished or not isinstance(metrics, dict):",
+        "    if True:",
+        ("tests/test_jobs.py::test_a_finished_job_of_the_same_configuration_is_reused",),
+    ),
+    Mutation(
+        "a finished job is reused under a longer budget",
+        "fingerprint.py",
+        "    if saved is None or saved != mine or not finished",
+        "    if saved is None or saved.identity != mine.identity or not finished",
+        ("tests/test_jobs.py::test_a_finished_job_of_the_same_configuration_is_reused",),
+    ),
+    Mutation(
+        "the paired report pairs a configuration with itself",
+        "report.py",
+        "            stats = compare(groups[ref][1], per_volume)",
+        "            stats = compare(per_volume, per_volume)",
+        ("tests/test_report.py::test_a_sweep_is_paired_by_volume_against_its_reference",),
+    ),
+    Mutation(
         "a NaN validation metric passes silently",
         "modules/reconstruction.py",
         "        check_finite_metrics(result, stage, self.global_step)\n",

@@ -143,3 +143,51 @@ def test_a_killed_ddp_rank_ends_the_run_and_last_ckpt_resumes_it(
     assert metrics["world_size"] == 2
     final = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert final["global_step"] == step + 4
+
+
+def test_a_finished_job_of_the_same_configuration_is_reused(tmp_path):
+    """A job directory whose fingerprint (identity and budget) is this configuration's and
+    whose job finished gives back its metrics; a longer budget, another configuration, an
+    unfinished job or an explicit checkpoint do not."""
+    from kspace_mim.fingerprint import fingerprint, finished_run, write_fingerprint
+
+    base = ["model=swin", "model.size=tiny", "trainer.max_steps=4"]
+    mine = fingerprint(compose(base))
+    job = tmp_path / "model=swin,seed=0"
+    job.mkdir()
+    assert finished_run(job, mine) is None  # nothing ran here
+    write_fingerprint(job, mine)
+    metrics = {"ssim": 0.7, "psnr": 25.0, "nmse": 0.02}
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    (job / "status.json").write_text(json.dumps({"status": "running"}))
+    assert finished_run(job, mine) is None  # killed before the end
+    (job / "status.json").write_text(json.dumps({"status": "finished"}))
+    assert finished_run(job, mine) == metrics
+    assert finished_run(job, fingerprint(compose([*base, "trainer.max_steps=8"]))) is None
+    assert finished_run(job, fingerprint(compose([*base, "optim.lr=3e-4"]))) is None
+    (job / "metrics.json").write_text("{cut off")
+    assert finished_run(job, mine) is None
+
+
+@pytest.mark.slow
+def test_a_study_relaunched_reuses_its_finished_jobs(env, tmp_path, train_cli):
+    """A study as a sweep with job directories named by their overrides: launched again,
+    every finished job is reused (no training, its files untouched) and only a new
+    configuration trains."""
+    sweep = tmp_path / "study"
+    common = [
+        "-m",
+        "model.size=tiny",
+        "trainer.max_steps=2",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweep.subdir=${hydra.job.override_dirname}",
+    ]
+    train_cli(env, *common, "seed=0,1")
+    (job,) = sweep.glob("*seed=0*")  # named by its overrides
+    ckpt = job / "checkpoints" / "last.ckpt"
+    before = ckpt.stat().st_mtime_ns
+    again = train_cli(env, *common, "seed=0,1,2")
+    assert again.stderr.count("(reused)") == 2
+    assert ckpt.stat().st_mtime_ns == before
+    (new,) = sweep.glob("*seed=2*")
+    assert json.loads((new / "status.json").read_text())["status"] == "finished"

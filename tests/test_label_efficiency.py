@@ -64,7 +64,7 @@ def test_label_efficiency_curve_is_generated(tmp_path):
         assert (config["data"]["train_path"] == str(under)) == p.label_free
         folder = run_dir(tmp_path / "runs" / "n1" / le.slug(le.tuned(kind)) / "seed0")
         config = yaml.safe_load((folder / "config.yaml").read_text())
-        assert config["model"]["init_from"] == str(pre_dir / "checkpoints" / "last.ckpt")
+        assert config["init_from"] == str(pre_dir / "checkpoints" / "last.ckpt")
         assert config["data"]["train_volumes"] == 1
     supervision = yaml.safe_load((run_dir(pre / "mim" / "seed0") / "config.yaml").read_text())
     assert supervision["supervision"]["_target_"].endswith("MaskedModeling")

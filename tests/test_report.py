@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from kspace_mim.report import report
+from kspace_mim.report import collect, report
 
 
 @pytest.mark.slow
@@ -48,7 +48,7 @@ def test_sweep_with_a_failing_job_and_its_report(env, tmp_path, train_cli):
     cli = subprocess.run(
         [sys.executable, "-m", "kspace_mim.report", str(sweep)], capture_output=True, text=True
     )
-    assert cli.returncode == 0 and "U-Net needs" in cli.stdout
+    assert cli.returncode == 0 and "UnetReconstructor outputs" in cli.stdout
 
 
 def test_seeds_are_grouped_with_means_and_intervals(tmp_path):
@@ -96,3 +96,73 @@ def test_a_job_whose_files_cannot_be_read_is_named_and_the_others_tabled(tmp_pat
         assert f"{tmp_path / job / 'status.json'}" in frame.loc[job, "reason"]
     err = capsys.readouterr().err
     assert "job 1: files cannot be read" in err and "job 2: files cannot be read" in err
+
+
+def fixture_sweep(root, per_volume: dict, tested: bool = True) -> None:
+    """Job directories as a sweep over ``model`` and ``seed`` writes them:
+    ``per_volume[(model, seed)]`` = {volume: ssim}."""
+    for n, ((model, seed), volumes) in enumerate(per_volume.items()):
+        job = root / str(n)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- model={model}\n- seed={seed}\n")
+        (job / "status.json").write_text(json.dumps({"status": "finished"}))
+        rows = {v: {"ssim": s, "psnr": 40 * s, "nmse": 1 - s} for v, s in volumes.items()}
+        metrics = {"ssim": sum(volumes.values()) / len(volumes), "volumes": rows}
+        if tested:
+            metrics["test"] = {
+                "volumes": {v: dict(m, ssim=m["ssim"] - 0.1) for v, m in rows.items()}
+            }
+        (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_a_sweep_is_paired_by_volume_against_its_reference(tmp_path):
+    """``--reference``: each configuration's per-volume means over its seeds, paired by
+    volume against the reference's: a constant gain is that gain and significant, a
+    mixed one is not; the held-out test volumes when every job has them."""
+    import numpy as np
+
+    from kspace_mim.report import paired
+
+    rng = np.random.default_rng(0)
+    base = {f"file{i}.h5": 0.6 + 0.02 * i for i in range(12)}
+    jitter = {v: float(rng.normal(0, 0.01)) for v in base}
+    per_volume = {}
+    for seed in (0, 1, 2):
+        per_volume[("varnet", seed)] = {v: s + 0.001 * seed for v, s in base.items()}
+        per_volume[("unrolled", seed)] = {v: s + 0.05 + 0.001 * seed for v, s in base.items()}
+        per_volume[("swin", seed)] = {v: s + jitter[v] + 0.001 * seed for v, s in base.items()}
+    fixture_sweep(tmp_path, per_volume)
+    table = paired(collect(tmp_path), tmp_path, {"model": "varnet"}).set_index("model")
+    assert set(table["split"]) == {"test"} and set(table["seeds"]) == {3}
+    assert table.loc["varnet", "vs_reference"] == "reference"
+    assert table.loc["unrolled", "d_ssim"] == pytest.approx(0.05)
+    assert table.loc["unrolled", "d_ssim_significant"]
+    assert not table.loc["swin", "d_ssim_significant"]
+    assert table.loc["swin", "d_ssim"] == pytest.approx(np.mean(list(jitter.values())))
+    assert table.loc["varnet", "ssim"] == pytest.approx(np.mean(list(base.values())) - 0.099)
+    report(tmp_path, "model=varnet")
+    assert "| unrolled" in (tmp_path / "report_paired.md").read_text()
+    with pytest.raises(ValueError, match="matches 0 configurations"):
+        paired(collect(tmp_path), tmp_path, {"model": "vit"})
+    with pytest.raises(ValueError, match="not swept here"):
+        paired(collect(tmp_path), tmp_path, {"optim.lr": "1e-3"})
+    cli = subprocess.run(
+        [sys.executable, "-m", "kspace_mim.report", str(tmp_path), "--reference", "model"],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 2 and "KEY=VALUE" in cli.stderr and "Traceback" not in cli.stderr
+
+
+def test_without_test_volumes_the_pairing_is_on_validation(tmp_path):
+    from kspace_mim.report import paired
+
+    per_volume = {
+        (m, s): {f"f{i}.h5": 0.5 + 0.01 * i + (0.02 if m == "b" else 0) for i in range(6)}
+        for m in ("a", "b")
+        for s in (0, 1)
+    }
+    fixture_sweep(tmp_path, per_volume, tested=False)
+    table = paired(collect(tmp_path), tmp_path, {"model": "a"}).set_index("model")
+    assert set(table["split"]) == {"val"}
+    assert table.loc["b", "d_ssim"] == pytest.approx(0.02)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,20 @@ def compare(
     if missing:
         out["unpaired_volumes"] = missing
     return out
+
+
+def seed_mean_volumes(evaluations: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per volume (those every evaluation has): each metric's mean over the evaluations
+    (one per seed), the pairing unit of a study's statistics."""
+    names = sorted(set.intersection(*(set(e["volumes"]) for e in evaluations)))
+    return {
+        n: {
+            m: statistics.fmean(e["volumes"][n][m] for e in evaluations)
+            for m in METRICS
+            if all(m in e["volumes"][n] for e in evaluations)
+        }
+        for n in names
+    }
 
 
 def significant(stat: dict[str, Any], alpha: float = ALPHA) -> bool:

@@ -150,6 +150,27 @@ def write_fingerprint(run_dir: Path, mine: Fingerprint) -> None:
         write_json(Path(run_dir) / FILE, mine.to_json())
 
 
+def finished_run(run_dir: Path, mine: Fingerprint) -> dict[str, Any] | None:
+    """The metrics of a job that already finished in ``run_dir`` with this configuration
+    and budget (fingerprint equal, identity and budget), else None: a study re-launched
+    as the same sweep reuses its finished jobs instead of training them again. A longer
+    budget is not finished (the job resumes and extends it); any other configuration is
+    refused by :func:`claim`."""
+    run_dir = Path(run_dir)
+    try:
+        saved = read_fingerprint(run_dir)
+        status, metrics = (
+            read_json(run_dir / name) if (run_dir / name).is_file() else None
+            for name in ("status.json", "metrics.json")
+        )
+    except ValueError:
+        return None  # unreadable files: claim() names them
+    finished = isinstance(status, dict) and status.get("status") == "finished"
+    if saved is None or saved != mine or not finished or not isinstance(metrics, dict):
+        return None
+    return metrics
+
+
 def claim(run_dir: Path, mine: Fingerprint, explicit_resume: bool) -> bool:
     """Decide whether ``run_dir`` may hold this run; True when its own ``last.ckpt`` is
     this configuration's and may be resumed. Raises :class:`RunDirError` (one line) for

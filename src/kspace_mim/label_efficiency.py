@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from kspace_mim.bench.timing import machine
-from kspace_mim.compare import compare, significant
+from kspace_mim.compare import compare, seed_mean_volumes, significant
 from kspace_mim.data.synthesize import DEFAULT_SET, synthesize
 from kspace_mim.files import write_json
 from kspace_mim.results import (
@@ -41,7 +41,6 @@ from kspace_mim.results import (
     data_grid,
     flops_per_step,
     last_gain,
-    seed_mean_volumes,
     slug,
     test_evaluations,
     train_once,

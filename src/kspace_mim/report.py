@@ -5,6 +5,13 @@ Reads every job of a Hydra multirun (``<sweep>/<n>/.hydra/overrides.yaml``,
 ``ssim_vs_<parameter>.png`` per swept parameter into the sweep directory. A sweep over
 ``seed`` also gets ``report_by_seed.md`` / ``.csv``: one row per configuration, the mean
 of each metric over its seeds with a 95 % bootstrap interval (seeds resampled).
+
+``--reference KEY=VALUE[,KEY=VALUE]`` (e.g. ``model=varnet``) adds ``report_paired.md`` /
+``.csv``: every configuration against that one, paired by volume (each volume's metric
+averaged over the configuration's seeds), on the held-out test volumes when every job
+has them (``data.test_path``), else on validation: the mean difference, its 95 %
+bootstrap interval, Wilcoxon's p, and whether it is significant (p < 0.05 and the
+interval excludes 0; :mod:`kspace_mim.compare`, the rule of every generated table).
 """
 
 from __future__ import annotations
@@ -140,8 +147,79 @@ def by_seed(frame: pd.DataFrame, resamples: int = 10000) -> pd.DataFrame | None:
     return pd.DataFrame(rows).sort_values("ssim", ascending=False).reset_index(drop=True)
 
 
-def report(sweep_dir: str | Path) -> pd.DataFrame:
-    """Collect, print, and write CSV, Markdown and plots into ``sweep_dir``."""
+def job_volumes(job: Path) -> dict[str, dict]:
+    """A finished job's per-volume metrics by split (``val``, and ``test`` when it was
+    tested), from its ``metrics.json``."""
+    metrics = read_json(job / "metrics.json")
+    out = {"val": metrics.get("volumes") or {}}
+    if isinstance(metrics.get("test"), dict) and metrics["test"].get("volumes"):
+        out["test"] = metrics["test"]["volumes"]
+    return out
+
+
+def parse_reference(text: str) -> dict[str, str]:
+    """``"model=varnet,recipe=package"`` -> ``{"model": "varnet", "recipe": "package"}``."""
+    pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise ValueError(f"--reference {text!r}: KEY=VALUE[,KEY=VALUE] of a swept parameter")
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def paired(frame: pd.DataFrame, sweep_dir: Path, reference: dict[str, str]) -> pd.DataFrame:
+    """Every configuration (swept parameters but ``seed``) against ``reference``, paired by
+    volume over the seeds' mean per volume (see the module docstring)."""
+    from kspace_mim.compare import compare, seed_mean_volumes, significant
+
+    params = [p for p in swept_parameters(frame) if p != "seed"]
+    unknown = sorted(set(reference) - set(params))
+    if unknown:
+        raise ValueError(f"--reference names {unknown}: not swept here (swept: {params})")
+    done = frame[frame["status"] == "finished"]
+    volumes = {job: job_volumes(sweep_dir / job) for job in done["job"]}
+    split = "test" if all("test" in v for v in volumes.values()) else "val"
+    groups = {}
+    for key, group in done.groupby(params, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        evaluations = [{"volumes": volumes[j][split]} for j in group["job"]]
+        groups[key] = (len(group), seed_mean_volumes(evaluations))
+
+    def selected(key: tuple) -> bool:
+        values = dict(zip(params, key, strict=True))
+        return all(str(values[p]) == v for p, v in reference.items())
+
+    matches = [k for k in groups if selected(k)]
+    if len(matches) != 1:
+        raise ValueError(
+            f"--reference {reference} matches {len(matches)} configurations of the finished "
+            "jobs; name one (every swept parameter but seed)"
+        )
+    (ref,) = matches
+    rows = []
+    for key, (seeds, per_volume) in groups.items():
+        row = {**dict(zip(params, key, strict=True)), "seeds": seeds, "split": split}
+        row["volumes"] = len(per_volume)
+        for metric in ("ssim", "psnr", "nmse"):
+            values = [v[metric] for v in per_volume.values() if metric in v]
+            row[metric] = sum(values) / len(values) if values else float("nan")
+        if key == ref:
+            row["vs_reference"] = "reference"
+        else:
+            stats = compare(groups[ref][1], per_volume)
+            for metric, stat in stats.items():
+                if metric == "unpaired_volumes":
+                    continue
+                lo, hi = stat["ci95"]
+                row[f"d_{metric}"] = stat["mean_difference"]
+                row[f"d_{metric}_ci95"] = f"[{lo:+.4f}, {hi:+.4f}]"
+                row[f"d_{metric}_p"] = stat["wilcoxon_p"]
+                row[f"d_{metric}_significant"] = significant(stat)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def report(sweep_dir: str | Path, reference: str | None = None) -> pd.DataFrame:
+    """Collect, print, and write CSV, Markdown and plots into ``sweep_dir``; with
+    ``reference`` also the paired comparison against that configuration."""
     sweep_dir = Path(sweep_dir)
     frame = collect(sweep_dir)
     write_text(sweep_dir / "report.csv", frame.to_csv(index=False))
@@ -154,16 +232,27 @@ def report(sweep_dir: str | Path) -> pd.DataFrame:
         write_text(
             sweep_dir / "report_by_seed.md", grouped.to_markdown(index=False, floatfmt=".4f") + "\n"
         )
+    if reference:
+        table = paired(frame, sweep_dir, parse_reference(reference))
+        write_text(sweep_dir / "report_paired.csv", table.to_csv(index=False))
+        write_text(
+            sweep_dir / "report_paired.md", table.to_markdown(index=False, floatfmt=".4f") + "\n"
+        )
     return frame
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m kspace_mim.report", description=__doc__)
     parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument(
+        "--reference",
+        help="KEY=VALUE[,KEY=VALUE]: the configuration every other is paired against by "
+        "volume (report_paired.md)",
+    )
     args = parser.parse_args(argv)
     try:
-        frame = report(args.sweep_dir)
-    except FileNotFoundError as err:
+        frame = report(args.sweep_dir, args.reference)
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     failed = (frame["status"] != "finished").sum()

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kspace_mim.bench.timing import machine
-from kspace_mim.compare import compare, significant
+from kspace_mim.compare import compare, seed_mean_volumes, significant
 from kspace_mim.config import compose, project_root
 from kspace_mim.data.synthesize import DEFAULT_SET, ensure_synthetic, split_folders
 from kspace_mim.files import read_json, write_json
@@ -288,15 +288,6 @@ def flops_per_step(row: Row, grid: tuple[int, int], coils: int) -> float | None:
     sizes = tuple(o for o in row.overrides if o.startswith("model.") and "size" not in o)
     rate = train_step_rate(encoder, "tiny", f"{grid[0]}x{grid[1]}", coils, 1, 1, "cpu", sizes)
     return rate["gflop_per_slice"] * 1e9
-
-
-def seed_mean_volumes(evaluations: list[dict]) -> dict[str, dict[str, float]]:
-    """Per volume: each metric's mean over the seeds' evaluations."""
-    names = sorted(set.intersection(*(set(e["volumes"]) for e in evaluations)))
-    return {
-        n: {m: statistics.fmean(e["volumes"][n][m] for e in evaluations) for m in METRICS}
-        for n in names
-    }
 
 
 METRICS = ("ssim", "psnr", "nmse")

@@ -28,7 +28,7 @@ from kspace_mim.checkpoints import load_pretrained, read_checkpoint
 from kspace_mim.config import CONFIG_DIR, ConfigError, check_renamed, require_extras
 from kspace_mim.data.datamodule import FastMRIDataModule
 from kspace_mim.files import atomic_path, write_json
-from kspace_mim.fingerprint import claim, fingerprint
+from kspace_mim.fingerprint import claim, fingerprint, finished_run
 from kspace_mim.jobs import relaunch_this_job_only, run_job
 from kspace_mim.loggers import build_logger
 from kspace_mim.modules.reconstruction import ReconstructionModule, data_settings
@@ -217,6 +217,12 @@ def train(cfg: DictConfig) -> float:
         print_config_tree(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     mine = fingerprint(cfg)
+    done = None if cfg.ckpt_path else finished_run(run_dir, mine)
+    if done is not None:
+        # A study's sweep re-launched: this job finished here with this very configuration.
+        if rank_zero_only.rank == 0:
+            print(f"finished before with this configuration: {run_dir} (reused)", file=sys.stderr)
+        return float(done[cfg.optimized_metric.split("/", 1)[1]])
     metrics = run_job(run, cfg, run_dir, claim=lambda: claim(run_dir, mine, bool(cfg.ckpt_path)))
     return float(metrics[cfg.optimized_metric.split("/", 1)[1]])
 
