@@ -52,7 +52,7 @@ MUTATIONS = (
     Mutation(
         "a restarted job starts again from step 0",
         "train.py",
-        "(restart_checkpoint(run_dir) if own and trains else None)",
+        "restart_checkpoint(run_dir, trusted) if own and trains else None",
         "None",
         ("tests/test_train.py::test_a_restarted_job_resumes_from_its_own_run_directory",),
     ),
@@ -115,7 +115,7 @@ MUTATIONS = (
     Mutation(
         "fine-tuning reads a checkpoint unchecked",
         "checkpoints.py",
-        '    state = read_checkpoint(path)["state_dict"]',
+        '    state = read_checkpoint(path, trusted=[own] if own else [])["state_dict"]',
         '    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]',
         (
             "tests/test_modules.py::test_a_checkpoint_naming_code_is_refused_on_every_path"
@@ -468,8 +468,8 @@ MUTATIONS = (
     Mutation(
         "sweep report mixes configurations across seeds",
         "report.py",
-        '    params = [p for p in swept_parameters(frame) if p != "seed"]',
-        "    params = []",
+        '    params = [p for p in swept_parameters(frame) if p != "seed"]\n    done =',
+        "    params = []\n    done =",
         ("tests/test_report.py::test_seeds_are_grouped_with_means_and_intervals",),
     ),
     # --- files the package did not make never act on their own ---------------------------
@@ -524,7 +524,8 @@ MUTATIONS = (
     Mutation(
         "an unreadable last.ckpt found by auto-resume is not named",
         "train.py",
-        "        read_checkpoint(last, resume=True)\n    except ValueError as err:",
+        "        read_checkpoint(last, resume=True, trusted=trusted or [])\n"
+        "    except ValueError as err:",
         "        pass\n    except ValueError as err:",
         ("tests/test_train.py::test_a_cut_off_last_ckpt_is_named_in_one_line",),
     ),
