@@ -274,3 +274,17 @@ def test_renamed_keys_name_their_successor():
         with pytest.raises(SystemExit, match=re.escape(new)):
             check_renamed(["-m", old])
     check_renamed(["model=varnet", "init_from=x.ckpt", "model.encoder_stride=4", "seed=1"])
+
+
+def test_a_misspelt_network_argument_is_named():
+    """A key the network does not take (``+model.chan=8`` for ``chans``) stops with the
+    preset's keys, whichever family."""
+    from kspace_mim.modules.reconstruction import system_of
+
+    for family, key, message in [
+        ("varnet", "chan", "model.chan: not an argument of the varnet network; its size preset"),
+        ("unet", "pools", "model.pools: not an argument of the unet network"),
+        ("unrolled", "chan", "unexpected keyword argument 'chan'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            system_of(family, 4, (32, 32), net={key: 8})

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from kspace_mim.config import ConfigError
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "swin": {
         "tiny": dict(embed_dim=24, depths=(2, 2), num_heads=(2, 4), window_size=4),
@@ -52,6 +54,12 @@ def resolve(family: str, size: str, **overrides: Any) -> dict[str, Any]:
             f"model.size={size!r} unknown for {family}; one of {sorted(PRESETS[family])}"
         )
     out = dict(PRESETS[family][size])
+    unknown = sorted(set(overrides) - set(out))
+    if unknown:
+        raise ConfigError(
+            f"model.{unknown[0]}: not an argument of the {family} network; its size preset "
+            f"sets {', '.join(sorted(out))}"
+        )
     # Lists from a config (ListConfig included) become tuples, as the presets hold them.
     given = {
         k: (tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)

@@ -20,14 +20,9 @@ class UnetReconstructor(Unet):
     has_kspace_output = False
 
     def __init__(
-        self,
-        facts: NetFacts,
-        size: str = "small",
-        chans: int | None = None,
-        num_pool_layers: int | None = None,
-        drop_prob: float = 0.0,
+        self, facts: NetFacts, size: str = "small", drop_prob: float = 0.0, **preset: int | None
     ):
-        arch = resolve("unet", size, chans=chans, num_pool_layers=num_pool_layers)
+        arch = resolve("unet", size, **preset)  # chans, num_pool_layers
         super().__init__(in_chans=facts.slices, out_chans=1, drop_prob=drop_prob, **arch)
         self.slices = facts.slices
 

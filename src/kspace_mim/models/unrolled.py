@@ -29,7 +29,7 @@ from kspace_mim.models.family import (
     common_low_frequencies,
     unrolled_output,
 )
-from kspace_mim.models.presets import resolve
+from kspace_mim.models.presets import PRESETS, resolve
 from kspace_mim.models.simmim import SimMIM, predict_kspace
 from kspace_mim.physics import data_consistency
 
@@ -239,30 +239,15 @@ class Unrolled(nn.Module):
 
 class UnrolledReconstructor(Unrolled):
     """The unrolled network as a model family. ``size`` sets cascades and U-Net widths (as
-    VarNet's preset of that name) and the Swin size; the preset's keys given here
-    override it. ``network``: :class:`Unrolled`'s other arguments (``denoiser``,
-    ``first_estimate``, ``share_weights``, ``checkpointing``, ``patch_size``)."""
+    VarNet's preset of that name) and the Swin size. ``network``: :class:`Unrolled`'s
+    arguments; the preset's (``cascades``, ``chans``, ``pools``, ``sens_chans``,
+    ``sens_pools``) override it where not None, the others (``denoiser``,
+    ``first_estimate``, ``share_weights``, ``checkpointing``, ``patch_size``) pass on."""
 
-    def __init__(
-        self,
-        facts: NetFacts,
-        size: str = "tiny",
-        cascades: int | None = None,
-        chans: int | None = None,
-        pools: int | None = None,
-        sens_chans: int | None = None,
-        sens_pools: int | None = None,
-        **network: Any,
-    ):
-        arch = resolve(
-            "unrolled",
-            size,
-            cascades=cascades,
-            chans=chans,
-            pools=pools,
-            sens_chans=sens_chans,
-            sens_pools=sens_pools,
-        )
+    def __init__(self, facts: NetFacts, size: str = "tiny", **network: Any):
+        preset_keys = PRESETS["unrolled"][size] if size in PRESETS["unrolled"] else {}
+        preset = {k: network.pop(k) for k in list(network) if k in preset_keys}
+        arch = resolve("unrolled", size, **preset)
         super().__init__(
             facts.num_coils,
             tuple(facts.img_size),

@@ -26,35 +26,18 @@ from kspace_mim.models.unrolled import freeze_first_dc_weight
 
 class VarNetReconstructor(VarNet):
     """E2E-VarNet. ``size``: tiny (4 cascades, chans 8, sens_chans 4: CPU), small, base
-    (fastMRI's leaderboard model: 12 cascades, chans 18, sens_chans 8); explicit
-    arguments override the preset."""
+    (fastMRI's leaderboard model: 12 cascades, chans 18, sens_chans 8); ``preset``:
+    ``VarNet``'s arguments (``num_cascades``, ``chans``, ``pools``, ``sens_chans``,
+    ``sens_pools``), each overriding the preset where not None."""
 
-    def __init__(
-        self,
-        facts: NetFacts,
-        size: str = "tiny",
-        num_cascades: int | None = None,
-        chans: int | None = None,
-        pools: int | None = None,
-        sens_chans: int | None = None,
-        sens_pools: int | None = None,
-    ):
+    def __init__(self, facts: NetFacts, size: str = "tiny", **preset: int | None):
         if facts.slices > 1:
             raise ConfigError(
                 "data.adjacent_slices: fastMRI's VarNet reconstructs one slice at a time; "
                 "model=unrolled (model.first_estimate=none is VarNet's shape), unet, "
                 "swin or vit take adjacent slices"
             )
-        arch = resolve(
-            "varnet",
-            size,
-            num_cascades=num_cascades,
-            chans=chans,
-            pools=pools,
-            sens_chans=sens_chans,
-            sens_pools=sens_pools,
-        )
-        super().__init__(**arch)
+        super().__init__(**resolve("varnet", size, **preset))
         # Zero-padded coils (data.virtual_coils above a volume's count) give zero maps,
         # not NaN; the first cascade's data-consistency weight never gets a gradient.
         guard_empty_coils(self.sens_net)
