@@ -671,6 +671,13 @@ MUTATIONS = (
         ("tests/test_report.py::test_a_sweep_is_paired_by_volume_against_its_reference",),
     ),
     Mutation(
+        "a misspelt network argument is passed on unnamed",
+        "models/presets.py",
+        "    if unknown:\n",
+        "    if False:\n",
+        ("tests/test_config.py::test_a_misspelt_network_argument_is_named",),
+    ),
+    Mutation(
         "a NaN validation metric passes silently",
         "modules/reconstruction.py",
         "        check_finite_metrics(result, stage, self.global_step)\n",
