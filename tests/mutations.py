@@ -110,7 +110,7 @@ MUTATIONS = (
         "train.py",
         "trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)",
         "trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)",
-        ("tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload[ckpt_path]",),
+        ("tests/test_modules.py::test_untrusted_checkpoints_never_run_their_payload[fit itself]",),
     ),
     Mutation(
         "fine-tuning reads a checkpoint unchecked",
