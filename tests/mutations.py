@@ -678,6 +678,13 @@ MUTATIONS = (
         ("tests/test_config.py::test_a_misspelt_network_argument_is_named",),
     ),
     Mutation(
+        "the job's held-out test ignores evaluation.test_masks",
+        "train.py",
+        "                datamodule.eval_mask = mask\n",
+        "                pass\n",
+        ("tests/test_reconstruct.py::test_the_jobs_own_test_equals_reconstruct_then_evaluate",),
+    ),
+    Mutation(
         "a NaN validation metric passes silently",
         "modules/reconstruction.py",
         "        check_finite_metrics(result, stage, self.global_step)\n",

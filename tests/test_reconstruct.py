@@ -14,7 +14,7 @@ import pytest
 import torch
 from fastmri.data.transforms import center_crop, to_tensor
 
-from kspace_mim.config import compose
+from kspace_mim.config import ConfigError, compose
 from kspace_mim.data.synthesize import synthesize
 from kspace_mim.metrics import evaluate_folders
 from kspace_mim.reconstruct import run as reconstruct
@@ -293,3 +293,44 @@ def test_outputs_are_replaced_atomically(data_root, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         reconstruct(again)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == written
+
+
+@pytest.mark.slow
+def test_the_jobs_own_test_equals_reconstruct_then_evaluate(data_root, tmp_path, small_overrides):
+    """``evaluation.test_masks``: the held-out test inside the training job, once per mask,
+    gives the per-volume metrics that ``reconstruct`` (same checkpoint, same mask) and
+    ``evaluate`` give, so a study's tables need no separate reconstruction pass."""
+    folder = data_root / "multicoil_val"
+    cfg = compose(
+        small_overrides(
+            folder,
+            f"data.test_path={folder}",
+            "evaluation.test_masks=[equispaced4x,equispaced8x]",
+        )
+    )
+    metrics = train(cfg, tmp_path / "run")
+    assert set(metrics["tests"]) == {"equispaced4x", "equispaced8x"} and "test" not in metrics
+    four, eight = (metrics["tests"][m] for m in ("equispaced4x", "equispaced8x"))
+    assert four["ssim"] > eight["ssim"]  # fewer samples, a worse image
+    for name, inside in metrics["tests"].items():
+        out = tmp_path / name
+        status = reconstruct(
+            compose(
+                [
+                    f"ckpt='{metrics['checkpoint']}'",
+                    f"input={folder}",
+                    f"output={out}",
+                    f"mask={name}",
+                ],
+                "reconstruct",
+            )
+        )
+        assert status == 0
+        outside = evaluate_folders(folder, out, "multicoil")
+        assert set(outside["volumes"]) == set(inside["volumes"])
+        for volume, scores in outside["volumes"].items():
+            for metric in ("ssim", "psnr", "nmse"):
+                assert scores[metric] == pytest.approx(inside["volumes"][volume][metric], rel=1e-4)
+    with pytest.raises(ConfigError, match="evaluation.test_masks: no mask option 'equispaced5x'"):
+        bad = ["evaluation.test_masks=[equispaced5x]", f"data.test_path={folder}"]
+        train(compose(small_overrides(folder, *bad)), tmp_path / "bad")

@@ -166,3 +166,32 @@ def test_without_test_volumes_the_pairing_is_on_validation(tmp_path):
     table = paired(collect(tmp_path), tmp_path, {"model": "a"}).set_index("model")
     assert set(table["split"]) == {"val"}
     assert table.loc["b", "d_ssim"] == pytest.approx(0.02)
+
+
+def test_a_study_tested_under_several_masks_is_paired_under_each(tmp_path):
+    """Jobs tested inside the job under ``evaluation.test_masks``: one paired table block
+    per mask, each on its own volumes."""
+    from kspace_mim.report import paired
+
+    for n, (model, seed) in enumerate((m, s) for m in ("a", "b") for s in (0, 1)):
+        job = tmp_path / str(n)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- model={model}\n- seed={seed}\n")
+        (job / "status.json").write_text(json.dumps({"status": "finished"}))
+        gain = {"equispaced4x": 0.01, "equispaced8x": 0.03}
+        tests = {
+            mask: {
+                "volumes": {
+                    f"f{i}.h5": {"ssim": 0.5 + 0.01 * i + (g if model == "b" else 0)}
+                    for i in range(8)
+                }
+            }
+            for mask, g in gain.items()
+        }
+        metrics = {"ssim": 0.5, "volumes": {"f0.h5": {"ssim": 0.5}}, "tests": tests}
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    table = paired(collect(tmp_path), tmp_path, {"model": "a"})
+    b = table[table["model"] == "b"].set_index("split")
+    assert set(b.index) == {"test equispaced4x", "test equispaced8x"}
+    assert b.loc["test equispaced4x", "d_ssim"] == pytest.approx(0.01)
+    assert b.loc["test equispaced8x", "d_ssim"] == pytest.approx(0.03)

@@ -154,6 +154,9 @@ def job_volumes(job: Path) -> dict[str, dict]:
     out = {"val": metrics.get("volumes") or {}}
     if isinstance(metrics.get("test"), dict) and metrics["test"].get("volumes"):
         out["test"] = metrics["test"]["volumes"]
+    for mask, test in (metrics.get("tests") or {}).items():  # evaluation.test_masks
+        if isinstance(test, dict) and test.get("volumes"):
+            out[f"test {mask}"] = test["volumes"]
     return out
 
 
@@ -168,15 +171,27 @@ def parse_reference(text: str) -> dict[str, str]:
 def paired(frame: pd.DataFrame, sweep_dir: Path, reference: dict[str, str]) -> pd.DataFrame:
     """Every configuration (swept parameters but ``seed``) against ``reference``, paired by
     volume over the seeds' mean per volume (see the module docstring)."""
-    from kspace_mim.compare import compare, seed_mean_volumes, significant
-
     params = [p for p in swept_parameters(frame) if p != "seed"]
     unknown = sorted(set(reference) - set(params))
     if unknown:
         raise ValueError(f"--reference names {unknown}: not swept here (swept: {params})")
     done = frame[frame["status"] == "finished"]
     volumes = {job: job_volumes(sweep_dir / job) for job in done["job"]}
-    split = "test" if all("test" in v for v in volumes.values()) else "val"
+    # The held-out test evaluations every job has (one per test mask), else validation.
+    common = set.intersection(*(set(v) for v in volumes.values())) if volumes else set()
+    splits = sorted(common - {"val"}) or ["val"]
+    return pd.concat(
+        [_paired_on(done, params, volumes, split, reference) for split in splits],
+        ignore_index=True,
+    )
+
+
+def _paired_on(
+    done: pd.DataFrame, params: list[str], volumes: dict, split: str, reference: dict[str, str]
+) -> pd.DataFrame:
+    """:func:`paired` on one evaluation (``val``, ``test`` or ``test <mask>``)."""
+    from kspace_mim.compare import compare, seed_mean_volumes, significant
+
     groups = {}
     for key, group in done.groupby(params, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)

@@ -138,10 +138,20 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     # Which weights every number is of (selected on validation by optimized_metric).
     source = {"checkpoint": chosen, "checkpoint_step": checkpoint_step(chosen, trusted)}
     results = {"val": {**model.last_metrics["val"], "split": "val", **source}}
+    tests = {}
     if datamodule.paths["test"]:
-        trainer.test(model, datamodule=datamodule, verbose=False)
-        if "test" in model.last_metrics:
-            results["test"] = {**model.last_metrics["test"], "split": "test", **source}
+        for name, mask in test_masks(cfg).items():
+            if mask is not None:  # files that bring their own mask keep it
+                datamodule.eval_mask = mask
+                datamodule.datasets.pop("test", None)
+            trainer.test(model, datamodule=datamodule, verbose=False)
+            if "test" in model.last_metrics:
+                entry = {**model.last_metrics.pop("test"), "split": "test", **source}
+                if name is None:
+                    results["test"] = entry
+                else:
+                    tests[name] = {**entry, "mask": name}
+                    results[f"test {name}"] = tests[name]
 
     environment = getattr(trainer.strategy, "cluster_environment", None)
     metrics = {
@@ -153,11 +163,29 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "world_size": trainer.world_size,
         "cluster_environment": None if environment is None else type(environment).__name__,
         **({"test": results["test"]} if "test" in results else {}),
+        # The held-out test under each of evaluation.test_masks (the protocol's masks).
+        **({"tests": tests} if tests else {}),
     }
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
         print_metrics_table(results, title=f"{type(model.net).__name__} — {run_dir}")
     return metrics
+
+
+def test_masks(cfg: DictConfig) -> dict[str | None, Any]:
+    """The masks the held-out test runs under: ``evaluation.test_masks`` (options of the
+    mask group, e.g. ``[equispaced4x, equispaced8x]``, each seeded by file name as
+    validation is), or ``{None: None}``: once, under the validation mask."""
+    names = OmegaConf.select(cfg, "evaluation.test_masks")
+    if not names:
+        return {None: None}
+    options = sorted(p.stem for p in (CONFIG_DIR / "mask").glob("*.yaml"))
+    masks = {}
+    for name in names:
+        if name not in options:
+            raise ConfigError(f"evaluation.test_masks: no mask option {name!r}; one of {options}")
+        masks[name] = hydra.utils.instantiate(OmegaConf.load(CONFIG_DIR / "mask" / f"{name}.yaml"))
+    return masks
 
 
 def own_targets(cfg: DictConfig) -> list[str]:
