@@ -82,8 +82,9 @@ def test_bf16_peaks_by_card_name():
 
 def test_parity_table_pairs_each_row_with_its_reference():
     """bench parity's table: differences per (seed, volume) against the row's reference,
-    a bootstrap interval around their mean and the Wilcoxon p; significant ones starred."""
-    from kspace_mim.bench.parity import paired, parity_markdown
+    a bootstrap interval around their mean and the Wilcoxon p; significant ones starred
+    by the rule of every generated table (p < 0.05 and the interval excludes 0)."""
+    from kspace_mim.bench.parity import paired_runs, parity_markdown
 
     def run(values):
         vols = {f"v{i}.h5": {"ssim": v, "psnr": 30.0, "nmse": 0.01} for i, v in enumerate(values)}
@@ -101,8 +102,8 @@ def test_parity_table_pairs_each_row_with_its_reference():
 
     ref = row([run([0.80, 0.81, 0.82, 0.83]), run([0.80, 0.80, 0.81, 0.82])])
     better = row([run([0.85, 0.86, 0.87, 0.88]), run([0.85, 0.85, 0.86, 0.87])], "fastmri_loop")
-    stat = paired(better, ref)
-    assert stat["mean_difference"] == pytest.approx(0.05) and stat["pairs"] == 8
+    stat = paired_runs(better, ref)
+    assert stat["mean_difference"] == pytest.approx(0.05) and stat["n"] == 8
     assert stat["ci95"][0] == pytest.approx(0.05) and stat["wilcoxon_p"] < 0.01
     table = parity_markdown(
         {
@@ -114,6 +115,18 @@ def test_parity_table_pairs_each_row_with_its_reference():
         }
     )
     assert "(reference)" in table and "+0.0500" in table and "* vs `fastmri_loop`" in table
+    # an interval that excludes 0 with too few pairs for Wilcoxon (p = 0.25 at n = 2): no star
+    few = row([run([0.85, 0.86])], "fastmri_loop")
+    table = parity_markdown(
+        {
+            "steps": 3,
+            "seeds": [0],
+            "mask": "m",
+            "data": "d",
+            "rows": {"fastmri_loop": row([run([0.80, 0.81])]), "varnet": few},
+        }
+    )
+    assert "+0.0500" in table and "* vs" not in table
 
 
 def test_bench_parity_trains_both_sides_on_the_same_files(data_root, tmp_path):

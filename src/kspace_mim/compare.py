@@ -80,6 +80,21 @@ def wilcoxon_p(differences: np.ndarray) -> float:
     return float(stats.wilcoxon(differences).pvalue)
 
 
+def difference_statistics(
+    differences: np.ndarray, resamples: int = 10000, seed: int = 0
+) -> dict[str, Any]:
+    """Paired differences (B - A, one per pairing unit: a volume, or a (seed, volume)):
+    their mean, 95 % percentile bootstrap interval, Wilcoxon p and count. Every table
+    the package generates reads these and :func:`significant`."""
+    differences = np.asarray(differences, dtype=np.float64)
+    return {
+        "mean_difference": float(differences.mean()),
+        "ci95": list(bootstrap_ci(differences, resamples, seed)),
+        "wilcoxon_p": wilcoxon_p(differences),
+        "n": int(len(differences)),
+    }
+
+
 def compare(
     a: dict[str, dict[str, float]],
     b: dict[str, dict[str, float]],
@@ -92,13 +107,7 @@ def compare(
         if not all(metric in v for v in (*a.values(), *b.values())):
             continue
         x, y = paired(a, b, metric)
-        diff = y - x
-        out[metric] = {
-            "mean_difference": float(diff.mean()),
-            "ci95": list(bootstrap_ci(diff, resamples, seed)),
-            "wilcoxon_p": wilcoxon_p(diff),
-            "n": int(len(diff)),
-        }
+        out[metric] = difference_statistics(y - x, resamples, seed)
     missing = sorted(set(a) ^ set(b))
     if missing:
         out["unpaired_volumes"] = missing
