@@ -685,6 +685,13 @@ MUTATIONS = (
         ("tests/test_reconstruct.py::test_the_jobs_own_test_equals_reconstruct_then_evaluate",),
     ),
     Mutation(
+        "the parity table stars an interval alone (its own significance rule)",
+        "bench/parity.py",
+        '            star = " *" if significant(stat) else ""',
+        '            star = " *" if stat["ci95"][0] > 0 or stat["ci95"][1] < 0 else ""',
+        ("tests/test_bench.py::test_parity_table_pairs_each_row_with_its_reference",),
+    ),
+    Mutation(
         "a NaN validation metric passes silently",
         "modules/reconstruction.py",
         "        check_finite_metrics(result, stage, self.global_step)\n",
