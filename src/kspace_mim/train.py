@@ -108,6 +108,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         with atomic_path(run_dir / "config.yaml") as tmp:
             OmegaConf.save(cfg, tmp, resolve=True)
     L.seed_everything(cfg.seed, workers=True)
+    held_out_masks = evaluation_masks(cfg)  # a wrong name stops here, not after training
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     callbacks = instantiate_callbacks(cfg.callbacks)
@@ -140,7 +141,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     results = {"val": {**model.last_metrics["val"], "split": "val", **source}}
     tests = {}
     if datamodule.paths["test"]:
-        for name, mask in test_masks(cfg).items():
+        for name, mask in held_out_masks.items():
             if mask is not None:  # files that bring their own mask keep it
                 datamodule.eval_mask = mask
                 datamodule.datasets.pop("test", None)
@@ -172,7 +173,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     return metrics
 
 
-def test_masks(cfg: DictConfig) -> dict[str | None, Any]:
+def evaluation_masks(cfg: DictConfig) -> dict[str | None, Any]:
     """The masks the held-out test runs under: ``evaluation.test_masks`` (options of the
     mask group, e.g. ``[equispaced4x, equispaced8x]``, each seeded by file name as
     validation is), or ``{None: None}``: once, under the validation mask."""
