@@ -32,8 +32,8 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import torch
-import yaml
 
+from kspace_mim.config import model_targets
 from kspace_mim.optim import RECIPES, optimizer_class
 from kspace_mim.supervision import STRATEGIES
 
@@ -68,25 +68,13 @@ def qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def package_nets() -> frozenset[str]:
-    """The networks of the package's own ``model`` configs (conf/model/*.yaml)."""
-    from kspace_mim.config import CONFIG_DIR
-
-    targets = set()
-    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
-        model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
-        if isinstance(model.get("_target_"), str):
-            targets.add(model["_target_"])
-    return frozenset(targets)
-
-
 def allowed_targets() -> frozenset[str]:
     """The ``_target_`` values a checkpoint's hyper-parameters may hold: the package's
     networks, supervision strategies and optimiser recipes, and the networks named in
     ``KSPACE_MIM_TRUSTED_NETS`` (a user's own families)."""
     own = {qualified_name(cls) for cls in (*STRATEGIES, *RECIPES)}
     trusted = {t.strip() for t in os.environ.get(TRUSTED_NETS_ENV, "").split(",") if t.strip()}
-    return frozenset(own | package_nets() | trusted)
+    return frozenset(own | set(model_targets().values()) | trusted)
 
 
 def family_class(name: Any, path: Path) -> type:

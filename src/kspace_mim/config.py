@@ -94,20 +94,30 @@ def check_renamed(overrides: Sequence[str]) -> None:
                 raise SystemExit(f"error: {key} is now {new}")
 
 
+def model_targets() -> dict[str, str]:
+    """The network class each model family names: ``{name: _target_}`` of conf/model/*.yaml
+    (read as YAML, nothing imported)."""
+    import yaml
+
+    targets = {}
+    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
+        model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+        if isinstance(model.get("_target_"), str):
+            targets[path.stem] = model["_target_"]
+    return targets
+
+
 def model_names(trainable: bool | None = None) -> list[str]:
     """The model families (conf/model/*.yaml); ``trainable`` keeps those whose network
     learns (True) or does not (False: zero-filling, compressed sensing), read from the
     network class's ``trainable`` attribute (default True)."""
-    import yaml
     from hydra.utils import get_class
 
-    names = []
-    for path in sorted((CONFIG_DIR / "model").glob("*.yaml")):
-        target = (yaml.safe_load(path.read_text()).get("model") or {}).get("_target_")
-        learns = bool(getattr(get_class(target), "trainable", True))
-        if trainable is None or learns == trainable:
-            names.append(path.stem)
-    return names
+    return [
+        name
+        for name, target in model_targets().items()
+        if trainable is None or bool(getattr(get_class(target), "trainable", True)) == trainable
+    ]
 
 
 def require_extras(overrides: Sequence[str]) -> None:

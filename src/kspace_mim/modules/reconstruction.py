@@ -25,7 +25,7 @@ from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import grad_norm
 from torch import Tensor
 
-from kspace_mim.config import ConfigError
+from kspace_mim.config import CONFIG_DIR, ConfigError
 from kspace_mim.data.transforms import KspaceSample
 from kspace_mim.figures import comparison_figure, save_figure
 from kspace_mim.metrics import VolumeMetrics, kspace_picture, kspace_ssim
@@ -381,8 +381,6 @@ def system_of(
     """The system around the network of ``conf/model/<model>.yaml`` (its arguments, with
     ``net`` overriding them): a model outside the command line (notebooks, tests).
     ``system``: the other arguments of :class:`ReconstructionModule`."""
-    from kspace_mim.config import CONFIG_DIR
-
     path = CONFIG_DIR / "model" / f"{model}.yaml"
     if not path.is_file():
         raise ConfigError(f"model={model}: no {path.name} in {path.parent}")
