@@ -84,7 +84,7 @@ def test_configuration_reference_lists_every_group_option_and_key():
         title = f"`{path.stem}.yaml`" if group == "." else f"`{group}={path.stem}`"
         assert f"### {title}" in text, title
     # a key's default and its comment (inline here), nested keys dotted
-    assert "| `encoder_stride` | `null` | null: the real downsampling, patch_size" in text
+    assert "| `model.encoder_stride` | `null` | null: the real downsampling, patch_size" in text
     assert "| `init_from` | `null` | a checkpoint to start from" in text
     # ... or the comment lines just above it
     assert "| `optimized_metric` | `val/ssim` | What a sweep optimises" in text
