@@ -33,7 +33,7 @@ class CheckpointOnInterrupt(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if isinstance(exception, INTERRUPTS) and trainer.state.fn == "fit":
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             log.warning(
                 "interrupted at step %d: wrote %s; resume with ckpt_path=%s",
                 trainer.global_step,

@@ -126,8 +126,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             step = checkpoint_step(str(ckpt_path), trusted)
             resumed = {"checkpoint": str(ckpt_path), "step": step}
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        # The final state, whatever the validation / checkpoint cadence was.
-        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        # The final state, whatever the validation / checkpoint cadence was; in full
+        # (optimizer and loops: a longer budget resumes from it).
+        trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
         chosen = best_checkpoint(callbacks, run_dir)
         trainer.validate(
             model, datamodule=datamodule, ckpt_path=chosen, verbose=False, weights_only=True
