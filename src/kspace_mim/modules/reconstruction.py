@@ -114,7 +114,10 @@ class ReconstructionModule(L.LightningModule):
         self.num_coils = num_coils
         self.img_size = tuple(img_size)
         self.net = build_net(net, NetFacts(num_coils, self.img_size, self.slices))
-        self.trainable = any(p.requires_grad for p in self.net.parameters())
+        # Validated only, never trained: a network that says so, or one without weights.
+        self.trainable = bool(getattr(self.net, "trainable", True)) and any(
+            p.requires_grad for p in self.net.parameters()
+        )
         self.has_kspace_output = bool(getattr(self.net, "has_kspace_output", True))
         self.supervision = build_supervision(supervision)
         if self.supervision.needs_kspace_output and not self.has_kspace_output:
