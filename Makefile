@@ -9,7 +9,7 @@ ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install test test-full test-slurm wheel-check docs train data results results-label bench parity \
-	lint clean mutation
+	tables lint clean mutation
 
 install: $(STAMP)
 
@@ -32,21 +32,45 @@ data: $(DATA_ROOT)/colin27/multicoil_train
 train: install data
 	KSPACE_MIM_DATA=$(abspath $(DATA_ROOT)) $(BIN)/python -m kspace_mim.train $(ARGS)
 
-# The README's results table and curves: every model for the same 400 optimizer steps,
-# 3 seeds, the held-out test volumes at 4x and 8x, per-volume row files in docs/results/
-# (about 85 minutes on 2 CPU cores, run alone; a rerun resumes from outputs/results).
-results: install data
-	$(BIN)/python -m kspace_mim.results --data $(DATA_ROOT)/colin27
+# The studies behind the generated results pages: Hydra multiruns of the train command over
+# rows (conf/row/) and seeds, each job's directory its row and seed under
+# outputs/studies/<study>/ (a rerun reuses the finished jobs and resumes the rest); then
+# `python -m kspace_mim.study PAGE` writes the page, its row files (docs/PAGE/) and plot.
+STUDY := KSPACE_MIM_DATA=$(abspath $(DATA_ROOT)) $(BIN)/python -m kspace_mim.train -m
+PAGE := KSPACE_MIM_DATA=$(abspath $(DATA_ROOT)) $(BIN)/python -m kspace_mim.study
 
-# The README's lead result, the label-efficiency curve: label-free pre-training (SSDU,
-# masked modeling of the acquired samples) on undersampled-only copies, then N fully
-# sampled volumes, against from scratch; 3 seeds, the held-out test volumes at 4x
-# then the label-free variants at N = 0 (docs/label_free_variants.md); about 100 minutes
-# on 2 CPU cores, run alone; a rerun resumes from outputs/label_efficiency.
+# The results table and curves: every model for the same 400 optimizer steps, 3 seeds,
+# the held-out test volumes at 4x and 8x (about 85 minutes on 2 CPU cores, run alone).
+results: install data
+	$(STUDY) experiment=results_pretrain $(ARGS)
+	$(STUDY) experiment=results_cs $(ARGS)
+	$(STUDY) experiment=results $(ARGS)
+	$(PAGE) results
+
+# The README's lead result, the label-efficiency curve, then the label-free variants at
+# N = 0 (about 100 minutes on 2 CPU cores, run alone).
 results-label: install data
-	$(BIN)/python -m kspace_mim.label_efficiency --data $(DATA_ROOT)/colin27 \
-		--out docs/label_efficiency.json
-	$(BIN)/python -m kspace_mim.label_efficiency --variants --data $(DATA_ROOT)/colin27
+	$(STUDY) experiment=results row=zero_filled $(ARGS)
+	$(STUDY) experiment=label_pretrain $(ARGS)
+	$(STUDY) experiment=label_efficiency $(ARGS)
+	$(STUDY) experiment=label_free_variants $(ARGS)
+	$(PAGE) label_efficiency
+	$(PAGE) label_free_variants
+
+# Reference parity: fastMRI's own E2E-VarNet loop beside model=varnet and model=unrolled
+# (and their grid / recipe variants, the U-Net's and SimMIM-Swin's grids), 600 equal
+# steps, 2 seeds (about 90 minutes on 2 CPU cores).
+parity: install data
+	KSPACE_MIM_DATA=$(abspath $(DATA_ROOT)) $(BIN)/python -m kspace_mim.reference_loop -m \
+		experiment=parity row=fastmri_loop $(ARGS)
+	$(STUDY) experiment=parity $(ARGS)
+	$(PAGE) parity
+
+# Every generated page again from its committed row files (docs/<page>/*.json): no
+# training, seconds.
+tables: install
+	for page in results label_efficiency label_free_variants parity; do \
+		$(BIN)/python -m kspace_mim.study $$page --row-files || exit 1; done
 
 # Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them
 # (a GPU machine adds its rows beside the CPU ones).
@@ -64,16 +88,6 @@ bench: install
 	    --repeats 3 --encoders unrolled --override model.checkpointing=true \
 	    --out docs/bench/train_gpu_unrolled_knee.json; fi
 	$(BIN)/python -m kspace_mim.bench tables docs/bench/*.json
-
-# The reference-parity rows: fastMRI's own E2E-VarNet loop beside model=varnet and
-# model=unrolled (and their grid / recipe variants), then the grid rows of the U-Net and
-# SimMIM-Swin merged into the same table; 600 equal steps, 2 seeds (about 90 minutes on 2 CPU
-# cores).
-parity: install
-	mkdir -p docs/bench
-	$(BIN)/python -m kspace_mim.bench parity --out docs/bench/parity_cpu.json
-	$(BIN)/python -m kspace_mim.bench parity --out docs/bench/parity_cpu.json \
-		--rows unet unet_native_grid swin swin_native_grid
 
 # Two tiers: `make test` (the fast one, a few minutes on 2 cores: units, equality with
 # fastMRI, invariants, one tiny training per family) and `make test-full` (everything

@@ -109,6 +109,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             OmegaConf.save(cfg, tmp, resolve=True)
     L.seed_everything(cfg.seed, workers=True)
     held_out_masks = evaluation_masks(cfg)  # a wrong name stops here, not after training
+    chosen_checkpoint(cfg, [], run_dir)  # so does a wrong evaluation.checkpoint
     datamodule = build_datamodule(cfg)
     model = build_model(cfg, datamodule)
     callbacks = instantiate_callbacks(cfg.callbacks)
@@ -129,7 +130,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         # The final state, whatever the validation / checkpoint cadence was; in full
         # (optimizer and loops: a longer budget resumes from it).
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-        chosen = best_checkpoint(callbacks, run_dir)
+        chosen = chosen_checkpoint(cfg, callbacks, run_dir)
         trainer.validate(
             model, datamodule=datamodule, ckpt_path=chosen, verbose=False, weights_only=True
         )
@@ -226,6 +227,15 @@ def checkpoint_step(path: str | None, trusted: list[str] | None = None) -> int |
     if not path or not Path(path).is_file():
         return None
     return int(read_checkpoint(path, trusted=trusted or [])["global_step"])
+
+
+def chosen_checkpoint(cfg: DictConfig, callbacks: list, run_dir: Path) -> str | None:
+    """The checkpoint every number is of: the best on validation (``evaluation.checkpoint:
+    best``, None when there is none: the final state) or the final state (``last``)."""
+    which = OmegaConf.select(cfg, "evaluation.checkpoint", default="best")
+    if which not in ("best", "last"):
+        raise ConfigError(f"evaluation.checkpoint={which!r}: best or last")
+    return best_checkpoint(callbacks, run_dir) if which == "best" else None
 
 
 def best_checkpoint(callbacks: list, run_dir: Path) -> str | None:

@@ -7,5 +7,6 @@
 - :mod:`.tables`: ``docs/bench.md`` (and a README section, where it has one) from their JSON.
 - :mod:`.timing`: the machine description and the interleaved, warmed-up timers.
 
-The results table (training every model) is its own command: ``python -m kspace_mim.results``.
+The studies (training every model for a results page) are Hydra multiruns read by
+``python -m kspace_mim.study`` (``make results``, ``make results-label``, ``make parity``).
 """

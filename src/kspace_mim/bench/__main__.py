@@ -8,23 +8,10 @@ from pathlib import Path
 
 from kspace_mim.bench import __doc__ as DOC
 from kspace_mim.bench.data import bench_data
-from kspace_mim.bench.parity import bench_parity, parity_markdown
 from kspace_mim.bench.tables import write_tables
 from kspace_mim.bench.timing import machine
 from kspace_mim.bench.train import ENCODERS, bench_train, train_step_rate
-from kspace_mim.config import project_root
 from kspace_mim.files import write_text
-from kspace_mim.utils import write_generated
-
-
-def write_parity(result: dict, source: Path) -> Path:
-    """docs/parity.md (and a README section, where it has one) from ``bench parity`` JSON."""
-    root = Path(project_root()).resolve()
-    source = source.resolve()
-    shown = source.relative_to(root) if source.is_relative_to(root) else source
-    command = f"make parity  # python -m kspace_mim.bench parity --out {shown}"
-    title = "Reference parity: fastMRI's E2E-VarNet loop beside this package"
-    return write_generated(project_root(), "parity", title, command, parity_markdown(result))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,24 +40,6 @@ def main(argv: list[str] | None = None) -> None:
     sub.choices["_train_one"].add_argument("--device", default="cpu")
     for p in (p_data, p_train):
         p.add_argument("--out", type=Path, help="write the JSON here too")
-    p_parity = sub.add_parser(
-        "parity", help="fastMRI's own VarNet loop beside model=varnet / unrolled, equal steps"
-    )
-    p_parity.add_argument("--steps", type=int, default=600)
-    p_parity.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p_parity.add_argument("--size", type=int, default=64, help="synthetic recon size")
-    p_parity.add_argument("--coils", type=int, default=8, help="synthetic coils")
-    p_parity.add_argument("--mask", default="equispaced4x", help="a mask config name")
-    p_parity.add_argument(
-        "--rows",
-        nargs="*",
-        help="these rows (default: the parity rows; an existing --out keeps its others)",
-    )
-    p_parity.add_argument("--data", type=Path, help="a folder with train/ and val/ instead")
-    p_parity.add_argument("--out", type=Path, help="write the JSON here too")
-    p_parity.add_argument(
-        "--table", type=Path, help="only write the README table from this parity JSON"
-    )
     p_tables = sub.add_parser("tables", help="README / docs/bench.md tables from bench JSON files")
     p_tables.add_argument("json", nargs="+", type=Path, help="outputs of bench data / train")
     p_tables.add_argument("--root", type=Path, default=None, help="repository (default: this)")
@@ -92,26 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(json.dumps(row))
         return
-    if args.what == "parity" and args.table:
-        print(write_parity(json.loads(args.table.read_text())["parity"], args.table))
-        return
-    if args.what == "parity":
-        # With --rows, an existing --out keeps its other rows (one table, run in parts).
-        keep = args.rows and args.out and args.out.is_file()
-        previous = json.loads(args.out.read_text())["parity"] if keep else None
-        result = {
-            "parity": bench_parity(
-                args.steps,
-                tuple(args.seeds),
-                args.size,
-                args.coils,
-                args.mask,
-                tuple(args.rows) if args.rows else None,
-                args.data,
-                previous,
-            )
-        }
-    elif args.what == "data":
+    if args.what == "data":
         args_ = (args.data, args.workers, args.repeats, args.size, args.coils, args.batch)
         result = {"data": bench_data(*args_)}
     else:
@@ -132,8 +82,6 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     if args.out:
         write_text(args.out, text)
-        if args.what == "parity":
-            print(write_parity(result["parity"], args.out))
 
 
 if __name__ == "__main__":

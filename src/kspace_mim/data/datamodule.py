@@ -22,7 +22,7 @@ from kspace_mim.data.masks import CartesianMask
 from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
 from kspace_mim.data.samplers import GridBatchSampler, VolumeBatchSampler
 from kspace_mim.data.split import load_split, protocol_mask_func
-from kspace_mim.data.synthesize import ensure_synthetic, split_folders
+from kspace_mim.data.synthesize import LABEL_FREE_TRAIN, ensure_synthetic, split_folders
 from kspace_mim.data.transforms import (
     KspaceSample,
     KspaceTransform,
@@ -249,6 +249,10 @@ class FastMRIDataModule(L.LightningDataModule):
         defaults = split_folders(root, self.challenge)
         configured = {Path(os.path.expanduser(p)) for p in self.paths.values() if p}
         if any(folder in configured and not folder.exists() for folder in defaults.values()):
+            # The label-free copy of train only where a run reads it.
+            label_free = defaults.pop(LABEL_FREE_TRAIN)
+            if label_free in configured:
+                defaults[LABEL_FREE_TRAIN] = label_free
             ensure_synthetic(defaults, self.challenge)
 
     def setup(self, stage: str | None = None) -> None:

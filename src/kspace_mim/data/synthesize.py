@@ -295,10 +295,16 @@ def synthesize(
     return paths
 
 
+# The train volumes as a scanner that never samples fully writes them (fastMRI's test
+# layout, 4x equispaced, no target): the label-free studies' training folder.
+LABEL_FREE_TRAIN = "train_undersampled4x"
+
+
 def split_folders(root: str | Path, challenge: str) -> dict[str, Path]:
-    """The release layout of a set: ``{train, val, test, test_full}`` -> folder."""
+    """The release layout of a set: ``{train, val, test, test_full}`` -> folder, and the
+    label-free copy of train (:data:`LABEL_FREE_TRAIN`)."""
     root = Path(root)
-    return {s: root / f"{challenge}_{s}" for s in (*SPLITS, "test_full")}
+    return {s: root / f"{challenge}_{s}" for s in (*SPLITS, "test_full", LABEL_FREE_TRAIN)}
 
 
 def synthesize_set(
@@ -326,7 +332,8 @@ DEFAULT_VOLUMES: dict[str, int | None] = {"train": None, "val": None, "test": No
 
 def ensure_synthetic(folders: dict[str, Path], challenge: str) -> list[Path]:
     """Write the default set's folders (``{split: <root>/<challenge>_<split>}``, split in
-    train, val, test, test_full) that are missing; returns the folders this call wrote.
+    train, val, test, test_full and :data:`LABEL_FREE_TRAIN`) that are missing; returns the
+    folders this call wrote.
 
     The embedded default data set (:data:`DEFAULT_SET`: the brain) is written on first
     use, whatever the entry point. Several processes may ask at once (DDP ranks,
@@ -342,7 +349,8 @@ def ensure_synthetic(folders: dict[str, Path], challenge: str) -> list[Path]:
             continue
         tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        base = "test" if split == "test_full" else split
+        base = {"test_full": "test", LABEL_FREE_TRAIN: "train"}.get(split, split)
+        label_free = {"undersampled": True, "accelerations": (4,)}
         synthesize(
             tmp,
             challenge,
@@ -351,6 +359,7 @@ def ensure_synthetic(folders: dict[str, Path], challenge: str) -> list[Path]:
             progress=False,
             full=split == "test_full",
             **DEFAULT_SET,
+            **(label_free if split == LABEL_FREE_TRAIN else {}),
         )
         try:
             tmp.rename(folder)

@@ -5,7 +5,8 @@ SENSE (sigpy's ``EspiritCalib`` and ``L1WaveletRecon``, pure Python), or BART's
 ``ecalib`` + ``pics`` as fastMRI's CS example runs them (``backend=bart``, when the
 ``bart`` command is installed). Nothing is trained; ``lamda`` (relative to the
 zero-filled image's maximum, so one value fits slices of any scale) is chosen on the
-validation split (``python -m kspace_mim.results`` does, per acceleration).
+validation split (``experiment=results_cs`` sweeps them, and ``python -m kspace_mim.study results``
+chooses per acceleration).
 """
 
 from __future__ import annotations

@@ -1,0 +1,479 @@
+"""The generated results pages from their studies: ``python -m kspace_mim.study PAGE``.
+
+A study is a Hydra multirun of ``python -m kspace_mim.train`` over rows (``row=<name>``,
+``conf/row/``) and seeds; its protocol and its sweep are an experiment config
+(``experiment=results``, ``label_pretrain``, ``label_efficiency``, ``label_free_variants``,
+``parity``). Each job's directory is its row and seed (``outputs/studies/<study>/
+row=<name>,seed=<s>``), it holds its own held-out test evaluation (``metrics.json``:
+``tests``), and a finished job with the same configuration is reused when the sweep runs
+again. This module reads the jobs and hands them, as row records, to the one table engine
+(:mod:`kspace_mim.tables`), which writes the page, its row files and its plot::
+
+    python -m kspace_mim.study results               # from outputs/studies/*
+    python -m kspace_mim.study results --row-files   # again from docs/results/*.json
+
+Pages: ``results`` (``make results``), ``label_efficiency`` and ``label_free_variants``
+(``make results-label``), ``parity`` (``make parity``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kspace_mim.files import read_json
+from kspace_mim.tables import Records, RowSpec, TableSpec, read_records, record, write_page
+
+# --- the pages -----------------------------------------------------------------------
+REFERENCE = "E2E-VarNet, fastMRI recipe"
+PRETRAINED = "unrolled, pre-trained + fine-tuned"
+CONTROL = "unrolled, from scratch at the same total steps"
+RESULTS = TableSpec(
+    name="results",
+    title="Results",
+    command="make results",
+    caption=(
+        "Held-out test volumes of the default set (Colin27 brain, 8 coils, 64 x 64 images, "
+        "2x readout oversampling), `tiny` models, **{steps[E2E-VarNet, fastMRI recipe]} "
+        "optimizer steps each at batch 1** (pre-training counted: its rows show the total), "
+        "one model for 4x and 8x, the checkpoint chosen on validation; means over {seeds} "
+        "seeds of the per-volume fastMRI metrics (`experiment=results`). Δ SSIM: paired by "
+        f"volume against **{REFERENCE}** (95 % bootstrap CI); **✓** = significant (Wilcoxon "
+        "p < 0.05 and the CI excludes 0), · = not. Training time on this 2-core CPU is noisy "
+        "(±15-20 %): read FLOPs."
+    ),
+    rows=(
+        RowSpec("zero-filled", "results", "zero_filled"),
+        RowSpec("CS (L1-wavelet SENSE)", "results_cs", "cs", select_on_val=True),
+        RowSpec("U-Net, fastMRI recipe", "results", "unet"),
+        RowSpec(REFERENCE, "results", "varnet"),
+        RowSpec("E2E-VarNet, package recipe", "results", "varnet_package"),
+        RowSpec("SimMIM-Swin", "results", "swin"),
+        RowSpec("unrolled", "results", "unrolled"),
+        RowSpec(PRETRAINED, "results", "unrolled_pretrained"),
+        RowSpec(CONTROL, "results", "unrolled_equal_total"),
+        RowSpec(
+            "U-Net, fastMRI recipe, 5x the steps (curve only)",
+            "results",
+            "unet_long",
+            curve_only=True,
+        ),
+    ),
+    reference=REFERENCE,
+    contrasts=((CONTROL, PRETRAINED),),
+)
+
+SCRATCH, SCRATCH_TOTAL = "from scratch", "from scratch, equal total steps"
+SSDU, MIM = "SSDU", "masked modeling (patches)"
+LABEL_EFFICIENCY = TableSpec(
+    name="label_efficiency",
+    title="Label efficiency",
+    command="make results-label",
+    caption=(
+        "Held-out test volumes of the default set (Colin27 brain, 8 coils, 64 x 64 images), "
+        "4x equispaced, SimMIM-Swin `tiny` (image domain) in every row, batch 1, {seeds} "
+        "seeds. Label-free pre-training (`experiment=label_pretrain`): {steps[SSDU alone]} "
+        "steps on the undersampled-only copy of all training volumes; fine-tuning "
+        "(`experiment=label_efficiency`): {steps[from scratch]} supervised steps on the "
+        "first N fully sampled volumes (4 slices each), the checkpoint chosen on validation "
+        "(the label-free rows at N = 0: their last); steps are cumulative. Δ: paired by "
+        "volume (means over seeds) against **from scratch** at the same N (at N = 0: "
+        "against zero-filling; 95 % bootstrap CI); the second Δ: against from scratch at "
+        "the equal total steps; ✓ = significant (Wilcoxon p < 0.05 and the CI excludes 0), "
+        "· = not. The same network in every row: training FLOPs follow the steps; minutes "
+        "on this noisy 2-core CPU are beside them, not for ranking."
+    ),
+    rows=(
+        RowSpec("zero-filled", "results", "zero_filled", group="0"),
+        RowSpec(f"{SSDU} alone", "label_pretrain", "ssdu", group="0"),
+        RowSpec(f"{MIM} alone", "label_pretrain", "mim", group="0"),
+        RowSpec(SCRATCH, "label_efficiency", "scratch"),
+        RowSpec(SCRATCH_TOTAL, "label_efficiency", "scratch_equal_total"),
+        RowSpec(f"{SSDU} + fine-tuned", "label_efficiency", "ssdu_tuned"),
+        RowSpec(f"{MIM} + fine-tuned", "label_efficiency", "mim_tuned"),
+        RowSpec(
+            "supervised patch masks + fine-tuned (fully sampled pre-training)",
+            "label_efficiency",
+            "patch_tuned",
+        ),
+    ),
+    reference=SCRATCH,
+    reference_by_group={"0": "zero-filled"},
+    control=SCRATCH_TOTAL,
+    group_by="labels",
+    group_title="N labelled",
+    contrasts=((f"{SSDU} alone", f"{MIM} alone"), (f"{SSDU} + fine-tuned", f"{MIM} + fine-tuned")),
+    readme=(
+        (SCRATCH_TOTAL, "zero-filled"),
+        (f"{SSDU} + fine-tuned", f"{SSDU} alone"),
+        (f"{MIM} + fine-tuned", f"{MIM} alone"),
+    ),
+)
+
+SSDU_DEFAULT = "SSDU as published (the default)"
+MIM_DEFAULT = "masked modeling (the default: 8 x 8 patches, 40 %)"
+_VARIANTS = {
+    "SSDU, the previous split (centre columns kept, fresh each step, old scale)": (
+        "ssdu_previous_split"
+    ),
+    "SSDU, a fresh split each step": "ssdu_fresh_split",
+    "SSDU, multi-mask (K = 4 fixed splits)": "ssdu_multi_mask",
+    "SSDU, input not renormalised": "ssdu_not_renormalised",
+    "SSDU, loss weighted by the selection density": "ssdu_density_weighted",
+    "masked modeling, 4 x 4 patches": "mim_patch4",
+    "masked modeling, 60 % of the patches": "mim_ratio60",
+    "masked modeling, k-space encoder with mask tokens": "mim_kspace",
+}
+LABEL_FREE_VARIANTS = TableSpec(
+    name="label_free_variants",
+    title="Label-free variants",
+    command="make results-label",
+    caption=(
+        "Label-free training only (N = 0): SimMIM-Swin `tiny`, {steps[" + SSDU_DEFAULT + "]} "
+        "steps on the undersampled-only copy of the training volumes, 4x, the last "
+        "checkpoint, held-out test volumes, {seeds} seeds (`experiment=label_free_variants`; "
+        "the defaults are `experiment=label_pretrain`'s runs). Δ: paired by volume against "
+        f"**{SSDU_DEFAULT}** (95 % bootstrap CI); ✓ = significant. The masked-modeling "
+        "variants are also paired with their own default below the table."
+    ),
+    rows=(
+        RowSpec(SSDU_DEFAULT, "label_pretrain", "ssdu", group="0"),
+        *(
+            RowSpec(k, "label_free_variants", v, group="0")
+            for k, v in _VARIANTS.items()
+            if "SSDU" in k
+        ),
+        RowSpec(MIM_DEFAULT, "label_pretrain", "mim", group="0"),
+        *(
+            RowSpec(k, "label_free_variants", v, group="0")
+            for k, v in _VARIANTS.items()
+            if "SSDU" not in k
+        ),
+    ),
+    reference=SSDU_DEFAULT,
+    group_by="labels",
+    group_title="N labelled",
+    contrasts=tuple((MIM_DEFAULT, k) for k in _VARIANTS if "SSDU" not in k),
+    flops=False,
+)
+
+LOOP = (
+    "fastMRI's own loop: `SliceDataset` + `VarNetDataTransform`, `VarNet`, Adam, `SSIMLoss`, "
+    "batch 1 (reference)"
+)
+_PARITY_ROWS = {
+    LOOP: "fastmri_loop",
+    "`model=varnet` (defaults: its recipe, native grid)": "varnet",
+    "`model=varnet data.grid=square`": "varnet_square",
+    "`model=unrolled` (defaults: the package's recipe, batch 4, native grid)": "unrolled",
+    "`model=unrolled recipe=fastmri_varnet` (batch 1, native grid)": "unrolled_varnet_recipe",
+    "`model=unrolled recipe=fastmri_varnet data.grid=square`": "unrolled_varnet_recipe_square",
+    "`model=varnet recipe=package data.grid=native` (batch 4)": "varnet_package_native",
+    "`model=unet` (defaults: fastMRI's U-Net recipe, square grid)": "unet",
+    "`model=unet data.grid=native`": "unet_native",
+    "`model=swin` (defaults: the package's recipe, square grid)": "swin",
+    "`model=swin data.grid=native`": "swin_native",
+}
+_LABEL = {option: label for label, option in _PARITY_ROWS.items()}
+PARITY = TableSpec(
+    name="parity",
+    title="Reference parity: fastMRI's E2E-VarNet loop beside this package",
+    command="make parity",
+    caption=(
+        "`experiment=parity`: {steps[" + LOOP + "]} optimizer steps per run, {seeds} seeds, "
+        "4x equispaced, the default set; scored at the final step on the validation volumes "
+        "(no checkpoint selection, nothing tuned on them). Differences are paired per (seed, "
+        "volume) against fastMRI's loop (the grid rows also against their family's default "
+        "grid, below the table): mean, 95 % bootstrap interval; ✓ significant (Wilcoxon p < "
+        "0.05 and the interval excludes 0, the rule of every generated table). Wall-clock "
+        "is of a shared 2-core machine (±20 % between identical runs): read it beside the "
+        "steps, never as the ranking."
+    ),
+    rows=tuple(RowSpec(label, "parity", option) for label, option in _PARITY_ROWS.items()),
+    reference=LOOP,
+    group_by=None,
+    group_title="",
+    pairing="seed_volume",
+    contrasts=(
+        (_LABEL["unet"], _LABEL["unet_native"]),
+        (_LABEL["swin"], _LABEL["swin_native"]),
+    ),
+    flops=False,
+)
+
+PAGES = {s.name: s for s in (RESULTS, LABEL_EFFICIENCY, LABEL_FREE_VARIANTS, PARITY)}
+# The evaluation a page reads from each job: its held-out test under this mask
+# (``metrics.json`` ``tests``), every test mask (None), or validation ("val").
+EVALUATION = {"results": None, "label_efficiency": "equispaced4x", "parity": "val"}
+EVALUATION["label_free_variants"] = EVALUATION["label_efficiency"]
+
+
+# --- the jobs ------------------------------------------------------------------------
+def _yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text()) if path.is_file() else None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a mapping")
+    return data
+
+
+def finished_jobs(study_dir: Path) -> list[dict[str, Any]]:
+    """The finished jobs of a study folder: directory, the row and mask chosen (Hydra's
+    record), the resolved config and metrics. Others are named on stderr and left out."""
+    jobs = []
+    for marker in sorted(Path(study_dir).glob("*/.hydra/hydra.yaml")):
+        job = marker.parent.parent
+        status = job / "status.json"
+        finished = status.is_file() and read_json(status).get("status") == "finished"
+        if not finished or not (job / "metrics.json").is_file():
+            print(f"{job}: not finished, left out", file=sys.stderr)
+            continue
+        choices = _yaml(marker)["hydra"]["runtime"]["choices"]
+        jobs.append(
+            {
+                "dir": job,
+                "choices": choices,
+                "config": _yaml(job / "config.yaml"),
+                "metrics": read_json(job / "metrics.json"),
+            }
+        )
+    return jobs
+
+
+def curve(job: Path, offset_steps: int = 0, offset_s: float = 0.0) -> list[dict]:
+    """Validation SSIM at each scheduled step: steps, training seconds (the CSV log)."""
+    import pandas as pd
+
+    logs = sorted(Path(job).glob("csv/*/metrics.csv"))
+    if not logs:
+        return []
+    frame = pd.read_csv(logs[-1])
+    if "time/steps" not in frame:
+        return []
+    frame = frame.dropna(subset=["time/steps"])
+    return [
+        {
+            "step": int(r["time/steps"]) + offset_steps,
+            "train_s": float(r["time/train_s"]) + offset_s,
+            "ssim": float(r["val/ssim"]),
+        }
+        for _, r in frame.iterrows()
+    ]
+
+
+def _start(config: dict) -> tuple[int, float, list[dict]]:
+    """Steps, seconds and curve of the job a run was initialised from (its ``init_from``
+    checkpoint in a job directory), zeros for a run from scratch."""
+    init = config.get("init_from")
+    source = Path(init).parent.parent if init else None
+    if source is None or not (source / "config.yaml").is_file():
+        return 0, 0.0, []
+    steps = int(_yaml(source / "config.yaml")["trainer"]["max_steps"])
+    pre = curve(source)
+    return steps, (pre[-1]["train_s"] if pre else 0.0), pre
+
+
+def _acceleration(mask: str) -> str:
+    digits = "".join(c for c in mask.removesuffix("x").split("equispaced")[-1] if c.isdigit())
+    return f"{digits}x"
+
+
+def evaluations(job: dict, page: str, fixed_group: str | None) -> dict[str, dict]:
+    """``{group: evaluation}`` of one job for a page: per acceleration of its held-out
+    tests (results), its 4x test under the labelled-volume count (label pages), or its
+    validation (parity)."""
+    metrics, config = job["metrics"], job["config"]
+    wanted = EVALUATION[page]
+    if wanted == "val":
+        return {"": metrics}
+    tests = dict(metrics.get("tests") or {})
+    if "test" in metrics:  # tested once, under the job's own mask
+        tests[job["choices"].get("mask", "")] = metrics["test"]
+    if wanted is None:
+        return {_acceleration(mask): test for mask, test in tests.items()}
+    if wanted not in tests:
+        return {}
+    if fixed_group is not None:
+        return {fixed_group: tests[wanted]}
+    n = config["data"].get("train_volumes")
+    if n is None:
+        n = len(list(Path(config["data"]["train_path"]).glob("*.h5")))
+    return {str(n): tests[wanted]}
+
+
+def _flops_per_step(job: dict) -> float | None:
+    """Training FLOPs of one step at batch 1 on the job's data (``bench train``'s count)."""
+    from kspace_mim.bench.train import train_step_rate
+    from kspace_mim.data.mri_data import inspect_volumes, list_h5
+
+    data = job["config"]["data"]
+    volume = inspect_volumes(list_h5(data["val_path"]), data["challenge"])[0][0]
+    grid = "x".join(map(str, volume.shape[-2:]))
+    size = job["config"]["model"].get("size", "tiny")
+    name = job["choices"]["model"]
+    rate = train_step_rate(name, size, grid, volume.num_coils, 1, 1, "cpu")
+    return rate["gflop_per_slice"] * 1e9
+
+
+def row_records(spec: TableSpec, row: RowSpec, outputs: Path) -> Records:
+    """One record per group of a row, from its finished jobs (CS: the setting chosen on
+    validation per group)."""
+    jobs = [
+        j
+        for j in finished_jobs(outputs / "studies" / row.study)
+        if row.option is None or j["choices"].get("row") == row.option
+    ]
+    per_group: dict[str, list[tuple[dict, dict]]] = {}
+    for job in jobs:
+        for group, evaluation in evaluations(job, spec.name, row.group).items():
+            per_group.setdefault(group, []).append((job, evaluation))
+    flops = None
+    trained = [
+        j for j in jobs if j["metrics"].get("selected_on") or "train_seconds" in j["metrics"]
+    ]
+    if spec.flops and trained:
+        flops = _flops_per_step(trained[0])
+    records: Records = {}
+    for group, found in per_group.items():
+        chosen = None
+        if row.select_on_val:
+            found, chosen = _best_on_validation(found)
+        runs = []
+        for job, evaluation in found:
+            offset, offset_s, _ = _start(job["config"])
+            steps = int(job["config"]["trainer"]["max_steps"]) + offset
+            trains = job in trained
+            mine = curve(job["dir"], offset, offset_s) if trains else []
+            seconds = job["metrics"].get("train_seconds") or (mine[-1]["train_s"] if mine else None)
+            step = job["metrics"].get("checkpoint_step")
+            runs.append(
+                {
+                    "seed": job["config"].get("seed"),
+                    "volumes": evaluation["volumes"],
+                    "steps": steps if trains else None,
+                    "checkpoint_step": None if step is None or not trains else step + offset,
+                    "curve": mine,
+                    "train_s": seconds,
+                    "train_flops": flops * steps if flops and trains else None,
+                    "chosen_on_val": chosen,
+                }
+            )
+        split = "val" if EVALUATION[spec.name] == "val" else "test"
+        records[(row.label, group)] = record(row.label, group, runs, split)
+    return records
+
+
+def _best_on_validation(found: list[tuple[dict, dict]]) -> tuple[list[tuple[dict, dict]], dict]:
+    """The jobs of the setting (model keys, seed aside) with the best validation SSIM."""
+    settings: dict[str, list] = {}
+    for job, evaluation in found:
+        model = job["config"]["model"]
+        key = f"maps {model.get('maps')}, lamda {model.get('lamda')}"
+        settings.setdefault(key, []).append((job, evaluation))
+
+    def val(key: str) -> float:
+        return sum(j["metrics"]["ssim"] for j, _ in settings[key]) / len(settings[key])
+
+    best = max(settings, key=val)
+    grid = {k: val(k) for k in sorted(settings)}
+    return settings[best], {"setting": best, "val_ssim": val(best), "val_grid": grid}
+
+
+def study_records(spec: TableSpec, outputs: Path) -> Records:
+    """Every row's records from the studies under ``outputs/studies``; rows without a
+    finished job are named and left out."""
+    records: Records = {}
+    for row in spec.rows:
+        mine = row_records(spec, row, outputs)
+        if not mine:
+            print(
+                f"{spec.name}: no finished job for row {row.label!r} ({row.study})", file=sys.stderr
+            )
+        records.update(mine)
+    return records
+
+
+def save_overview(records: Records, outputs: Path, root: Path) -> Path | None:
+    """The README's picture: a held-out test volume reconstructed at 4x by the trained
+    row with the best test SSIM (its first seed's checkpoint): target | zero-filled |
+    reconstruction | error, k-space before / after."""
+    import shutil
+
+    from kspace_mim.config import compose
+    from kspace_mim.reconstruct import run as reconstruct
+
+    trained = {label: r for (label, g), r in records.items() if g == "4x" and r.get("steps")}
+    if not trained:
+        return None
+    best = max(trained, key=lambda label: trained[label]["ssim"])
+    option = next(r.option for r in RESULTS.rows if r.label == best)
+    job = next(
+        j for j in finished_jobs(outputs / "studies" / "results") if j["choices"]["row"] == option
+    )
+    folder = outputs / "studies" / "overview"
+    shutil.rmtree(folder, ignore_errors=True)
+    overrides = [
+        f"ckpt='{job['metrics']['checkpoint']}'",  # quoted: checkpoint names hold '='
+        f"input={job['config']['data']['test_path']}",
+        f"output={folder}",
+        "mask=equispaced4x",
+        "figures=true",
+    ]
+    reconstruct(compose(overrides, "reconstruct"))
+    figures = sorted((folder / "figures").glob("*.png"))
+    if not figures:
+        return None
+    shutil.copyfile(figures[len(figures) // 2], root / "docs" / "overview.png")
+    return root / "docs" / "overview.png"
+
+
+def main(argv: list[str] | None = None) -> None:
+    from kspace_mim.config import project_root
+
+    parser = argparse.ArgumentParser(
+        prog="python -m kspace_mim.study", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("page", choices=sorted(PAGES), help="the page to write")
+    parser.add_argument(
+        "--outputs",
+        type=Path,
+        help="the folder holding studies/ (default: KSPACE_MIM_OUTPUT or ./outputs)",
+    )
+    parser.add_argument(
+        "--row-files",
+        action="store_true",
+        help="write the page again from its committed row files (docs/<page>/*.json)",
+    )
+    parser.add_argument("--root", type=Path, help="the repository (docs/, README.md)")
+    args = parser.parse_args(argv)
+    import os
+
+    spec = PAGES[args.page]
+    root = args.root or Path(project_root())
+    outputs = args.outputs or Path(os.environ.get("KSPACE_MIM_OUTPUT", root / "outputs"))
+    try:
+        if args.row_files:
+            records = read_records(root / "docs" / spec.name)
+        else:
+            records = study_records(spec, outputs)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if not records:
+        print(
+            f"error: no finished job of {spec.name} under {outputs / 'studies'}: run its "
+            f"studies first ({spec.command}), or pass --row-files",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    page = write_page(spec, records, root)
+    if spec is RESULTS and not args.row_files:
+        save_overview(records, outputs, root)
+    print(f"{len(records)} row record(s); wrote {page}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,515 @@
+"""The one table engine: every generated results page, its reading and its plot.
+
+A page is a :class:`TableSpec` (its rows, their labels, the reference, the pairing unit,
+the groups: accelerations or labelled-volume counts, the contrasts it reads out) applied
+to *row records*: one per (row, group), as :mod:`kspace_mim.study` aggregates them from a
+study's job directories and as the page's row files (``docs/<page>/*.json``) keep them::
+
+    {"row": label, "group": "4x", "split": "test", "seeds": [0, 1, 2],
+     "ssim": .., "psnr": .., "nmse": ..,           # means over volumes of the seed means
+     "ssim_per_seed": [..], "steps": 400, "checkpoint_steps": [..],
+     "train_flops": .., "train_minutes": .., "last_gain": .., "last_steps": [a, b],
+     "curves": [[{"step", "train_s", "ssim"}, ..] per seed],
+     "volumes": {file: {metric: seed mean}},      # what "volume" pairing pairs
+     "evaluations": [{"volumes": {..}} per seed]} # what "seed_volume" pairing pairs
+
+Statistics are :mod:`kspace_mim.compare`'s (bootstrap CI of the paired differences,
+Wilcoxon p) and one rule decides significance everywhere (:func:`compare.significant`).
+Nothing here trains or reads job folders: it runs on fixture JSON in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kspace_mim.compare import compare, difference_statistics, significant
+from kspace_mim.files import write_json
+
+METRICS = ("ssim", "psnr", "nmse")
+# SSIM gained over a curve's last log-spaced interval below which it counts as flat.
+FLAT = 0.005
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of a page: its label and where its jobs are.
+
+    study: the study folder of its jobs (``outputs/studies/<study>``); option: its
+    ``row=`` option (None: every job of the study, e.g. CS's settings); group: a fixed
+    group for all its records (the label-free rows at N = 0); select_on_val: per group,
+    the jobs' setting with the best validation SSIM (CS's lamda and maps); curve_only:
+    plotted, not tabled (a longer run of the cheapest model)."""
+
+    label: str
+    study: str
+    option: str | None = None
+    group: str | None = None
+    select_on_val: bool = False
+    curve_only: bool = False
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One generated page.
+
+    name: ``docs/<name>.md`` and its row files ``docs/<name>/``; caption: the prose above
+    the table, formatted with ``seeds`` (the most seeds of a row) and ``steps`` (label ->
+    steps); group_by: ``acceleration`` | ``labels`` | None (one group, validation) and
+    group_title its column's title; reference: the row every other is paired against,
+    reference_by_group: another one for some groups (N = 0: zero-filling); control: a
+    second paired column (from scratch at the same total steps); pairing: ``volume``
+    (each volume's mean over seeds) or ``seed_volume`` (each seed's run of both, each
+    volume); contrasts: further pairs read out per group (label A, label B: B - A);
+    readme: the README's short form, a column per tuple of alternative labels (the
+    first found per group), the first tuple the reference; flops: the FLOPs column."""
+
+    name: str
+    title: str
+    command: str
+    caption: str
+    rows: tuple[RowSpec, ...]
+    reference: str
+    group_by: str | None = "acceleration"
+    group_title: str = "accel."
+    reference_by_group: dict[str, str] = field(default_factory=dict)
+    control: str | None = None
+    pairing: str = "volume"
+    contrasts: tuple[tuple[str, str], ...] = ()
+    readme: tuple[tuple[str, ...], ...] | None = None
+    flops: bool = True
+
+    def labels(self, tabled: bool = True) -> list[str]:
+        return [r.label for r in self.rows if not (tabled and r.curve_only)]
+
+    def reference_of(self, group: str) -> str:
+        return self.reference_by_group.get(group, self.reference)
+
+
+Records = dict[tuple[str, str], dict[str, Any]]
+
+
+# --- records -------------------------------------------------------------------------
+def record(
+    label: str, group: str, runs: list[dict[str, Any]], split: str = "test"
+) -> dict[str, Any]:
+    """The row record of ``runs`` (one per seed: ``seed``, ``volumes``, optional
+    ``steps``, ``checkpoint_step``, ``curve``, ``train_s``, ``train_flops``,
+    ``chosen_on_val``): means over volumes of the per-volume seed means, per-seed SSIM,
+    steps, cost, the curves and how much their last interval still gained."""
+    from kspace_mim.compare import seed_mean_volumes
+
+    runs = sorted(runs, key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
+    evaluations = [{"volumes": r["volumes"]} for r in runs]
+    volumes = seed_mean_volumes(evaluations)
+    curves = [r.get("curve") or [] for r in runs]
+    seconds = [r.get("train_s") for r in runs]
+    out = {
+        "row": label,
+        "group": group,
+        "split": split,
+        "seeds": [r.get("seed") for r in runs],
+        **{m: statistics.fmean(v[m] for v in volumes.values()) for m in METRICS},
+        "ssim_per_seed": [statistics.fmean(v["ssim"] for v in r["volumes"].values()) for r in runs],
+        "steps": runs[0].get("steps"),
+        "checkpoint_steps": [r.get("checkpoint_step") for r in runs],
+        "train_flops": runs[0].get("train_flops"),
+        "train_minutes": statistics.fmean(seconds) / 60 if all(seconds) else None,
+        "chosen_on_val": runs[0].get("chosen_on_val"),
+        **last_gain(curves),
+        "curves": curves,
+        "volumes": volumes,
+        "evaluations": evaluations,
+    }
+    return out
+
+
+def last_gain(curves: Sequence[list[dict]]) -> dict[str, Any]:
+    """Validation SSIM gained over the curves' last interval (mean over seeds): whether
+    they had flattened by the end of the budget."""
+    curves = [c for c in curves if len(c) >= 2]
+    if not curves:
+        return {}
+    gain = statistics.fmean(c[-1]["ssim"] - c[-2]["ssim"] for c in curves)
+    return {"last_gain": gain, "last_steps": [curves[0][-2]["step"], curves[0][-1]["step"]]}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_").replace("__", "_")
+
+
+def record_file(spec: TableSpec, rec: dict[str, Any]) -> str:
+    group = rec["group"]
+    suffix = f"_n{group}" if spec.group_by == "labels" else f"_{group}" if group else ""
+    return f"{slug(rec['row'])}{suffix}.json"
+
+
+def write_records(spec: TableSpec, records: Records, folder: Path) -> list[Path]:
+    """The row files (``folder/<row>_<group>.json``); files of rows no longer in the page
+    are removed (a page's folder holds its rows and nothing else)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / record_file(spec, r) for r in records.values()]
+    for old in folder.glob("*.json"):
+        if old not in written:
+            old.unlink()
+    for path, rec in zip(written, records.values(), strict=True):
+        write_json(path, rec)
+    return written
+
+
+def read_records(folder: Path) -> Records:
+    """The row files of a page, as :func:`write_records` wrote them."""
+    records = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        rec = json.loads(path.read_text())
+        if not isinstance(rec, dict) or not {"row", "group", "volumes"} <= set(rec):
+            raise ValueError(f"{path}: not a row record (row, group, volumes)")
+        records[(rec["row"], rec["group"])] = rec
+    if not records:
+        raise FileNotFoundError(f"{folder} holds no row files")
+    return records
+
+
+# --- statistics ----------------------------------------------------------------------
+def paired(ref: dict, rec: dict, pairing: str, metric: str = "ssim") -> dict[str, Any]:
+    """``rec`` - ``ref`` paired by volume (seed means) or by (seed, volume): mean, 95 %
+    bootstrap CI, Wilcoxon p, n."""
+    if pairing == "volume":
+        return compare(ref["volumes"], rec["volumes"])[metric]
+    if pairing != "seed_volume":
+        raise ValueError(f"pairing {pairing!r}: volume or seed_volume")
+    diffs = [
+        mine["volumes"][name][metric] - theirs["volumes"][name][metric]
+        for mine, theirs in zip(rec["evaluations"], ref["evaluations"], strict=True)
+        for name in sorted(set(mine["volumes"]) & set(theirs["volumes"]))
+    ]
+    return difference_statistics(np.array(diffs))
+
+
+def groups(records: Records) -> list[str]:
+    """The groups in order (numbers by value, then the others by name)."""
+    found = dict.fromkeys(g for _, g in records)
+
+    def key(g: str) -> tuple:
+        digits = g.rstrip("x")
+        return (0, int(digits), g) if digits.isdigit() else (1, 0, g)
+
+    return sorted(found, key=key)
+
+
+def _delta(stat: dict | None) -> tuple[str, str]:
+    if stat is None:
+        return "-", ""
+    lo, hi = stat["ci95"]
+    return (
+        f"{stat['mean_difference']:+.4f} [{lo:+.4f}, {hi:+.4f}]",
+        "✓" if significant(stat) else "·",
+    )
+
+
+def _verdict(stat: dict) -> str:
+    if not significant(stat):
+        return "not distinguishable from"
+    return "significantly above" if stat["mean_difference"] > 0 else "significantly below"
+
+
+# --- the page ------------------------------------------------------------------------
+def table(spec: TableSpec, records: Records) -> tuple[str, list[tuple]]:
+    """The Markdown table and the comparisons it made: (group, label, stat vs
+    reference, stat vs control)."""
+    control = [spec.control] if spec.control else []
+    head = [
+        *([spec.group_title] if spec.group_by else []),
+        "model",
+        "SSIM",
+        "PSNR",
+        "NMSE",
+        "SSIM per seed",
+        "Δ SSIM vs ref. [95 % CI]",
+        "sig.",
+        *(f"Δ SSIM vs {c} [95 % CI]" for c in control),
+        *("sig." for _ in control),
+        "steps",
+        "chosen at step",
+        *(["train GFLOP"] if spec.flops else []),
+        "train min",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    found = []
+    for group in groups(records):
+        ref = records.get((spec.reference_of(group), group))
+        for label in spec.labels():
+            r = records.get((label, group))
+            if r is None:
+                continue
+            stat = None if ref is None or r is ref else paired(ref, r, spec.pairing)
+            delta, mark = _delta(stat) if r is not ref else ("reference", "")
+            versus = []
+            ctrl_stat = None
+            if spec.control:
+                ctrl = records.get((spec.control, group))
+                own = label in (spec.control, spec.reference_of(group))
+                if ctrl is not None and not own:
+                    ctrl_stat = paired(ctrl, r, spec.pairing)
+                versus = list(_delta(ctrl_stat))
+            if stat is not None:
+                found.append((group, label, stat, ctrl_stat))
+            chosen = " / ".join(str(c) for c in r.get("checkpoint_steps") or [] if c) or "-"
+            gflop = f"{r['train_flops'] / 1e9:,.0f}" if r.get("train_flops") else "-"
+            minutes = f"{r['train_minutes']:.1f}" if r.get("train_minutes") else "-"
+            per_seed = " / ".join(f"{s:.4f}" for s in r.get("ssim_per_seed") or [])
+            cells = [
+                *([group] if spec.group_by else []),
+                label,
+                f"{r['ssim']:.4f}",
+                f"{r['psnr']:.2f}",
+                f"{r['nmse']:.4f}",
+                per_seed if len(r.get("ssim_per_seed") or []) > 1 else "-",
+                delta,
+                mark,
+                *versus[:1],
+                *versus[1:],
+                str(r.get("steps") or "-"),
+                chosen,
+                *([gflop] if spec.flops else []),
+                minutes,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines), found
+
+
+def reading(spec: TableSpec, records: Records, found: list[tuple]) -> str:
+    """Which differences hold, in words: per group against its reference, each row
+    against the control, and the contrasts."""
+    parts = []
+    for group in groups(records):
+        mine = [(label, s) for g, label, s, _ in found if g == group]
+        if not mine:
+            continue
+        above = [n for n, s in mine if significant(s) and s["mean_difference"] > 0]
+        below = [n for n, s in mine if significant(s) and s["mean_difference"] < 0]
+        ties = [n for n, s in mine if not significant(s)]
+        where = f"At {_group_text(spec, group)}" if spec.group_by else "Against it"
+        # Row names hold commas: lists are joined with semicolons.
+        parts.append(
+            f"{where}, significantly above {spec.reference_of(group)}: "
+            f"{'; '.join(above) or 'none'}. Significantly below: {'; '.join(below) or 'none'}. "
+            f"Not distinguishable from it: {'; '.join(ties) or 'none'}."
+        )
+    if spec.control:
+        for label in spec.labels():
+            mine = [(g, c) for g, n, _, c in found if n == label and c is not None]
+            if not mine:
+                continue
+            better = [g for g, c in mine if significant(c) and c["mean_difference"] > 0]
+            worse = [g for g, c in mine if significant(c) and c["mean_difference"] < 0]
+            ties = [g for g, c in mine if not significant(c)]
+            parts.append(
+                f"**{label}** against {spec.control}: significantly better at "
+                f"{_listed(spec, better)}; significantly worse at {_listed(spec, worse)}; "
+                f"not distinguishable at {_listed(spec, ties)}."
+            )
+    for a, b in spec.contrasts:
+        said = []
+        for group in groups(records):
+            ra, rb = records.get((a, group)), records.get((b, group))
+            if ra is None or rb is None:
+                continue
+            stat = paired(ra, rb, spec.pairing)
+            delta, _ = _delta(stat)
+            sig = "significant" if significant(stat) else "not significant"
+            at = f"{_group_text(spec, group)}: " if spec.group_by else ""
+            said.append(f"{at}{delta} ({sig}, p = {stat['wilcoxon_p']:.3g})")
+        if said:
+            parts.append(f"{b} against {a} (paired): " + "; ".join(said) + ".")
+    return "\n\n".join(parts)
+
+
+def _group_text(spec: TableSpec, group: str) -> str:
+    return f"N = {group}" if spec.group_by == "labels" else group
+
+
+def _listed(spec: TableSpec, values: list[str]) -> str:
+    return ", ".join(_group_text(spec, v) for v in values) or "none"
+
+
+def flatness(spec: TableSpec, records: Records) -> str:
+    """Which validation curves had flattened by their last interval and which still rose
+    (each row once: its first group with a curve)."""
+    seen, parts, rising = set(), [], []
+    for (label, group), r in sorted(
+        records.items(), key=lambda kv: groups(records).index(kv[0][1])
+    ):
+        if label in seen or "last_gain" not in r:
+            continue
+        seen.add(label)
+        a, b = r["last_steps"]
+        at = f" ({_group_text(spec, group)})" if spec.group_by == "labels" else ""
+        parts.append(f"{label}{at} {r['last_gain']:+.3f} ({a} -> {b})")
+        if r["last_gain"] > FLAT:
+            rising.append(f"{label}{at}")
+    if not parts:
+        return ""
+    verdict = (
+        f"Still rising (more than {FLAT} over the last interval): {'; '.join(rising)}: the "
+        "comparison is of these budgets, not of converged training."
+        if rising
+        else "Every curve has flattened."
+    )
+    return (
+        "Validation SSIM gained over each curve's last interval: "
+        + "; ".join(parts)
+        + ". "
+        + verdict
+    )
+
+
+def readme_summary(spec: TableSpec, records: Records) -> str | None:
+    """The README's short form: per group, SSIM of the first column's row and of the
+    others with their paired difference against it."""
+    if not spec.readme:
+        return None
+    head = [spec.group_title, *(alternatives[0] for alternatives in spec.readme)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group in groups(records):
+        found = [
+            next((records[(a, group)] for a in alts if (a, group) in records), None)
+            for alts in spec.readme
+        ]
+        ref = found[0]
+        cells = ["-"]
+        if ref is not None:  # an alternative to the first column is named
+            named = "" if ref["row"] == spec.readme[0][0] else f" ({ref['row']})"
+            cells = [f"{ref['ssim']:.4f}{named}"]
+        for r in found[1:]:
+            if r is None:
+                cells.append("-")
+                continue
+            stat = paired(ref, r, spec.pairing) if ref is not None else None
+            d = f" ({stat['mean_difference']:+.3f} {_delta(stat)[1]})" if stat else ""
+            cells.append(f"{r['ssim']:.4f}{d}")
+        lines.append(
+            f"| {_group_text(spec, group).removeprefix('N = ')} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+class _Known(dict):
+    """A caption's lookup: a row the records lack reads as '-'."""
+
+    def __missing__(self, key: str) -> str:
+        return "-"
+
+
+def page(spec: TableSpec, records: Records) -> str:
+    """The whole page below its title: caption, table, reading, flatness, plot."""
+    seeds = max((len(r.get("seeds") or []) for r in records.values()), default=0)
+    steps = _Known({label: r.get("steps") for (label, _), r in records.items()})
+    text, found = table(spec, records)
+    blocks = [spec.caption.format(seeds=seeds, steps=steps), text, reading(spec, records, found)]
+    blocks.append(flatness(spec, records))
+    chosen = [
+        f"{g}: {r['chosen_on_val']['setting']}"
+        for (label, g), r in records.items()
+        if r.get("chosen_on_val")
+    ]
+    if chosen:
+        blocks.append(f"Settings chosen on validation ({'; '.join(chosen)}).")
+    blocks.append(f"![{spec.title}: test SSIM and learning curves](docs/{spec.name}.png)")
+    return "\n\n".join(b for b in blocks if b) + "\n"
+
+
+# --- the plot ------------------------------------------------------------------------
+def plot(spec: TableSpec, records: Records, path: Path) -> Path:
+    """Left: the table's SSIM per group and row (bars: seed std). Then validation SSIM
+    against optimizer steps, training FLOPs (where the page has them) and wall-clock,
+    mean over seeds, each row at its first group (curve-only rows dotted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kspace_mim.figures import save_figure
+
+    order = groups(records)
+    xs = {g: i for i, g in enumerate(order)}
+    panels = 4 if spec.flops else 3
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2))
+    colours = {label: f"C{i % 10}" for i, label in enumerate(spec.labels(tabled=False))}
+    for label in spec.labels():
+        mine = [(g, records[(label, g)]) for g in order if (label, g) in records]
+        if not mine:
+            continue
+        spread = [
+            statistics.pstdev(r["ssim_per_seed"]) if len(r["ssim_per_seed"]) > 1 else 0
+            for _, r in mine
+        ]
+        axes[0].errorbar(
+            [xs[g] for g, _ in mine],
+            [r["ssim"] for _, r in mine],
+            yerr=spread,
+            marker="o",
+            ms=4,
+            capsize=3,
+            color=colours[label],
+            label=label,
+        )
+    axes[0].set_xticks(range(len(order)), [_group_text(spec, g) for g in order])
+    axes[0].set_ylabel(
+        f"{'test' if any(r['split'] == 'test' for r in records.values()) else 'validation'} SSIM"
+    )
+    axes[0].legend(fontsize=6)
+    for label in spec.labels(tabled=False):
+        r = next((records[(label, g)] for g in order if (label, g) in records), None)
+        curves = [c for c in (r or {}).get("curves") or [] if c]
+        if not curves:
+            continue
+        n = min(map(len, curves))
+        steps = np.array([p["step"] for p in curves[0][:n]])
+        ssim = np.mean([[p["ssim"] for p in c[:n]] for c in curves], axis=0)
+        seconds = np.mean([[p["train_s"] for p in c[:n]] for c in curves], axis=0)
+        per_step = (r.get("train_flops") or np.nan) / (r.get("steps") or np.nan)
+        xs_curve = [steps, *([steps * per_step] if spec.flops else []), seconds]
+        style = ":" if any(s.label == label and s.curve_only for s in spec.rows) else "-"
+        for ax, x in zip(axes[1:], xs_curve, strict=True):
+            ax.plot(x, ssim, style, marker="o", ms=3, color=colours[label], label=label)
+    titles = [
+        "optimizer steps",
+        *(["training FLOPs"] if spec.flops else []),
+        "training wall-clock (s)",
+    ]
+    for ax, title in zip(axes[1:], titles, strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel(title)
+        ax.set_ylabel("validation SSIM")
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=6, loc="lower right")
+    fig.suptitle(spec.title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_page(spec: TableSpec, records: Records, root: Path, picture: bool = True) -> Path:
+    """``docs/<name>.md`` (and the README's section, where it has one), its row files and
+    its picture, from ``records``."""
+    from kspace_mim.utils import write_generated
+
+    write_records(spec, records, root / "docs" / spec.name)
+    if picture:
+        plot(spec, records, root / "docs" / f"{spec.name}.png")
+    summary = readme_summary(spec, records)
+    text = page(spec, records)
+    if summary:
+        summary = (
+            f"{summary}\nIn brackets: the paired difference against the first column (✓ "
+            "significant: Wilcoxon p < 0.05 and the 95 % bootstrap CI excludes 0; · not). "
+            f"The full table, steps, FLOPs and curves: [docs/{spec.name}.md](docs/{spec.name}.md)."
+            f"\n\n![{spec.title}](docs/{spec.name}.png)\n"
+        )
+    return write_generated(root, spec.name, spec.title, spec.command, text, summary)
