@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import h5py
 import pytest
 import torch
 
@@ -199,6 +200,7 @@ def test_only_the_default_synthetic_folders_are_written(tmp_path, monkeypatch):
     facts = dm.facts()  # written on first use, then read
     assert (facts.num_coils, facts.img_size) == (8, (32, 32))
     assert len(list((root / "multicoil_train").glob("*.h5"))) == 2
+    assert not (root / "multicoil_train_undersampled4x").exists()  # only where a run reads it
     other = make_datamodule(
         [f"data.synthetic_root={root}", f"data.val_path={tmp_path}/mine", "data=tiny"]
     )
@@ -210,6 +212,30 @@ def test_only_the_default_synthetic_folders_are_written(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="data.train_path"):
         real.setup("fit")  # real data configs never synthesize
     assert not (tmp_path / "knee_train").exists()
+
+
+def test_the_label_free_copy_of_train_is_written_where_a_run_reads_it(tmp_path, monkeypatch):
+    """row=ssdu / row=mim train on the default set's undersampled-only copy of the train
+    volumes: written on first use, the same volumes, 4x, no target (fastMRI's test layout)."""
+    from kspace_mim.data import synthesize as synth
+
+    monkeypatch.setitem(synth.DEFAULT_VOLUMES, "train", 2)
+    monkeypatch.setitem(synth.DEFAULT_VOLUMES, "val", 1)
+    monkeypatch.setitem(synth.DEFAULT_VOLUMES, "test", 1)
+    root = tmp_path / "synthetic"
+    overrides = [
+        f"data.synthetic_root={root}",
+        "data=tiny",
+        "experiment=label_pretrain",
+        "row=ssdu",
+    ]
+    dm = make_datamodule(overrides)
+    dm.setup("fit")
+    copy = sorted((root / "multicoil_train_undersampled4x").glob("*.h5"))
+    assert [p.name for p in copy] == sorted(p.name for p in (root / "multicoil_train").glob("*.h5"))
+    with h5py.File(copy[0]) as f:
+        assert "reconstruction_rss" not in f and f.attrs["acceleration"] == 4
+    assert len(dm.datasets["train"].volumes) == 2
 
 
 def test_undersampled_train_files_need_ssdu(data_root):

@@ -411,3 +411,24 @@ def test_self_supervision_trains_on_undersampled_files_alone(
     assert log[f"train/{supervision}"].notna().sum() == 3
     assert log["train/loss"].dropna().map(math.isfinite).all()
     assert metrics["num_volumes"] == 2 and 0 < metrics["ssim"] < 1
+
+
+def test_evaluation_checkpoint_chooses_the_best_or_the_last(tmp_path):
+    """evaluation.checkpoint=best: the monitored best in this run directory; last: None
+    (the final state: label-free rows, where no label may choose); anything else: named."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from kspace_mim.config import ConfigError
+    from kspace_mim.train import chosen_checkpoint
+
+    best = tmp_path / "checkpoints" / "best-epoch=001.ckpt"
+    best.parent.mkdir()
+    best.write_bytes(b"")
+    callback = ModelCheckpoint(dirpath=best.parent, monitor="val/ssim", mode="max")
+    callback.best_model_path = str(best)
+    cfg = compose(["evaluation.checkpoint=best"])
+    assert chosen_checkpoint(cfg, [callback], tmp_path) == str(best)
+    cfg = compose(["evaluation.checkpoint=last"])
+    assert chosen_checkpoint(cfg, [callback], tmp_path) is None
+    with pytest.raises(ConfigError, match="evaluation.checkpoint='latest': best or last"):
+        chosen_checkpoint(compose(["evaluation.checkpoint=latest"]), [callback], tmp_path)

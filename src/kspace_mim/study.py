@@ -318,14 +318,10 @@ def _flops_per_step(job: dict) -> float | None:
     return rate["gflop_per_slice"] * 1e9
 
 
-def row_records(spec: TableSpec, row: RowSpec, outputs: Path) -> Records:
-    """One record per group of a row, from its finished jobs (CS: the setting chosen on
-    validation per group)."""
-    jobs = [
-        j
-        for j in finished_jobs(outputs / "studies" / row.study)
-        if row.option is None or j["choices"].get("row") == row.option
-    ]
+def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]]) -> Records:
+    """One record per group of a row, from its study's finished jobs (CS: the setting
+    chosen on validation per group)."""
+    jobs = [j for j in study_jobs if row.option is None or j["choices"].get("row") == row.option]
     per_group: dict[str, list[tuple[dict, dict]]] = {}
     for job in jobs:
         for group, evaluation in evaluations(job, spec.name, row.group).items():
@@ -386,8 +382,11 @@ def study_records(spec: TableSpec, outputs: Path) -> Records:
     """Every row's records from the studies under ``outputs/studies``; rows without a
     finished job are named and left out."""
     records: Records = {}
+    found: dict[str, list[dict[str, Any]]] = {}
     for row in spec.rows:
-        mine = row_records(spec, row, outputs)
+        if row.study not in found:
+            found[row.study] = finished_jobs(outputs / "studies" / row.study)
+        mine = row_records(spec, row, found[row.study])
         if not mine:
             print(
                 f"{spec.name}: no finished job for row {row.label!r} ({row.study})", file=sys.stderr

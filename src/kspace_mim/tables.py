@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from kspace_mim.compare import compare, difference_statistics, significant
+from kspace_mim.compare import difference_statistics, significant
+from kspace_mim.compare import paired as paired_volumes
 from kspace_mim.files import write_json
 
 METRICS = ("ssim", "psnr", "nmse")
@@ -181,7 +182,8 @@ def paired(ref: dict, rec: dict, pairing: str, metric: str = "ssim") -> dict[str
     """``rec`` - ``ref`` paired by volume (seed means) or by (seed, volume): mean, 95 %
     bootstrap CI, Wilcoxon p, n."""
     if pairing == "volume":
-        return compare(ref["volumes"], rec["volumes"])[metric]
+        x, y = paired_volumes(ref["volumes"], rec["volumes"], metric)
+        return difference_statistics(y - x)
     if pairing != "seed_volume":
         raise ValueError(f"pairing {pairing!r}: volume or seed_volume")
     diffs = [
@@ -489,7 +491,8 @@ def plot(spec: TableSpec, records: Records, path: Path) -> Path:
         ax.set_xlabel(title)
         ax.set_ylabel("validation SSIM")
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=6, loc="lower right")
+    if axes[-1].get_legend_handles_labels()[0]:
+        axes[-1].legend(fontsize=6, loc="lower right")
     fig.suptitle(spec.title)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -1,0 +1,291 @@
+"""Studies as sweeps: rows are configs, job directories are rows x seeds, and one engine
+writes every page (from the jobs, or again from the committed row files)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kspace_mim import study, tables
+from kspace_mim.config import compose, project_root
+from kspace_mim.data.synthesize import synthesize_set
+from kspace_mim.tables import TableSpec, read_records
+
+ROOT = Path(project_root())
+VOLUMES = ["a.h5", "b.h5", "c.h5", "d.h5", "e.h5", "f.h5"]
+
+
+def fake_job(
+    study_dir: Path, name: str, choices: dict, config: dict, metrics: dict, status="finished"
+):
+    """A job directory as Hydra and ``kspace_mim.train`` leave it."""
+    job = study_dir / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "hydra.yaml").write_text(
+        yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}})
+    )
+    (job / "config.yaml").write_text(yaml.safe_dump(config))
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    (job / "status.json").write_text(json.dumps({"status": status}))
+    return job
+
+
+def scores(base: float) -> dict:
+    return {
+        v: {"ssim": base + 0.01 * i, "psnr": 20.0 + i, "nmse": 0.1} for i, v in enumerate(VOLUMES)
+    }
+
+
+def test_jobs_become_records_per_acceleration_with_cs_chosen_on_validation(tmp_path):
+    studies = tmp_path / "studies"
+    for seed in (0, 1):
+        for row, shift in (("varnet", 0.0), ("unet", 0.03)):
+            # pre-trained rows count their pre-training's steps
+            config = {"seed": seed, "trainer": {"max_steps": 40}, "init_from": None, "model": {}}
+            if row == "unet":
+                pre = fake_job(
+                    studies / "pre",
+                    f"seed={seed}",
+                    {"row": "p"},
+                    {"seed": seed, "trainer": {"max_steps": 10}},
+                    {},
+                )
+                config["init_from"] = str(pre / "checkpoints" / "last.ckpt")
+            tests = {
+                "equispaced4x": {"volumes": scores(0.7 + shift)},
+                "equispaced8x": {"volumes": scores(0.6 + shift)},
+            }
+            fake_job(
+                studies / "results",
+                f"row={row},seed={seed}",
+                {"row": row, "model": row},
+                config,
+                {
+                    "ssim": 0.5,
+                    "volumes": scores(0.5),
+                    "tests": tests,
+                    "selected_on": "val",
+                    "checkpoint_step": 30,
+                },
+            )
+    fake_job(studies / "results", "row=swin,seed=0", {"row": "swin"}, {}, {}, status="failed")
+    for maps, lamda, val in (("centre", 0.003, 0.7), ("espirit", 0.01, 0.6)):
+        for mask in ("equispaced4x", "equispaced8x"):
+            fake_job(
+                studies / "results_cs",
+                f"mask={mask},maps={maps},lamda={lamda}",
+                {"row": "cs", "mask": mask},
+                {"seed": 0, "trainer": {"max_steps": 400}, "model": {"maps": maps, "lamda": lamda}},
+                {"ssim": val, "test": {"volumes": scores(val)}, "selected_on": None},
+            )
+    spec = TableSpec(
+        **{
+            **study.RESULTS.__dict__,
+            "rows": tuple(
+                r for r in study.RESULTS.rows if r.option in ("varnet", "unet", "cs", "swin")
+            ),
+            "flops": False,
+        }
+    )
+    records = study.study_records(spec, tmp_path)
+    assert set(records) == {
+        (label, g)
+        for g in ("4x", "8x")
+        for label in (
+            "E2E-VarNet, fastMRI recipe",
+            "U-Net, fastMRI recipe",
+            "CS (L1-wavelet SENSE)",
+        )
+    }  # the failed job is left out
+    unet = records[("U-Net, fastMRI recipe", "4x")]
+    assert unet["seeds"] == [0, 1] and unet["steps"] == 50 and unet["checkpoint_steps"] == [40, 40]
+    assert unet["ssim"] == pytest.approx(0.73 + 0.025)
+    cs = records[("CS (L1-wavelet SENSE)", "8x")]
+    assert cs["chosen_on_val"]["setting"] == "maps centre, lamda 0.003" and cs[
+        "ssim"
+    ] == pytest.approx(0.725)
+    assert cs["steps"] is None
+    text = tables.page(spec, records)
+    assert "At 4x, significantly above E2E-VarNet, fastMRI recipe: U-Net, fastMRI recipe" in text
+
+
+def test_label_pages_group_by_labelled_volumes(tmp_path):
+    data = tmp_path / "train"
+    data.mkdir()
+    for i in range(3):
+        (data / f"f{i}.h5").write_text("")
+    for n in (1, None):
+        fake_job(
+            tmp_path / "studies" / "label_efficiency",
+            f"n={n},row=scratch,seed=0",
+            {"row": "scratch", "model": "swin"},
+            {
+                "seed": 0,
+                "trainer": {"max_steps": 3},
+                "data": {"train_volumes": n, "train_path": str(data)},
+            },
+            {
+                "ssim": 0.5,
+                "tests": {"equispaced4x": {"volumes": scores(0.6)}},
+                "selected_on": "val",
+            },
+        )
+    fake_job(
+        tmp_path / "studies" / "label_pretrain",
+        "row=ssdu,seed=0",
+        {"row": "ssdu"},
+        {"seed": 0, "trainer": {"max_steps": 6}, "data": {}},
+        {"ssim": 0.5, "tests": {"equispaced4x": {"volumes": scores(0.65)}}, "selected_on": "val"},
+    )
+    spec = TableSpec(**{**study.LABEL_EFFICIENCY.__dict__, "flops": False})
+    records = study.study_records(spec, tmp_path)
+    assert set(records) == {("from scratch", "1"), ("from scratch", "3"), ("SSDU alone", "0")}
+
+
+def test_the_command_line_refuses_a_missing_study_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        study.main(["results", "--outputs", str(tmp_path), "--root", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "no finished job of results" in capsys.readouterr().err
+
+
+def test_fine_tuning_reads_its_pre_training_by_interpolation():
+    cfg = compose(
+        ["experiment=label_efficiency", "row=ssdu_tuned", "seed=2", "paths.output_dir=/o"]
+    )
+    assert cfg.init_from == "/o/studies/label_pretrain/row=ssdu,seed=2/checkpoints/last.ckpt"
+    assert cfg.trainer.max_steps == 300 and cfg.model._target_.endswith("SimMIMReconstructor")
+    cfg = compose(
+        ["experiment=results", "row=unrolled_pretrained", "seed=1", "paths.output_dir=/o"]
+    )
+    assert cfg.init_from == (
+        "/o/studies/results_pretrain/row=unrolled_patch_pretraining,seed=1/checkpoints/last.ckpt"
+    )
+    label_free = compose(["experiment=label_pretrain", "row=ssdu"])
+    assert label_free.data.train_path.endswith("multicoil_train_undersampled4x")
+    assert label_free.evaluation.checkpoint == "last"
+
+
+def test_every_page_row_names_a_row_config():
+    options = {p.stem for p in (ROOT / "src" / "kspace_mim" / "conf" / "row").glob("*.yaml")}
+    for spec in study.PAGES.values():
+        for row in spec.rows:
+            assert row.option in options, (spec.name, row.label)
+
+
+@pytest.mark.docs
+@pytest.mark.parametrize("name", sorted(study.PAGES))
+def test_each_generated_page_is_its_row_files_rendering(name, tmp_path):
+    """``make tables`` changes nothing: a page's numbers are those of its row files."""
+    (tmp_path / "docs").mkdir()
+    shutil.copytree(ROOT / "docs" / name, tmp_path / "docs" / name)
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    tables.write_page(
+        study.PAGES[name], read_records(tmp_path / "docs" / name), tmp_path, picture=False
+    )
+    assert (tmp_path / "docs" / f"{name}.md").read_text() == (
+        ROOT / "docs" / f"{name}.md"
+    ).read_text()
+    assert (tmp_path / "README.md").read_text() == (ROOT / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def study_env(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("study")
+    synthesize_set(root / "data" / "colin27", volumes=2, slices=2, coils=4, size=32, progress=False)
+    return {
+        "KSPACE_MIM_DATA": str(root / "data"),
+        "KSPACE_MIM_OUTPUT": str(root / "out"),
+        "WANDB_MODE": "offline",
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+        "root": str(root),
+    }
+
+
+def run(env: dict, module: str, *args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env={k: v for k, v in env.items() if k != "root"},
+        cwd=env["root"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+TINY = ("data=tiny", "trainer.max_steps=4", "validation.points=2")
+
+
+@pytest.mark.slow
+def test_a_study_runs_as_a_sweep_reuses_its_jobs_and_makes_its_page(study_env):
+    """experiment=results over two rows and two seeds (tiny): job directories are rows x
+    seeds with their held-out tests inside; the sweep run again trains nothing; the page
+    pairs the rows by volume."""
+    args = ("-m", "experiment=results", "row=zero_filled,varnet", "seed=0,1", *TINY)
+    run(study_env, "kspace_mim.train", *args)
+    jobs = Path(study_env["KSPACE_MIM_OUTPUT"]) / "studies" / "results"
+    names = sorted(p.name for p in jobs.iterdir() if p.is_dir())
+    assert names == [f"row={r},seed={s}" for r in ("varnet", "zero_filled") for s in (0, 1)]
+    metrics = json.loads((jobs / "row=varnet,seed=1" / "metrics.json").read_text())
+    assert set(metrics["tests"]) == {"equispaced4x", "equispaced8x"}
+    again = run(study_env, "kspace_mim.train", *args)
+    assert again.stderr.count("(reused)") == 4
+    root = Path(study_env["root"]) / "repo"
+    (root / "docs").mkdir(parents=True)
+    (root / "README.md").write_text("")
+    run(study_env, "kspace_mim.study", "results", "--root", str(root))
+    page = (root / "docs" / "results.md").read_text()
+    assert "| 4x | zero-filled |" in page and "| 8x | E2E-VarNet, fastMRI recipe |" in page
+    assert "significantly" in page and (root / "docs" / "results.png").is_file()
+    assert (root / "docs" / "results" / "zero_filled_8x.json").is_file()
+
+
+@pytest.mark.slow
+def test_fastmris_loop_writes_a_job_the_parity_page_pairs(study_env):
+    """The reference loop is a job of experiment=parity like any row (row=fastmri_loop
+    from the command line wins over the study's list); paired per (seed, volume)."""
+    run(
+        study_env,
+        "kspace_mim.reference_loop",
+        "-m",
+        "experiment=parity",
+        "row=fastmri_loop",
+        "seed=0",
+        *TINY,
+    )
+    run(study_env, "kspace_mim.train", "-m", "experiment=parity", "row=varnet", "seed=0", *TINY)
+    jobs = Path(study_env["KSPACE_MIM_OUTPUT"]) / "studies" / "parity"
+    assert sorted(p.name for p in jobs.iterdir() if p.is_dir()) == [
+        "row=fastmri_loop,seed=0",
+        "row=varnet,seed=0",
+    ]
+    loop = json.loads((jobs / "row=fastmri_loop,seed=0" / "metrics.json").read_text())
+    assert loop["steps"] == 4 and set(loop["volumes"]) == {
+        p.name
+        for p in (Path(study_env["KSPACE_MIM_DATA"]) / "colin27" / "multicoil_val").glob("*.h5")
+    }
+    again = run(
+        study_env,
+        "kspace_mim.reference_loop",
+        "-m",
+        "experiment=parity",
+        "row=fastmri_loop",
+        "seed=0",
+        *TINY,
+    )
+    assert "(reused)" in again.stderr
+    root = Path(study_env["root"]) / "parity_repo"
+    (root / "docs").mkdir(parents=True)
+    (root / "README.md").write_text("")
+    run(study_env, "kspace_mim.study", "parity", "--root", str(root))
+    page = (root / "docs" / "parity.md").read_text()
+    assert "| fastMRI's own loop" in page and "| reference |" in page
+    assert "`model=varnet` (defaults: its recipe, native grid)" in page

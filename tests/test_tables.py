@@ -1,0 +1,213 @@
+"""The one table engine on fixture records: statistics, marks, readings, row files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kspace_mim.compare import compare, difference_statistics
+from kspace_mim.tables import (
+    RowSpec,
+    TableSpec,
+    flatness,
+    groups,
+    page,
+    paired,
+    read_records,
+    readme_summary,
+    record,
+    table,
+    write_page,
+    write_records,
+)
+
+VOLUMES = [f"file{i}.h5" for i in range(12)]
+
+
+def runs(base: float, shift: float, seeds=(0, 1, 2), noise: float = 0.0, steps=100, curve=None):
+    """One run per seed: volume i scores base + 0.01 i + shift (+ seeded noise)."""
+    out = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        volumes = {
+            name: {
+                "ssim": base + 0.01 * i + shift + noise * rng.standard_normal(),
+                "psnr": 20 + i + 10 * shift,
+                "nmse": 0.1 - shift,
+            }
+            for i, name in enumerate(VOLUMES)
+        }
+        out.append(
+            {
+                "seed": seed,
+                "volumes": volumes,
+                "steps": steps,
+                "checkpoint_step": steps,
+                "curve": curve or [],
+                "train_s": 60.0,
+            }
+        )
+    return out
+
+
+SPEC = TableSpec(
+    name="demo",
+    title="Demo",
+    command="make demo",
+    caption="{seeds} seeds, {steps[ref]} steps, {steps[absent]} absent.",
+    rows=(
+        RowSpec("ref", "s", "ref"),
+        RowSpec("better", "s", "better"),
+        RowSpec("same", "s", "same"),
+        RowSpec("worse", "s", "worse"),
+        RowSpec("long", "s", "long", curve_only=True),
+    ),
+    reference="ref",
+    contrasts=(("same", "better"),),
+)
+
+
+@pytest.fixture
+def records():
+    out = {}
+    for group, scale in (("4x", 0.0), ("8x", -0.1)):
+        out[("ref", group)] = record("ref", group, runs(0.6 + scale, 0.0))
+        out[("better", group)] = record("better", group, runs(0.6 + scale, 0.05, noise=0.002))
+        # A mean difference of zero (alternating signs): not significant.
+        same = runs(0.6 + scale, 0.0)
+        for r in same:
+            for i, name in enumerate(VOLUMES):
+                r["volumes"][name]["ssim"] += 0.003 * (-1) ** i
+        out[("same", group)] = record("same", group, same)
+        out[("worse", group)] = record("worse", group, runs(0.6 + scale, -0.04, noise=0.002))
+    return out
+
+
+def test_a_record_is_the_mean_over_volumes_of_the_seed_means():
+    rec = record("a", "4x", runs(0.5, 0.0, noise=0.01))
+    per_volume = [
+        np.mean([r["volumes"][n]["ssim"] for r in runs(0.5, 0.0, noise=0.01)]) for n in VOLUMES
+    ]
+    assert rec["ssim"] == pytest.approx(np.mean(per_volume))
+    assert rec["seeds"] == [0, 1, 2] and len(rec["evaluations"]) == 3
+    assert rec["train_minutes"] == pytest.approx(1.0)
+
+
+def test_pairing_by_volume_and_by_seed_and_volume(records):
+    ref, better = records[("ref", "4x")], records[("better", "4x")]
+    by_volume = paired(ref, better, "volume")
+    assert by_volume == compare(ref["volumes"], better["volumes"])["ssim"]
+    assert by_volume["n"] == len(VOLUMES)
+    by_seed = paired(ref, better, "seed_volume")
+    diffs = [
+        b["volumes"][n]["ssim"] - a["volumes"][n]["ssim"]
+        for a, b in zip(ref["evaluations"], better["evaluations"], strict=True)
+        for n in sorted(VOLUMES)
+    ]
+    assert by_seed == difference_statistics(np.array(diffs))
+    assert by_seed["n"] == 3 * len(VOLUMES)
+    with pytest.raises(ValueError, match="pairing"):
+        paired(ref, better, "slice")
+
+
+def test_the_table_marks_what_is_significant_and_reads_it_out(records):
+    text, found = table(SPEC, records)
+    lines = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines()[2:]}
+    assert "reference" in lines[("4x", "ref")]
+    assert "| ✓ |" in lines[("4x", "better")] and "| ✓ |" in lines[("8x", "worse")]
+    assert "| · |" in lines[("4x", "same")]
+    assert ("4x", "long") not in lines  # curve only
+    assert {(g, label) for g, label, _, _ in found} == {
+        (g, label) for g in ("4x", "8x") for label in ("better", "same", "worse")
+    }
+    full = page(SPEC, records)
+    assert "At 4x, significantly above ref: better. Significantly below: worse." in full
+    assert "Not distinguishable from it: same." in full
+    assert "better against same (paired): 4x: +0.05" in full
+    assert full.startswith("3 seeds, 100 steps, - absent.")
+
+
+def test_a_control_column_and_a_reference_per_group():
+    spec = TableSpec(
+        name="labels",
+        title="Labels",
+        command="x",
+        caption="",
+        rows=(
+            RowSpec("zero", "s", group="0"),
+            RowSpec("scratch", "s"),
+            RowSpec("total", "s"),
+            RowSpec("tuned", "s"),
+        ),
+        reference="scratch",
+        reference_by_group={"0": "zero"},
+        control="total",
+        group_by="labels",
+        group_title="N",
+        readme=(("total", "zero"), ("tuned",)),
+    )
+    recs = {
+        ("zero", "0"): record("zero", "0", runs(0.5, 0.0)),
+        ("tuned", "0"): record("tuned", "0", runs(0.5, 0.08, noise=0.002)),
+    }
+    for n in ("1", "28"):
+        recs[("scratch", n)] = record("scratch", n, runs(0.6, 0.0))
+        recs[("total", n)] = record("total", n, runs(0.6, 0.02, noise=0.002))
+        recs[("tuned", n)] = record("tuned", n, runs(0.6, 0.05 if n == "1" else -0.03, noise=0.002))
+    assert groups(recs) == ["0", "1", "28"]  # by value, not by text
+    text = page(spec, recs)
+    assert "At N = 0, significantly above zero: tuned." in text
+    assert (
+        "**tuned** against total: significantly better at N = 1; significantly worse at N = 28"
+        in text
+    )
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines()}
+    cells = [c.strip() for c in rows[("28", "tuned")].split("|")]
+    assert cells[7].startswith("-0.029") and cells[9].startswith("-0.0500")  # ref, control
+    summary = readme_summary(spec, recs)
+    assert "| 0 | 0.5550 (zero) | 0.6352 (+0.080 ✓) |" in summary
+    assert "| 28 | 0.6752 | 0.6252 (-0.050 ✓) |" in summary
+
+
+def test_flatness_names_the_curves_still_rising():
+    rising = [{"step": 10, "train_s": 1, "ssim": 0.5}, {"step": 100, "train_s": 9, "ssim": 0.6}]
+    flat = [{"step": 10, "train_s": 1, "ssim": 0.6}, {"step": 100, "train_s": 9, "ssim": 0.601}]
+    recs = {
+        ("ref", "4x"): record("ref", "4x", runs(0.6, 0.0, curve=flat)),
+        ("better", "4x"): record("better", "4x", runs(0.6, 0.05, curve=rising)),
+    }
+    text = flatness(SPEC, recs)
+    assert "better +0.100 (10 -> 100)" in text and "ref +0.001 (10 -> 100)" in text
+    assert "Still rising (more than 0.005 over the last interval): better:" in text
+
+
+def test_row_files_round_trip_and_hold_only_the_pages_rows(tmp_path, records):
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / "old_row_4x.json").write_text("{}")
+    paths = write_records(SPEC, records, folder)
+    assert sorted(p.name for p in folder.glob("*.json")) == sorted(p.name for p in paths)
+    assert (folder / "better_4x.json").is_file()
+    back = read_records(folder)
+    assert back.keys() == records.keys()
+    assert back[("better", "4x")] == json.loads(json.dumps(records[("better", "4x")]))
+    assert page(SPEC, back) == page(SPEC, records)
+    (folder / "stray.json").write_text('{"not": "a record"}')
+    with pytest.raises(ValueError, match="stray.json: not a row record"):
+        read_records(folder)
+    with pytest.raises(FileNotFoundError):
+        read_records(tmp_path / "empty")
+
+
+def test_a_page_is_written_with_its_row_files_picture_and_readme_section(tmp_path, records):
+    (tmp_path / "README.md").write_text("x\n<!-- demo:start -->\nold\n<!-- demo:end -->\ny\n")
+    spec = TableSpec(**{**SPEC.__dict__, "readme": (("ref",), ("better",))})
+    path = write_page(spec, records, tmp_path)
+    assert path == tmp_path / "docs" / "demo.md"
+    assert "Generated by `make demo`." in path.read_text()
+    assert (tmp_path / "docs" / "demo.png").stat().st_size > 10_000
+    assert len(list((tmp_path / "docs" / "demo").glob("*.json"))) == len(records)
+    readme = (tmp_path / "README.md").read_text()
+    assert "\nold\n" not in readme and "| 4x | 0.6550 | 0.7052 (+0.050 ✓) |" in readme
