@@ -438,7 +438,7 @@ MUTATIONS = (
     Mutation(
         "numbers of the last checkpoint, not the one chosen on val",
         "train.py",
-        "        chosen = best_checkpoint(callbacks, run_dir)\n",
+        "        chosen = chosen_checkpoint(cfg, callbacks, run_dir)\n",
         "        chosen = None\n",
         (
             "tests/test_callbacks.py::test_validation_at_log_spaced_steps_keeps_the_best_and_says_so",
