@@ -27,6 +27,7 @@ HYDRA = {
     "kspace_mim.train": "train",
     "kspace_mim.reconstruct": "reconstruct",
     "kspace_mim.evaluate": "evaluate",
+    "kspace_mim.reference_loop": "train",  # a Hydra app on the train config
 }
 pytestmark = pytest.mark.docs
 SCRIPTS = {"kspace-mim-train": "kspace_mim.train"}

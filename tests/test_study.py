@@ -4,6 +4,7 @@ writes every page (from the jobs, or again from the committed row files)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -200,10 +201,10 @@ def study_env(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("study")
     synthesize_set(root / "data" / "colin27", volumes=2, slices=2, coils=4, size=32, progress=False)
     return {
+        **os.environ,  # PYTHONPATH included: the package under test
         "KSPACE_MIM_DATA": str(root / "data"),
         "KSPACE_MIM_OUTPUT": str(root / "out"),
         "WANDB_MODE": "offline",
-        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
         "root": str(root),
     }
 
