@@ -222,6 +222,15 @@ def run(env: dict, module: str, *args: str) -> subprocess.CompletedProcess:
     return result
 
 
+def written_page(env: dict, name: str) -> tuple[Path, str]:
+    """``python -m kspace_mim.study NAME`` into a fresh repository folder: it, the page."""
+    root = Path(env["root"]) / f"repo_{name}"
+    (root / "docs").mkdir(parents=True)
+    (root / "README.md").write_text("")
+    run(env, "kspace_mim.study", name, "--root", str(root))
+    return root, (root / "docs" / f"{name}.md").read_text()
+
+
 TINY = ("data=tiny", "trainer.max_steps=4", "validation.points=2")
 
 
@@ -239,11 +248,7 @@ def test_a_study_runs_as_a_sweep_reuses_its_jobs_and_makes_its_page(study_env):
     assert set(metrics["tests"]) == {"equispaced4x", "equispaced8x"}
     again = run(study_env, "kspace_mim.train", *args)
     assert again.stderr.count("(reused)") == 4
-    root = Path(study_env["root"]) / "repo"
-    (root / "docs").mkdir(parents=True)
-    (root / "README.md").write_text("")
-    run(study_env, "kspace_mim.study", "results", "--root", str(root))
-    page = (root / "docs" / "results.md").read_text()
+    root, page = written_page(study_env, "results")
     assert "| 4x | zero-filled |" in page and "| 8x | E2E-VarNet, fastMRI recipe |" in page
     assert "significantly" in page and (root / "docs" / "results.png").is_file()
     assert (root / "docs" / "results" / "zero_filled_8x.json").is_file()
@@ -253,15 +258,8 @@ def test_a_study_runs_as_a_sweep_reuses_its_jobs_and_makes_its_page(study_env):
 def test_fastmris_loop_writes_a_job_the_parity_page_pairs(study_env):
     """The reference loop is a job of experiment=parity like any row (row=fastmri_loop
     from the command line wins over the study's list); paired per (seed, volume)."""
-    run(
-        study_env,
-        "kspace_mim.reference_loop",
-        "-m",
-        "experiment=parity",
-        "row=fastmri_loop",
-        "seed=0",
-        *TINY,
-    )
+    loop_args = ("-m", "experiment=parity", "row=fastmri_loop", "seed=0", *TINY)
+    run(study_env, "kspace_mim.reference_loop", *loop_args)
     run(study_env, "kspace_mim.train", "-m", "experiment=parity", "row=varnet", "seed=0", *TINY)
     jobs = Path(study_env["KSPACE_MIM_OUTPUT"]) / "studies" / "parity"
     assert sorted(p.name for p in jobs.iterdir() if p.is_dir()) == [
@@ -273,20 +271,8 @@ def test_fastmris_loop_writes_a_job_the_parity_page_pairs(study_env):
         p.name
         for p in (Path(study_env["KSPACE_MIM_DATA"]) / "colin27" / "multicoil_val").glob("*.h5")
     }
-    again = run(
-        study_env,
-        "kspace_mim.reference_loop",
-        "-m",
-        "experiment=parity",
-        "row=fastmri_loop",
-        "seed=0",
-        *TINY,
-    )
+    again = run(study_env, "kspace_mim.reference_loop", *loop_args)
     assert "(reused)" in again.stderr
-    root = Path(study_env["root"]) / "parity_repo"
-    (root / "docs").mkdir(parents=True)
-    (root / "README.md").write_text("")
-    run(study_env, "kspace_mim.study", "parity", "--root", str(root))
-    page = (root / "docs" / "parity.md").read_text()
+    _, page = written_page(study_env, "parity")
     assert "| fastMRI's own loop" in page and "| reference |" in page
     assert "`model=varnet` (defaults: its recipe, native grid)" in page
