@@ -304,17 +304,37 @@ def evaluations(job: dict, page: str, fixed_group: str | None) -> dict[str, dict
     return {str(n): tests[wanted]}
 
 
+def model_overrides(model: dict[str, Any]) -> tuple[str, ...]:
+    """A job's network keys as command-line overrides (``model.cascades=9``, lists and
+    nulls in Hydra's syntax), so that a count is of the job's own network."""
+
+    def value(v: Any) -> str:
+        if v is None:
+            return "null"
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, (list, tuple)):
+            return "[" + ",".join(value(x) for x in v) + "]"
+        return str(v)
+
+    return tuple(f"model.{k}={value(v)}" for k, v in model.items() if k != "_target_")
+
+
 def _flops_per_step(job: dict) -> float | None:
-    """Training FLOPs of one step at batch 1 on the job's data (``bench train``'s count)."""
+    """Training FLOPs of one slice at batch 1 on the job's data and with the job's own
+    network (``bench train``'s count)."""
     from kspace_mim.bench.train import train_step_rate
     from kspace_mim.data.mri_data import inspect_volumes, list_h5
 
     data = job["config"]["data"]
     volume = inspect_volumes(list_h5(data["val_path"]), data["challenge"])[0][0]
     grid = "x".join(map(str, volume.shape[-2:]))
-    size = job["config"]["model"].get("size", "tiny")
+    model = job["config"]["model"]
     name = job["choices"]["model"]
-    rate = train_step_rate(name, size, grid, volume.num_coils, 1, 1, "cpu")
+    overrides = model_overrides(model)
+    rate = train_step_rate(
+        name, model.get("size", "tiny"), grid, volume.num_coils, 1, 1, "cpu", overrides
+    )
     return rate["gflop_per_slice"] * 1e9
 
 
@@ -341,6 +361,7 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
         for job, evaluation in found:
             offset, offset_s, _ = _start(job["config"])
             steps = int(job["config"]["trainer"]["max_steps"]) + offset
+            batch = int(job["config"].get("data", {}).get("batch_size") or 1)
             trains = job in trained
             mine = curve(job["dir"], offset, offset_s) if trains else []
             seconds = job["metrics"].get("train_seconds") or (mine[-1]["train_s"] if mine else None)
@@ -353,7 +374,8 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
                     "checkpoint_step": None if step is None or not trains else step + offset,
                     "curve": mine,
                     "train_s": seconds,
-                    "train_flops": flops * steps if flops and trains else None,
+                    # per slice x slices seen (steps x batch)
+                    "train_flops": flops * steps * batch if flops and trains else None,
                     "chosen_on_val": chosen,
                 }
             )

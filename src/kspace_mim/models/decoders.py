@@ -24,6 +24,11 @@ class LinearDecoder(nn.Module):
             nn.PixelShuffle(stride),
         )
 
+    @property
+    def output_layer(self) -> nn.Conv2d:
+        """The last learned layer (zeroed for a network that starts at its input)."""
+        return self.proj[0]
+
     def forward(self, pyramid: list[Tensor]) -> Tensor:
         return self.proj(pyramid[-1])
 
@@ -74,6 +79,11 @@ class SkipDecoder(nn.Module):
         self.ups = nn.ModuleList(ups)
         self.to_full = _Up(stage_channels[0], stem_chans, stem_chans, strides[0])
         self.head = nn.Conv2d(stem_chans, out_chans, 1)
+
+    @property
+    def output_layer(self) -> nn.Conv2d:
+        """The last learned layer (zeroed for a network that starts at its input)."""
+        return self.head
 
     def forward(self, pyramid: list[Tensor]) -> Tensor:
         x, features = pyramid[0], pyramid[1:]

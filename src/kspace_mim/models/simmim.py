@@ -4,7 +4,14 @@ Unlike SimMIM's reference (3 RGB channels, square inputs, loss inside ``forward`
 the channels come from the data (real/imag per coil, plus a mask channel), the
 grid may be rectangular, and ``forward`` returns the prediction: the
 LightningModule owns the loss. The prediction is residual (added to the input),
-so acquired samples start right; data consistency then makes them exact.
+so acquired samples start right; data consistency then makes them exact. With
+``zero_init`` the decoder's last layer starts at zero: the untrained network returns its
+input (the zero-filled image), never something worse.
+
+As a model family (:class:`SimMIMReconstructor`) it sees either every coil as a pair of
+channels or, with ``coils="maps"``, one coil-combined image per slice: coil maps from the
+auto-calibration lines (fastMRI's ``SensitivityModel``, as E2E-VarNet) reduce the coils
+before the network and expand its image back to every coil's k-space after it.
 """
 
 from __future__ import annotations
@@ -13,13 +20,21 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from fastmri.models.varnet import SensitivityModel
 from torch import Tensor, nn
 
 from kspace_mim.config import ConfigError
 from kspace_mim.data.transforms import KspaceSample
+from kspace_mim.models.coils import coil_expand, coil_maps, coil_reduce, guard_empty_coils
 from kspace_mim.models.decoders import DECODERS, build_decoder
 from kspace_mim.models.encoders import SwinEncoder, ViTEncoder
-from kspace_mim.models.family import NetFacts, ReconOutput, kspace_output
+from kspace_mim.models.family import (
+    NetFacts,
+    ReconOutput,
+    common_low_frequencies,
+    kspace_output,
+    unrolled_output,
+)
 from kspace_mim.models.presets import resolve
 from kspace_mim.physics import channels_to_complex, complex_to_channels, fft2c, ifft2c
 
@@ -44,6 +59,8 @@ class SimMIM(nn.Module):
         mask_tokens: learn SimMIM's mask token (patches without an acquired sample get
             it). Only a network that sees k-space has such patches; on images (the
             zero-filled image, a denoiser) it would be a parameter without a gradient.
+        zero_init: zero the decoder's last layer, so that the untrained network returns
+            its input exactly (a residual network that starts at its input).
     """
 
     def __init__(
@@ -58,6 +75,7 @@ class SimMIM(nn.Module):
         mask_channel: bool = True,
         drop_path_rate: float = 0.0,
         mask_tokens: bool = True,
+        zero_init: bool = False,
         **arch,
     ):
         super().__init__()
@@ -108,6 +126,9 @@ class SimMIM(nn.Module):
         self.decoder = build_decoder(
             decoder, in_chans, self.out_chans, self.encoder.channels, self.encoder.strides
         )
+        if zero_init:
+            nn.init.zeros_(self.decoder.output_layer.weight)
+            nn.init.zeros_(self.decoder.output_layer.bias)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x: real (B, 2C, H, W); mask: bool (B, 1, H, W) acquired samples.
@@ -148,7 +169,30 @@ def predict_kspace(network: nn.Module, masked_kspace: Tensor, mask: Tensor, doma
         return y if domain == "kspace" else fft2c(y)
 
 
+def predict_with_maps(
+    network: nn.Module, masked_kspace: Tensor, mask: Tensor, maps: Tensor, slices: int = 1
+) -> Tensor:
+    """A SimMIM network's predicted k-space through coil maps (before data consistency).
+
+    masked_kspace: complex (B, S * C, H, W); mask: bool (B, 1, H, W); maps: complex
+    (B * S, C, H, W) (:func:`~kspace_mim.models.coils.coil_maps`). Each slice's coils are
+    reduced to one image, the network sees the stack's S images as 2S channels, and its
+    images are expanded back to every coil. Any coil count: the network never sees coils.
+    """
+    b, _, h, w = masked_kspace.shape
+    device = masked_kspace.device.type
+    with torch.autocast(device, enabled=False):
+        images = coil_reduce(masked_kspace.reshape(b * slices, -1, h, w), maps)
+        x = complex_to_channels(images.reshape(b, slices, h, w))
+    y = network(x, mask)
+    with torch.autocast(device, enabled=False):
+        y = channels_to_complex(y.float()).reshape(b * slices, h, w)
+        return coil_expand(y, maps).reshape(b, -1, h, w)
+
+
 DOMAINS = ("kspace", "image")
+COILS = ("channels", "maps")
+DATA_CONSISTENCY = ("hard", "soft")
 
 
 class SimMIMReconstructor(SimMIM):
@@ -159,31 +203,83 @@ class SimMIMReconstructor(SimMIM):
         domain: "kspace" (the paper's: the encoder sees acquired k-space, mask tokens
             where nothing was acquired) or "image" (the zero-filled coil images; masking
             still happens in k-space).
+        coils: "channels" (every coil a pair of input channels) or "maps" (coil maps
+            reduce each slice to one complex image and expand the prediction back;
+            ``domain="image"`` only).
+        dc: "hard" (acquired samples put back) or "soft" (VarNet's: a learned weight,
+            starting at 1 = hard, of the step towards them).
+        sens_chans, sens_pools: the sensitivity U-Net's width and depth (``coils="maps"``).
         compile: ``torch.compile`` the real-valued network (never the complex FFTs).
-        network: :class:`SimMIM`'s arguments (``family``, ``size``, ``patch_size``, ...).
+        network: :class:`SimMIM`'s arguments (``family``, ``size``, ``patch_size``,
+            ``zero_init``, ...).
     """
 
-    varying_coils = False  # every coil is a pair of input channels
-
     def __init__(
-        self, facts: NetFacts, domain: str = "image", compile: bool = False, **network: Any
+        self,
+        facts: NetFacts,
+        domain: str = "image",
+        coils: str = "channels",
+        dc: str = "hard",
+        sens_chans: int = 4,
+        sens_pools: int = 4,
+        compile: bool = False,
+        **network: Any,
     ):
         if domain not in DOMAINS:
             raise ConfigError(f"model.domain={domain!r}: one of {DOMAINS}")
+        if coils not in COILS:
+            raise ConfigError(f"model.coils={coils!r}: one of {COILS}")
+        if dc not in DATA_CONSISTENCY:
+            raise ConfigError(f"model.dc={dc!r}: one of {DATA_CONSISTENCY}")
+        if coils == "maps" and domain != "image":
+            raise ConfigError(
+                "model.coils=maps combines the coil images: it needs model.domain=image "
+                "(k-space input keeps model.coils=channels)"
+            )
+        if facts.num_coils % facts.slices:
+            raise ConfigError(
+                f"{facts.num_coils} input coils do not split into {facts.slices} slices"
+            )
         # Mask tokens only where the encoder sees k-space: on the zero-filled image every
         # patch has data, and a token without a gradient stops DDP training.
         network.setdefault("family", "swin")
         super().__init__(
-            num_coils=facts.num_coils,
+            num_coils=facts.slices if coils == "maps" else facts.num_coils,
             img_size=tuple(facts.img_size),
             mask_tokens=domain == "kspace",
             **network,
         )
-        self.domain = domain
+        self.domain, self.coils, self.dc = domain, coils, dc
         self.slices = facts.slices
+        self.sens_net = (
+            guard_empty_coils(SensitivityModel(sens_chans, sens_pools)) if coils == "maps" else None
+        )
+        # VarNet's soft data consistency; 1 = hard at the start.
+        self.dc_weight = nn.Parameter(torch.ones(1)) if dc == "soft" else None
         # Read by the system's setup: compiled in place, so state-dict keys do not change.
         self.compile_network = compile
 
+    @property
+    def varying_coils(self) -> bool:
+        # Through coil maps the network never sees coils; as channels it is built for C.
+        return self.coils == "maps"
+
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
-        prediction = predict_kspace(self, batch.masked_kspace, batch.mask, self.domain)
-        return kspace_output(batch, prediction, self.slices)
+        if self.sens_net is not None:
+            maps = coil_maps(
+                self.sens_net,
+                batch.masked_kspace,
+                batch.mask,
+                common_low_frequencies(batch),
+                self.slices,
+            )
+            prediction = predict_with_maps(self, batch.masked_kspace, batch.mask, maps, self.slices)
+        else:
+            prediction = predict_kspace(self, batch.masked_kspace, batch.mask, self.domain)
+        if self.dc_weight is None:
+            return kspace_output(batch, prediction, self.slices)
+        with torch.autocast(prediction.device.type, enabled=False):
+            prediction = prediction.to(torch.complex64)
+            step = torch.where(batch.mask.bool(), prediction - batch.masked_kspace, 0)
+            kspace = prediction - self.dc_weight * step
+        return unrolled_output(batch, kspace, self.slices, prediction)

@@ -4,7 +4,9 @@ Sensitivity maps from the auto-calibration lines (fastMRI's ``SensitivityModel``
 ``cascades`` of fastMRI's ``VarNetBlock`` (soft data consistency with a learned weight,
 plus a denoiser on the coil-combined complex image; the block does not know which
 denoiser it wraps). Optionally the single-pass SimMIM network, with its data
-consistency, gives the cascades their starting point (``first_estimate="simmim"``).
+consistency, gives the cascades their starting point (``first_estimate="simmim"``), on
+every coil as channels or, with ``first_coils="maps"``, on the image the cascades' own
+coil maps combine.
 
 Shapes follow fastMRI inside the cascades (real, ``(..., 2)`` last); the public
 ``forward`` takes and returns complex k-space like every model of the package.
@@ -30,7 +32,7 @@ from kspace_mim.models.family import (
     unrolled_output,
 )
 from kspace_mim.models.presets import PRESETS, resolve
-from kspace_mim.models.simmim import SimMIM, predict_kspace
+from kspace_mim.models.simmim import COILS, SimMIM, predict_kspace, predict_with_maps
 from kspace_mim.physics import data_consistency
 
 DENOISERS = ("unet", "swin", "vit")
@@ -140,6 +142,9 @@ class Unrolled(nn.Module):
         denoiser: "unet" | "swin" | "vit" (:func:`build_denoiser`).
         first_estimate: "none" (start from the acquired samples, as VarNet) or "simmim"
             (the single-pass SimMIM-Swin on zero-filled coil images, data consistency).
+        first_coils: the first estimate's coils: "channels" (every coil a pair of input
+            channels) or "maps" (one image per slice through the cascades' coil maps).
+        zero_init: the first estimate starts at its input (its decoder's last layer zeroed).
         share_weights: one denoiser for every cascade (each keeps its own DC weight).
         checkpointing: recompute each cascade in the backward pass (activation memory of
             one cascade instead of all: a 640x368 15-coil knee slice on one GPU).
@@ -170,8 +175,13 @@ class Unrolled(nn.Module):
         sens_pools: int = 4,
         patch_size: int = 2,
         slices: int = 1,
+        first_coils: str = "channels",
+        zero_init: bool = False,
     ):
         super().__init__()
+        if first_coils not in COILS:
+            raise ConfigError(f"model.first_coils={first_coils!r}: one of {COILS}")
+        self.first_coils = first_coils
         if num_coils % slices:
             raise ConfigError(f"{num_coils} input coils do not split into {slices} slices")
         self.slices = slices
@@ -185,13 +195,14 @@ class Unrolled(nn.Module):
             # On the zero-filled image (every patch has data): no mask token.
             SimMIM(
                 "swin",
-                num_coils,
+                slices if first_coils == "maps" else num_coils,
                 tuple(img_size),
                 patch_size,
                 None,
                 "skip",
                 size,
                 mask_tokens=False,
+                zero_init=zero_init,
             )
             if first_estimate == "simmim"
             else None
@@ -206,12 +217,21 @@ class Unrolled(nn.Module):
         )
         freeze_first_dc_weight(self.cascades)
 
-    def first_estimate(self, masked_kspace: Tensor, mask: Tensor) -> Tensor:
+    def first_estimate(
+        self, masked_kspace: Tensor, mask: Tensor, sens_maps: Tensor | None = None
+    ) -> Tensor:
         """complex (B, C, H, W): the SimMIM estimate with the acquired samples put back,
-        or the acquired samples themselves."""
+        or the acquired samples themselves. sens_maps: the cascades' coil maps, real
+        (B * S, C, H, W, 2) (fastMRI's layout), needed with ``first_coils="maps"``."""
         if self.first is None:
             return masked_kspace
-        prediction = predict_kspace(self.first, masked_kspace, mask, "image")
+        if self.first_coils == "maps":
+            if sens_maps is None:
+                raise ValueError("first_coils='maps' needs the coil maps (sens_maps)")
+            maps = torch.view_as_complex(sens_maps.float().contiguous())
+            prediction = predict_with_maps(self.first, masked_kspace, mask, maps, self.slices)
+        else:
+            prediction = predict_kspace(self.first, masked_kspace, mask, "image")
         with torch.autocast(masked_kspace.device.type, enabled=False):
             return data_consistency(prediction, masked_kspace, mask)
 
@@ -228,7 +248,7 @@ class Unrolled(nn.Module):
         ref = per_slice(masked_kspace)
         mask5 = mask.repeat_interleave(self.slices, 0).unsqueeze(-1)
         sens_maps = self.sens_net(ref, mask5, num_low_frequencies)
-        kspace = per_slice(self.first_estimate(masked_kspace, mask))
+        kspace = per_slice(self.first_estimate(masked_kspace, mask, sens_maps))
         for cascade in self.cascades:
             if self.checkpointing and self.training:
                 kspace = checkpoint(cascade, kspace, ref, mask5, sens_maps, use_reentrant=False)
@@ -242,7 +262,8 @@ class UnrolledReconstructor(Unrolled):
     VarNet's preset of that name) and the Swin size. ``network``: :class:`Unrolled`'s
     arguments; the preset's (``cascades``, ``chans``, ``pools``, ``sens_chans``,
     ``sens_pools``) override it where not None, the others (``denoiser``,
-    ``first_estimate``, ``share_weights``, ``checkpointing``, ``patch_size``) pass on."""
+    ``first_estimate``, ``first_coils``, ``zero_init``, ``share_weights``,
+    ``checkpointing``, ``patch_size``) pass on."""
 
     def __init__(self, facts: NetFacts, size: str = "tiny", **network: Any):
         preset_keys = PRESETS["unrolled"][size] if size in PRESETS["unrolled"] else {}
@@ -259,8 +280,8 @@ class UnrolledReconstructor(Unrolled):
 
     @property
     def varying_coils(self) -> bool:
-        # The SimMIM first estimate sees every coil as channels; cascades see coil maps.
-        return self.first is None
+        # A SimMIM first estimate on channels sees every coil; cascades see coil maps.
+        return self.first is None or self.first_coils == "maps"
 
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
         kspace = self(batch.masked_kspace, batch.mask, common_low_frequencies(batch))
