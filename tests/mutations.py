@@ -728,6 +728,50 @@ MUTATIONS = (
         "    if False:",
         ("tests/test_config.py::test_swin_heads_follow_the_stages_when_only_depths_are_set",),
     ),
+    Mutation(
+        "SimMIM's zero-initialised output layer keeps its random start",
+        "models/simmim.py",
+        "            nn.init.zeros_(self.decoder.output_layer.weight)\n",
+        "",
+        ("tests/test_simmim_physics.py::test_zero_init_returns_the_input",),
+    ),
+    Mutation(
+        "the coil-combined image forgets the conjugate of the coil maps",
+        "models/coils.py",
+        "fastmri.complex_mul(images, fastmri.complex_conj(torch.view_as_real(maps)))",
+        "fastmri.complex_mul(images, torch.view_as_real(maps))",
+        ("tests/test_simmim_physics.py::test_reduce_and_expand_are_fastmris_and_adjoint",),
+    ),
+    Mutation(
+        "SimMIM through coil maps is said to need one coil count",
+        "models/simmim.py",
+        '        return self.coils == "maps"',
+        "        return False",
+        (
+            "tests/test_simmim_physics.py::test_maps_take_any_coil_count_and_train_the_sensitivity_network",
+        ),
+    ),
+    Mutation(
+        "SimMIM's soft data consistency ignores its learned weight",
+        "models/simmim.py",
+        "            kspace = prediction - self.dc_weight * step",
+        "            kspace = prediction - step",
+        ("tests/test_simmim_physics.py::test_soft_dc_starts_hard_and_learns_its_weight",),
+    ),
+    Mutation(
+        "the unrolled network's first estimate ignores the coil maps it is given",
+        "models/unrolled.py",
+        '        if self.first_coils == "maps":',
+        "        if False:",
+        ("tests/test_simmim_physics.py::test_the_unrolled_first_estimate_starts_at_its_input",),
+    ),
+    Mutation(
+        "a study's FLOPs count the family's default network, not the job's",
+        "study.py",
+        "    overrides = model_overrides(model)\n",
+        "    overrides = ()\n",
+        ("tests/test_study.py::test_flops_are_of_the_jobs_own_network",),
+    ),
 )
 
 

@@ -276,3 +276,31 @@ def test_fastmris_loop_writes_a_job_the_parity_page_pairs(study_env):
     _, page = written_page(study_env, "parity")
     assert "| fastMRI's own loop" in page and "| reference |" in page
     assert "`model=varnet` (defaults: its recipe, native grid)" in page
+
+
+def test_model_overrides_are_hydra_syntax():
+    model = {"_target_": "x.Y", "cascades": 9, "depths": [2, 2, 2], "chans": None, "compile": False}
+    assert study.model_overrides(model) == (
+        "model.cascades=9",
+        "model.depths=[2,2,2]",
+        "model.chans=null",
+        "model.compile=false",
+    )
+
+
+def test_flops_are_of_the_jobs_own_network(data_root):
+    """A row that changes its network (E2E-VarNet with more cascades, a FLOP-matched row)
+    is counted with its own network, not its family's default."""
+    from omegaconf import OmegaConf
+
+    def job(*overrides: str) -> dict:
+        cfg = compose(["model=varnet", "model.size=tiny", *overrides])
+        data = {"val_path": str(data_root / "multicoil_val"), "challenge": "multicoil"}
+        model = OmegaConf.to_container(cfg.model, resolve=True)
+        return {"config": {"data": data, "model": model}, "choices": {"model": "varnet"}}
+
+    four, eight = study._flops_per_step(job()), study._flops_per_step(job("model.num_cascades=8"))
+    two = study._flops_per_step(job("model.num_cascades=2"))
+    assert two < four < eight
+    # cascades add equal cost: 8 - 4 cascades cost twice 4 - 2
+    assert abs((eight - four) - 2 * (four - two)) < 0.01 * eight
