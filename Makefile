@@ -8,7 +8,7 @@ SYNTH_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-full test-slurm wheel-check docs train data results results-label bench parity \
+.PHONY: install test test-full test-slurm wheel-check docs train data results results-swin results-label bench parity \
 	tables lint clean mutation
 
 install: $(STAMP)
@@ -46,6 +46,14 @@ results: install data
 	$(STUDY) experiment=results_cs $(ARGS)
 	$(STUDY) experiment=results $(ARGS)
 	$(PAGE) results
+
+# SimMIM-Swin, one change at a time from its default (coil maps, zero-initialised output,
+# ...), on the results protocol; its default and E2E-VarNet are the results study's rows
+# (about 40 minutes on 2 CPU cores, run alone, after them).
+results-swin: install data
+	$(STUDY) experiment=results row=swin,varnet $(ARGS)
+	$(STUDY) experiment=swin_variants $(ARGS)
+	$(PAGE) swin_variants
 
 # The README's lead result, the label-efficiency curve, then the label-free variants at
 # N = 0 (about 100 minutes on 2 CPU cores, run alone).

@@ -12,7 +12,8 @@ again. This module reads the jobs and hands them, as row records, to the one tab
     python -m kspace_mim.study results               # from outputs/studies/*
     python -m kspace_mim.study results --row-files   # again from docs/results/*.json
 
-Pages: ``results`` (``make results``), ``label_efficiency`` and ``label_free_variants``
+Pages: ``results`` (``make results``), ``swin_variants`` (``make results-swin``),
+``label_efficiency`` and ``label_free_variants``
 (``make results-label``), ``parity`` (``make parity``).
 """
 
@@ -30,6 +31,8 @@ from kspace_mim.tables import Records, RowSpec, TableSpec, read_records, record,
 
 # --- the pages -----------------------------------------------------------------------
 REFERENCE = "E2E-VarNet, fastMRI recipe"
+VARNET_FLOPS = "E2E-VarNet, fastMRI recipe, 9 cascades (the unrolled row's FLOPs)"
+NO_FIRST_FLOPS = "unrolled without its first estimate, 9 cascades (its FLOPs)"
 PRETRAINED = "unrolled, pre-trained + fine-tuned"
 CONTROL = "unrolled, from scratch at the same total steps"
 RESULTS = TableSpec(
@@ -44,7 +47,9 @@ RESULTS = TableSpec(
         "seeds of the per-volume fastMRI metrics (`experiment=results`). Δ SSIM: paired by "
         f"volume against **{REFERENCE}** (95 % bootstrap CI); **✓** = significant (Wilcoxon "
         "p < 0.05 and the CI excludes 0), · = not. Training time on this 2-core CPU is noisy "
-        "(±15-20 %): read FLOPs."
+        "(±15-20 %): read FLOPs. The two 9-cascade rows hold the unrolled row's training "
+        "FLOPs (within 4 %) and spend them on cascades: what the SimMIM first estimate adds "
+        "beyond compute is the unrolled row against them (paired below the table)."
     ),
     rows=(
         RowSpec("zero-filled", "results", "zero_filled"),
@@ -54,6 +59,8 @@ RESULTS = TableSpec(
         RowSpec("E2E-VarNet, package recipe", "results", "varnet_package"),
         RowSpec("SimMIM-Swin", "results", "swin"),
         RowSpec("unrolled", "results", "unrolled"),
+        RowSpec(VARNET_FLOPS, "results", "varnet_flops"),
+        RowSpec(NO_FIRST_FLOPS, "results", "unrolled_no_first_flops"),
         RowSpec(PRETRAINED, "results", "unrolled_pretrained"),
         RowSpec(CONTROL, "results", "unrolled_equal_total"),
         RowSpec(
@@ -64,7 +71,40 @@ RESULTS = TableSpec(
         ),
     ),
     reference=REFERENCE,
-    contrasts=((CONTROL, PRETRAINED),),
+    contrasts=((CONTROL, PRETRAINED), (VARNET_FLOPS, "unrolled"), (NO_FIRST_FLOPS, "unrolled")),
+)
+
+SWIN_DEFAULT = "SimMIM-Swin (the default: coil maps, zero-initialised, hard DC)"
+_SWIN_VARIANTS = {
+    "the previous default (every coil as channels, default initialisation)": "swin_old_default",
+    "every coil as channels (no coil maps)": "swin_channels",
+    "default initialisation (not zero)": "swin_no_zero",
+    "soft data consistency (learned weight)": "swin_soft",
+    "8 x 8 windows (4 x 4)": "swin_window8",
+    "a third stage (stride 8)": "swin_stages3",
+    "k-space input with mask tokens (channels)": "swin_kspace",
+    "batch 4, 100 steps (the same slices seen)": "swin_batch4",
+}
+SWIN_VARIANTS = TableSpec(
+    name="swin_variants",
+    title="SimMIM-Swin variants",
+    command="make results-swin",
+    caption=(
+        "SimMIM-Swin `tiny`, one change at a time from its default, on the results protocol "
+        "(`experiment=swin_variants`): the default set's held-out test volumes, "
+        "{steps[" + SWIN_DEFAULT + "]} optimizer steps at batch 1 (the batch-4 row: a "
+        "quarter of the steps, the same slices), one model for 4x and 8x, the checkpoint "
+        "chosen on validation, {seeds} seeds. Δ SSIM: paired by volume against **the "
+        "default** (95 % bootstrap CI); ✓ = significant (Wilcoxon p < 0.05 and the CI "
+        "excludes 0), · = not. E2E-VarNet (fastMRI's recipe) is the results table's row, "
+        "for scale."
+    ),
+    rows=(
+        RowSpec(SWIN_DEFAULT, "results", "swin"),
+        *(RowSpec(label, "swin_variants", option) for label, option in _SWIN_VARIANTS.items()),
+        RowSpec(REFERENCE, "results", "varnet"),
+    ),
+    reference=SWIN_DEFAULT,
 )
 
 SCRATCH, SCRATCH_TOTAL = "from scratch", "from scratch, equal total steps"
@@ -205,10 +245,15 @@ PARITY = TableSpec(
     flops=False,
 )
 
-PAGES = {s.name: s for s in (RESULTS, LABEL_EFFICIENCY, LABEL_FREE_VARIANTS, PARITY)}
+PAGES = {s.name: s for s in (RESULTS, SWIN_VARIANTS, LABEL_EFFICIENCY, LABEL_FREE_VARIANTS, PARITY)}
 # The evaluation a page reads from each job: its held-out test under this mask
 # (``metrics.json`` ``tests``), every test mask (None), or validation ("val").
-EVALUATION = {"results": None, "label_efficiency": "equispaced4x", "parity": "val"}
+EVALUATION = {
+    "results": None,
+    "swin_variants": None,
+    "label_efficiency": "equispaced4x",
+    "parity": "val",
+}
 EVALUATION["label_free_variants"] = EVALUATION["label_efficiency"]
 
 
