@@ -203,9 +203,9 @@ class SimMIMReconstructor(SimMIM):
         domain: "kspace" (the paper's: the encoder sees acquired k-space, mask tokens
             where nothing was acquired) or "image" (the zero-filled coil images; masking
             still happens in k-space).
-        coils: "channels" (every coil a pair of input channels) or "maps" (coil maps
+        coils: "channels" (every coil a pair of input channels), "maps" (coil maps
             reduce each slice to one complex image and expand the prediction back;
-            ``domain="image"`` only).
+            ``domain="image"`` only) or "auto" (maps on the image, channels on k-space).
         dc: "hard" (acquired samples put back) or "soft" (VarNet's: a learned weight,
             starting at 1 = hard, of the step towards them).
         sens_chans, sens_pools: the sensitivity U-Net's width and depth (``coils="maps"``).
@@ -218,7 +218,7 @@ class SimMIMReconstructor(SimMIM):
         self,
         facts: NetFacts,
         domain: str = "image",
-        coils: str = "channels",
+        coils: str = "auto",
         dc: str = "hard",
         sens_chans: int = 4,
         sens_pools: int = 4,
@@ -227,8 +227,10 @@ class SimMIMReconstructor(SimMIM):
     ):
         if domain not in DOMAINS:
             raise ConfigError(f"model.domain={domain!r}: one of {DOMAINS}")
+        if coils == "auto":
+            coils = "maps" if domain == "image" else "channels"
         if coils not in COILS:
-            raise ConfigError(f"model.coils={coils!r}: one of {COILS}")
+            raise ConfigError(f"model.coils={coils!r}: one of {COILS} or auto")
         if dc not in DATA_CONSISTENCY:
             raise ConfigError(f"model.dc={dc!r}: one of {DATA_CONSISTENCY}")
         if coils == "maps" and domain != "image":
