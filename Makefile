@@ -40,7 +40,7 @@ STUDY := KSPACE_MIM_DATA=$(abspath $(DATA_ROOT)) $(BIN)/python -m kspace_mim.tra
 PAGE := KSPACE_MIM_DATA=$(abspath $(DATA_ROOT)) $(BIN)/python -m kspace_mim.study
 
 # The results table and curves: every model for the same 400 optimizer steps, 3 seeds,
-# the held-out test volumes at 4x and 8x (about 85 minutes on 2 CPU cores, run alone).
+# the held-out test volumes at 4x and 8x (about 110 minutes on 2 CPU cores, run alone).
 results: install data
 	$(STUDY) experiment=results_pretrain $(ARGS)
 	$(STUDY) experiment=results_cs $(ARGS)
@@ -77,7 +77,7 @@ parity: install data
 # Every generated page again from its committed row files (docs/<page>/*.json): no
 # training, seconds.
 tables: install
-	for page in results label_efficiency label_free_variants parity; do \
+	for page in results swin_variants label_efficiency label_free_variants parity; do \
 		$(BIN)/python -m kspace_mim.study $$page --row-files || exit 1; done
 
 # Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them

@@ -766,11 +766,19 @@ MUTATIONS = (
         ("tests/test_simmim_physics.py::test_the_unrolled_first_estimate_starts_at_its_input",),
     ),
     Mutation(
+        "a study's FLOPs are counted on the file's grid, not the model's",
+        "study.py",
+        '    facts = build_datamodule(OmegaConf.create(job["config"])).facts()',
+        '    facts = build_datamodule(OmegaConf.create({**job["config"], "data": '
+        '{**job["config"]["data"], "grid": "native"}})).facts()',
+        ("tests/test_study.py::test_flops_are_of_the_jobs_own_network_and_grid",),
+    ),
+    Mutation(
         "a study's FLOPs count the family's default network, not the job's",
         "study.py",
         "    overrides = model_overrides(model)\n",
         "    overrides = ()\n",
-        ("tests/test_study.py::test_flops_are_of_the_jobs_own_network",),
+        ("tests/test_study.py::test_flops_are_of_the_jobs_own_network_and_grid",),
     ),
 )
 

@@ -288,19 +288,27 @@ def test_model_overrides_are_hydra_syntax():
     )
 
 
-def test_flops_are_of_the_jobs_own_network(data_root):
+def test_flops_are_of_the_jobs_own_network_and_grid(data_root):
     """A row that changes its network (E2E-VarNet with more cascades, a FLOP-matched row)
-    is counted with its own network, not its family's default."""
+    is counted with its own network, not its family's default, and a square-grid family
+    on its own crop, not on the file's k-space grid."""
     from omegaconf import OmegaConf
 
-    def job(*overrides: str) -> dict:
-        cfg = compose(["model=varnet", "model.size=tiny", *overrides])
-        data = {"val_path": str(data_root / "multicoil_val"), "challenge": "multicoil"}
-        model = OmegaConf.to_container(cfg.model, resolve=True)
-        return {"config": {"data": data, "model": model}, "choices": {"model": "varnet"}}
+    def job(model: str, *overrides: str) -> dict:
+        folder = data_root / "multicoil_val"
+        cfg = compose(
+            [f"model={model}", "model.size=tiny", f"data.train_path={folder}"]
+            + [f"data.val_path={folder}", "data.num_workers=0", *overrides]
+        )
+        return {"config": OmegaConf.to_container(cfg, resolve=True), "choices": {"model": model}}
 
-    four, eight = study._flops_per_step(job()), study._flops_per_step(job("model.num_cascades=8"))
-    two = study._flops_per_step(job("model.num_cascades=2"))
+    four = study._flops_per_step(job("varnet"))
+    eight = study._flops_per_step(job("varnet", "model.num_cascades=8"))
+    two = study._flops_per_step(job("varnet", "model.num_cascades=2"))
     assert two < four < eight
     # cascades add equal cost: 8 - 4 cascades cost twice 4 - 2
     assert abs((eight - four) - 2 * (four - two)) < 0.01 * eight
+    # the U-Net on a 16 x 16 crop against a 32 x 32 one: about a quarter of the work
+    small = study._flops_per_step(job("unet", "data.crop_size=16"))
+    large = study._flops_per_step(job("unet", "data.crop_size=32"))
+    assert 3.5 < large / small < 4.5

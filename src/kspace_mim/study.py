@@ -366,19 +366,21 @@ def model_overrides(model: dict[str, Any]) -> tuple[str, ...]:
 
 
 def _flops_per_step(job: dict) -> float | None:
-    """Training FLOPs of one slice at batch 1 on the job's data and with the job's own
-    network (``bench train``'s count)."""
-    from kspace_mim.bench.train import train_step_rate
-    from kspace_mim.data.mri_data import inspect_volumes, list_h5
+    """Training FLOPs of one slice at batch 1 with the job's own network on the job's own
+    model grid (a square-grid family's crop, not the file's k-space): ``bench train``'s
+    count."""
+    from omegaconf import OmegaConf
 
-    data = job["config"]["data"]
-    volume = inspect_volumes(list_h5(data["val_path"]), data["challenge"])[0][0]
-    grid = "x".join(map(str, volume.shape[-2:]))
+    from kspace_mim.bench.train import train_step_rate
+    from kspace_mim.train import build_datamodule
+
+    facts = build_datamodule(OmegaConf.create(job["config"])).facts()
     model = job["config"]["model"]
-    name = job["choices"]["model"]
+    grid = "x".join(map(str, facts.img_size))
     overrides = model_overrides(model)
+    size = model.get("size", "tiny")
     rate = train_step_rate(
-        name, model.get("size", "tiny"), grid, volume.num_coils, 1, 1, "cpu", overrides
+        job["choices"]["model"], size, grid, facts.num_coils, 1, 1, "cpu", overrides
     )
     return rate["gflop_per_slice"] * 1e9
 
