@@ -743,6 +743,13 @@ MUTATIONS = (
         ("tests/test_simmim_physics.py::test_reduce_and_expand_are_fastmris_and_adjoint",),
     ),
     Mutation(
+        "SimMIM's default falls back to every coil as channels on the image",
+        "models/simmim.py",
+        '            coils = "maps" if domain == "image" else "channels"',
+        '            coils = "channels"',
+        ("tests/test_simmim_physics.py::test_bad_coil_and_consistency_options_are_refused",),
+    ),
+    Mutation(
         "SimMIM through coil maps is said to need one coil count",
         "models/simmim.py",
         '        return self.coils == "maps"',
