@@ -51,7 +51,7 @@ results: install data
 # ...), on the results protocol; its default and E2E-VarNet are the results study's rows
 # (about 40 minutes on 2 CPU cores, run alone, after them).
 results-swin: install data
-	$(STUDY) experiment=results row=swin,varnet $(ARGS)
+	$(STUDY) experiment=results row=swin,varnet,unrolled $(ARGS)
 	$(STUDY) experiment=swin_variants $(ARGS)
 	$(PAGE) swin_variants
 

@@ -85,6 +85,7 @@ _SWIN_VARIANTS = {
     "k-space input with mask tokens (channels)": "swin_kspace",
     "batch 4, 100 steps (the same slices seen)": "swin_batch4",
 }
+UNROLLED_FIRST_MAPS = "unrolled, first estimate through coil maps, zero-initialised"
 SWIN_VARIANTS = TableSpec(
     name="swin_variants",
     title="SimMIM-Swin variants",
@@ -97,14 +98,18 @@ SWIN_VARIANTS = TableSpec(
         "chosen on validation, {seeds} seeds. Δ SSIM: paired by volume against **the "
         "default** (95 % bootstrap CI); ✓ = significant (Wilcoxon p < 0.05 and the CI "
         "excludes 0), · = not. E2E-VarNet (fastMRI's recipe) is the results table's row, "
-        "for scale."
+        "for scale. The last row gives the unrolled network's first estimate the same "
+        "physics; it is paired with the unrolled network's default below the table."
     ),
     rows=(
         RowSpec(SWIN_DEFAULT, "results", "swin"),
         *(RowSpec(label, "swin_variants", option) for label, option in _SWIN_VARIANTS.items()),
         RowSpec(REFERENCE, "results", "varnet"),
+        RowSpec("unrolled", "results", "unrolled"),
+        RowSpec(UNROLLED_FIRST_MAPS, "swin_variants", "unrolled_first_maps"),
     ),
     reference=SWIN_DEFAULT,
+    contrasts=(("unrolled", UNROLLED_FIRST_MAPS),),
 )
 
 SCRATCH, SCRATCH_TOTAL = "from scratch", "from scratch, equal total steps"
