@@ -729,6 +729,13 @@ MUTATIONS = (
         ("tests/test_config.py::test_swin_heads_follow_the_stages_when_only_depths_are_set",),
     ),
     Mutation(
+        "the README leaves out the contrasts it is asked to repeat",
+        "tables.py",
+        "        readings = contrast_readings(spec, records, spec.readme_contrasts)\n",
+        "        readings = []\n",
+        ("tests/test_tables.py::test_the_readme_repeats_the_contrasts_it_is_asked_to",),
+    ),
+    Mutation(
         "SimMIM's zero-initialised output layer keeps its random start",
         "models/simmim.py",
         "            nn.init.zeros_(self.decoder.output_layer.weight)\n",

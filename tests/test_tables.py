@@ -211,3 +211,25 @@ def test_a_page_is_written_with_its_row_files_picture_and_readme_section(tmp_pat
     assert len(list((tmp_path / "docs" / "demo").glob("*.json"))) == len(records)
     readme = (tmp_path / "README.md").read_text()
     assert "\nold\n" not in readme and "| 4x | 0.6551 | 0.7052 (+0.050 ✓) |" in readme
+
+
+def test_the_readme_repeats_the_contrasts_it_is_asked_to(tmp_path, records):
+    """A contrast named in ``readme_contrasts`` is read out in the README's section too
+    (the same sentence as the page's), others stay on the page."""
+    (tmp_path / "README.md").write_text("<!-- demo:start -->\n<!-- demo:end -->\n")
+    spec = TableSpec(
+        **{
+            **SPEC.__dict__,
+            "readme": (("ref",), ("better",)),
+            "contrasts": (("same", "better"), ("ref", "worse")),
+            "readme_contrasts": (("same", "better"),),
+        }
+    )
+    write_page(spec, records, tmp_path, picture=False)
+    readme = (tmp_path / "README.md").read_text()
+    sentence = next(
+        line for line in readme.splitlines() if line.startswith("better against same (paired)")
+    )
+    assert "4x: +0.050" in sentence and "(significant" in sentence
+    assert sentence in (tmp_path / "docs" / "demo.md").read_text()
+    assert "worse against ref" not in readme

@@ -72,6 +72,8 @@ RESULTS = TableSpec(
     ),
     reference=REFERENCE,
     contrasts=((CONTROL, PRETRAINED), (VARNET_FLOPS, "unrolled"), (NO_FIRST_FLOPS, "unrolled")),
+    readme=((REFERENCE,), ("SimMIM-Swin",), ("unrolled",), (VARNET_FLOPS,)),
+    readme_contrasts=((VARNET_FLOPS, "unrolled"), (NO_FIRST_FLOPS, "unrolled")),
 )
 
 SWIN_DEFAULT = "SimMIM-Swin (the default: coil maps, zero-initialised, hard DC)"

@@ -69,7 +69,8 @@ class TableSpec:
     (each volume's mean over seeds) or ``seed_volume`` (each seed's run of both, each
     volume); contrasts: further pairs read out per group (label A, label B: B - A);
     readme: the README's short form, a column per tuple of alternative labels (the
-    first found per group), the first tuple the reference; flops: the FLOPs column."""
+    first found per group), the first tuple the reference; readme_contrasts: contrasts
+    whose reading the README's short form repeats; flops: the FLOPs column."""
 
     name: str
     title: str
@@ -84,6 +85,7 @@ class TableSpec:
     pairing: str = "volume"
     contrasts: tuple[tuple[str, str], ...] = ()
     readme: tuple[tuple[str, ...], ...] | None = None
+    readme_contrasts: tuple[tuple[str, str], ...] = ()
     flops: bool = True
 
     def labels(self, tabled: bool = True) -> list[str]:
@@ -317,7 +319,16 @@ def reading(spec: TableSpec, records: Records, found: list[tuple]) -> str:
                 f"{_listed(spec, better)}; significantly worse at {_listed(spec, worse)}; "
                 f"not distinguishable at {_listed(spec, ties)}."
             )
-    for a, b in spec.contrasts:
+    parts.extend(contrast_readings(spec, records, spec.contrasts))
+    return "\n\n".join(parts)
+
+
+def contrast_readings(
+    spec: TableSpec, records: Records, contrasts: tuple[tuple[str, str], ...]
+) -> list[str]:
+    """One sentence per contrast (A, B): B - A paired, per group, significant or not."""
+    parts = []
+    for a, b in contrasts:
         said = []
         for group in groups(records):
             ra, rb = records.get((a, group)), records.get((b, group))
@@ -330,7 +341,7 @@ def reading(spec: TableSpec, records: Records, found: list[tuple]) -> str:
             said.append(f"{at}{delta} ({sig}, p = {stat['wilcoxon_p']:.3g})")
         if said:
             parts.append(f"{b} against {a} (paired): " + "; ".join(said) + ".")
-    return "\n\n".join(parts)
+    return parts
 
 
 def _group_text(spec: TableSpec, group: str) -> str:
@@ -515,4 +526,7 @@ def write_page(spec: TableSpec, records: Records, root: Path, picture: bool = Tr
             f"The full table, steps, FLOPs and curves: [docs/{spec.name}.md](docs/{spec.name}.md)."
             f"\n\n![{spec.title}](docs/{spec.name}.png)\n"
         )
+        readings = contrast_readings(spec, records, spec.readme_contrasts)
+        if readings:
+            summary = summary.replace("\n\n![", "\n\n" + "\n\n".join(readings) + "\n\n![", 1)
     return write_generated(root, spec.name, spec.title, spec.command, text, summary)
