@@ -86,6 +86,7 @@ _SWIN_VARIANTS = {
     "a third stage (stride 8)": "swin_stages3",
     "k-space input with mask tokens (channels)": "swin_kspace",
     "batch 4, 100 steps (the same slices seen)": "swin_batch4",
+    "learning rate 3e-4 (1e-3)": "swin_lr3e4",
 }
 UNROLLED_FIRST_MAPS = "unrolled, first estimate through coil maps, zero-initialised"
 SWIN_VARIANTS = TableSpec(
