@@ -114,7 +114,7 @@ def test_soft_dc_starts_hard_and_learns_its_weight():
 
 def test_maps_with_adjacent_slices_reconstruct_the_middle():
     torch.manual_seed(0)
-    module = system_of("swin", 3 * C, (H, W), net={"size": "tiny"}, data=ADJACENT)
+    module = system_of("swin", 3 * C, (H, W), net={"size": "tiny", "dc": "hard"}, data=ADJACENT)
     assert module.net.out_chans == 2 * 3  # one complex image per slice of the stack
     batch = make_batch(coils=3 * C)
     out = module.reconstruct(batch)

@@ -166,7 +166,11 @@ def test_adjacent_slices_reach_the_network_and_the_image_is_the_middle(family, k
         "unet": lambda: system_of("unet", 3 * C, (H, W), net={"size": "tiny"}, data=ADJACENT),
         # zero_init off: an untrained network that returns its input ignores neighbours
         "swin": lambda: system_of(
-            "swin", 3 * C, (H, W), net={"size": "tiny", "zero_init": False}, data=ADJACENT
+            "swin",
+            3 * C,
+            (H, W),
+            net={"size": "tiny", "zero_init": False, "dc": "hard"},
+            data=ADJACENT,
         ),
     }
     module = build[family]()

@@ -76,12 +76,14 @@ RESULTS = TableSpec(
     readme_contrasts=((VARNET_FLOPS, "unrolled"), (NO_FIRST_FLOPS, "unrolled")),
 )
 
-SWIN_DEFAULT = "SimMIM-Swin (the default: coil maps, zero-initialised, hard DC)"
+SWIN_DEFAULT = "SimMIM-Swin (the default: coil maps, zero-initialised, soft DC)"
 _SWIN_VARIANTS = {
-    "the previous default (every coil as channels, default initialisation)": "swin_old_default",
+    "the previous default (every coil as channels, default initialisation, hard DC)": (
+        "swin_old_default"
+    ),
     "every coil as channels (no coil maps)": "swin_channels",
     "default initialisation (not zero)": "swin_no_zero",
-    "soft data consistency (learned weight)": "swin_soft",
+    "hard data consistency (soft: a learned weight)": "swin_hard",
     "8 x 8 windows (4 x 4)": "swin_window8",
     "a third stage (stride 8)": "swin_stages3",
     "k-space input with mask tokens (channels)": "swin_kspace",
