@@ -42,9 +42,10 @@ def test_bf16_autocast_keeps_ffts_in_float32(model, batch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model.reconstruct(batch)
     assert out.kspace.dtype == torch.complex64 and out.image.dtype == torch.float32
-    # acquired samples are exact (data consistency in float32), the image close
+    # acquired samples to float32 precision (data consistency in float32: bf16 would be
+    # off by 1e-2; soft data consistency at its initial weight 1 rounds, hard is exact)
     acquired = batch.mask.expand_as(out.kspace)
-    assert torch.equal(out.kspace[acquired], batch.masked_kspace[acquired])
+    torch.testing.assert_close(out.kspace[acquired], batch.masked_kspace[acquired])
     torch.testing.assert_close(
         out.image, reference.image, rtol=0.05, atol=0.05 * float(reference.image.max())
     )
