@@ -729,6 +729,13 @@ MUTATIONS = (
         ("tests/test_config.py::test_swin_heads_follow_the_stages_when_only_depths_are_set",),
     ),
     Mutation(
+        "a page's flatness sentence follows the order its records came in",
+        "tables.py",
+        "    for (label, group), r in sorted(records.items(), key=lambda kv: place(kv[0])):",
+        "    for (label, group), r in records.items():",
+        ("tests/test_tables.py::test_a_page_reads_the_same_whatever_order_its_records_come_in",),
+    ),
+    Mutation(
         "the README leaves out the contrasts it is asked to repeat",
         "tables.py",
         "        readings = contrast_readings(spec, records, spec.readme_contrasts)\n",

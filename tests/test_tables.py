@@ -233,3 +233,14 @@ def test_the_readme_repeats_the_contrasts_it_is_asked_to(tmp_path, records):
     assert "4x: +0.050" in sentence and "(significant" in sentence
     assert sentence in (tmp_path / "docs" / "demo.md").read_text()
     assert "worse against ref" not in readme
+
+
+def test_a_page_reads_the_same_whatever_order_its_records_come_in(records):
+    """Jobs and row files hand the records over in different orders: the page (the
+    flatness sentence included) follows the spec's rows, so ``make tables`` changes
+    nothing."""
+    curve = [{"step": 10, "train_s": 1.0, "ssim": 0.5}, {"step": 20, "train_s": 2.0, "ssim": 0.6}]
+    with_curves = {k: record(k[0], k[1], runs(0.6, 0.0, curve=curve)) for k in records}
+    backwards = dict(reversed(list(with_curves.items())))
+    text = page(SPEC, with_curves)
+    assert "Validation SSIM gained" in text and page(SPEC, backwards) == text

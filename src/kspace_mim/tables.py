@@ -356,9 +356,14 @@ def flatness(spec: TableSpec, records: Records) -> str:
     """Which validation curves had flattened by their last interval and which still rose
     (each row once: its first group with a curve)."""
     seen, parts, rising = set(), [], []
-    for (label, group), r in sorted(
-        records.items(), key=lambda kv: groups(records).index(kv[0][1])
-    ):
+    order, found = spec.labels(tabled=False), groups(records)
+
+    def place(key: tuple[str, str]) -> tuple[int, int]:
+        # The page's row order, whatever order the records came in (jobs or row files).
+        label, group = key
+        return found.index(group), order.index(label) if label in order else len(order)
+
+    for (label, group), r in sorted(records.items(), key=lambda kv: place(kv[0])):
         if label in seen or "last_gain" not in r:
             continue
         seen.add(label)
