@@ -128,8 +128,11 @@ def test_bad_coil_and_consistency_options_are_refused():
     facts = NetFacts(C, (H, W))
     with pytest.raises(ConfigError, match="domain=image"):
         SimMIMReconstructor(facts, domain="kspace", coils="maps", size="tiny")
-    assert SimMIMReconstructor(facts, size="tiny").coils == "maps"  # auto, on the image
-    assert SimMIMReconstructor(facts, domain="kspace", size="tiny").coils == "channels"
+    assert SimMIMReconstructor(facts, coils="auto", size="tiny").coils == "maps"  # on the image
+    auto = SimMIMReconstructor(facts, domain="kspace", coils="auto", size="tiny")
+    assert auto.coils == "channels"
+    # A network mapping saved before the option existed rebuilds coils as channels.
+    assert SimMIMReconstructor(facts, size="tiny").coils == "channels"
     with pytest.raises(ConfigError, match="model.coils"):
         SimMIMReconstructor(facts, coils="both", size="tiny")
     with pytest.raises(ConfigError, match="model.dc"):

@@ -205,7 +205,10 @@ class SimMIMReconstructor(SimMIM):
             still happens in k-space).
         coils: "channels" (every coil a pair of input channels), "maps" (coil maps
             reduce each slice to one complex image and expand the prediction back;
-            ``domain="image"`` only) or "auto" (maps on the image, channels on k-space).
+            ``domain="image"`` only) or "auto" (maps on the image, channels on k-space;
+            the model YAML's default). The argument's default is the layout before coil
+            maps existed, so a checkpoint whose network mapping predates the option
+            rebuilds the network it was trained as.
         dc: "hard" (acquired samples put back) or "soft" (VarNet's: a learned weight,
             starting at 1 = hard, of the step towards them).
         sens_chans, sens_pools: the sensitivity U-Net's width and depth (``coils="maps"``).
@@ -218,7 +221,7 @@ class SimMIMReconstructor(SimMIM):
         self,
         facts: NetFacts,
         domain: str = "image",
-        coils: str = "auto",
+        coils: str = "channels",
         dc: str = "hard",
         sens_chans: int = 4,
         sens_pools: int = 4,
