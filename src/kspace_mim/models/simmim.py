@@ -211,7 +211,8 @@ class SimMIMReconstructor(SimMIM):
             rebuilds the network it was trained as.
         dc: "hard" (acquired samples put back) or "soft" (VarNet's: a learned weight,
             starting at 1 = hard, of the step towards them).
-        sens_chans, sens_pools: the sensitivity U-Net's width and depth (``coils="maps"``).
+        sens_chans: the sensitivity U-Net's width (``coils="maps"``).
+        sens_pools: the sensitivity U-Net's depth (``coils="maps"``).
         compile: ``torch.compile`` the real-valued network (never the complex FFTs).
         network: :class:`SimMIM`'s arguments (``family``, ``size``, ``patch_size``,
             ``zero_init``, ...).
