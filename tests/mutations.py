@@ -801,6 +801,34 @@ MUTATIONS = (
         "    overrides = ()\n",
         ("tests/test_study.py::test_flops_are_of_the_jobs_own_network_and_grid",),
     ),
+    Mutation(
+        "an affine augmentation keeps the file's target (k-space and target disagree)",
+        "data/augment.py",
+        "        return self.flip_prob > 0 or self.random_crop or self.affine",
+        "        return self.flip_prob > 0 or self.random_crop",
+        ("tests/test_augment.py::test_augmented_kspace_and_target_come_from_the_same_images",),
+    ),
+    Mutation(
+        "the augmentation's strength ignores how far training is",
+        "data/augment.py",
+        "        return self.affine_prob * (1 - math.exp(-c * self.progress)) / (1 - math.exp(-c))",
+        "        return self.affine_prob",
+        ("tests/test_augment.py::test_the_exponential_schedule_grows_from_nothing_to_affine_prob",),
+    ),
+    Mutation(
+        "loader workers never see the training progress",
+        "data/augment.py",
+        "torch.ones((), dtype=torch.float64).share_memory_()",
+        "torch.ones((), dtype=torch.float64)",
+        ("tests/test_augment.py::test_progress_reaches_persistent_loader_workers",),
+    ),
+    Mutation(
+        "an option added later changes every finished run's identity",
+        "fingerprint.py",
+        "        and not (k in NEUTRAL and v == NEUTRAL[k])\n",
+        "",
+        ("tests/test_augment.py::test_an_option_added_later_keeps_old_runs_their_identity",),
+    ),
 )
 
 

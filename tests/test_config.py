@@ -165,11 +165,20 @@ def test_every_lightning_trainer_argument_is_in_the_trainer_group():
 def test_callbacks_group_instantiates_and_entries_drop(tmp_path):
     from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-    from kspace_mim.callbacks import CheckpointOnInterrupt, instantiate_callbacks
+    from kspace_mim.callbacks import (
+        AugmentationSchedule,
+        CheckpointOnInterrupt,
+        instantiate_callbacks,
+    )
 
     cfg = compose([f"paths.run_dir={tmp_path}", "trainer.enable_progress_bar=false"])
     kinds = [type(c) for c in instantiate_callbacks(cfg.callbacks)]
-    assert kinds == [ModelCheckpoint, CheckpointOnInterrupt, LearningRateMonitor]
+    assert kinds == [
+        ModelCheckpoint,
+        CheckpointOnInterrupt,
+        AugmentationSchedule,
+        LearningRateMonitor,
+    ]
     cfg = compose([f"paths.run_dir={tmp_path}", "checkpoint.every_n_train_steps=5"])
     callbacks = instantiate_callbacks(cfg.callbacks)
     periodic = [c for c in callbacks if isinstance(c, ModelCheckpoint) and not c.monitor]

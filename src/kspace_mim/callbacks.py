@@ -42,6 +42,28 @@ class CheckpointOnInterrupt(L.Callback):
             )
 
 
+class AugmentationSchedule(L.Callback):
+    """Tells the training data's augmentation how far training is (its ``progress``, the
+    fraction of ``max_steps``, or of ``max_epochs`` when no step budget is set), which
+    its strength schedule reads (``augmentation.schedule=exp``). The value lives in
+    shared memory, so loader workers see it too."""
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        augmentation = getattr(trainer.datamodule, "augmentation", None)
+        if augmentation is None or not hasattr(augmentation, "progress"):
+            return
+        if trainer.max_steps and trainer.max_steps > 0:
+            done = trainer.global_step / trainer.max_steps
+        elif trainer.max_epochs and trainer.max_epochs > 0:
+            batches = max(float(trainer.num_training_batches), 1.0)
+            done = (trainer.current_epoch + batch_idx / batches) / trainer.max_epochs
+        else:
+            done = 1.0
+        augmentation.progress = done
+
+
 def periodic_checkpoint(dirpath: str | Path, every_n_train_steps: int | None) -> L.Callback | None:
     """``last.ckpt`` every N training steps (a killed run loses at most N); None when N is
     unset, and then no callback at all (``checkpoint.every_n_train_steps``)."""

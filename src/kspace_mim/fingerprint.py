@@ -17,6 +17,8 @@ directory inside callbacks, ``logger``), Hydra's own keys, ``ckpt_path``, and ho
 work is spread or shown (devices, strategy, loader workers and pinned memory, the
 validation batch size, logging cadence, model summary, profiler, progress bars, the
 learning-rate monitor, the periodic checkpoint's cadence): none changes what is learned.
+Options added later (:data:`NEUTRAL`) count only when set to something else than what
+the package did before they existed.
 The studies key their caches on the identity *and* the budget (:meth:`Fingerprint.digest`).
 """
 
@@ -59,6 +61,19 @@ IGNORED = (
     "callbacks.periodic_checkpoint",
     "callbacks.lr_monitor",
 )
+# Keys added after runs were recorded, with the value that does what the package did
+# before they existed: at that value a key is left out of the identity, so adding an
+# option (off by default) keeps every finished run and study job its own.
+NEUTRAL: dict[str, Any] = {
+    "augmentation.affine_prob": 0.0,
+    "augmentation.rotation_deg": 0.0,
+    "augmentation.scaling": 0.0,
+    "augmentation.shearing_deg": 0.0,
+    "augmentation.translation": 0.0,
+    "augmentation.schedule": "constant",
+    "augmentation.schedule_c": 5.0,
+    "callbacks.augmentation_schedule._target_": "kspace_mim.callbacks.AugmentationSchedule",
+}
 # What a resume may change (and a study's cache may not).
 BUDGET = (
     "trainer.max_steps",
@@ -128,7 +143,13 @@ def fingerprint(cfg: DictConfig) -> Fingerprint:
             cfg.pop(group, None)
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
     budget = {k: v for k, v in flat.items() if _under(k, BUDGET)}
-    identity = {k: v for k, v in flat.items() if not _under(k, IGNORED) and not _under(k, BUDGET)}
+    identity = {
+        k: v
+        for k, v in flat.items()
+        if not _under(k, IGNORED)
+        and not _under(k, BUDGET)
+        and not (k in NEUTRAL and v == NEUTRAL[k])
+    }
     return Fingerprint(identity, budget)
 
 

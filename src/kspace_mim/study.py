@@ -79,9 +79,7 @@ RESULTS = TableSpec(
 SWIN_DEFAULT = "SimMIM-Swin (the default: coil maps, zero-initialised, soft DC, 8 x 8 windows)"
 _SWIN_VARIANTS = {
     "the previous default (every coil as channels, default initialisation, hard DC, "
-    "4 x 4 windows)": (
-        "swin_old_default"
-    ),
+    "4 x 4 windows)": ("swin_old_default"),
     "every coil as channels (no coil maps)": "swin_channels",
     "default initialisation (not zero)": "swin_no_zero",
     "hard data consistency (soft: a learned weight)": "swin_hard",
