@@ -829,6 +829,27 @@ MUTATIONS = (
         "",
         ("tests/test_augment.py::test_an_option_added_later_keeps_old_runs_their_identity",),
     ),
+    Mutation(
+        "a gated cascade starts open (VarNet's untrained output is not zero-filling)",
+        "models/residual.py",
+        "        self.scale = nn.Parameter(torch.zeros(()))",
+        "        self.scale = nn.Parameter(torch.ones(()))",
+        ("tests/test_start_at_input.py::test_the_untrained_network_returns_the_zero_filled_image",),
+    ),
+    Mutation(
+        "the residual U-Net adds its correction to the image mean",
+        "models/unet.py",
+        "(middle if self.residual else mean)",
+        "mean",
+        ("tests/test_start_at_input.py::test_the_untrained_network_returns_the_zero_filled_image",),
+    ),
+    Mutation(
+        "maps_start=zero_filled still starts at the coil-map projection",
+        "models/simmim.py",
+        '        if start == "sense":\n',
+        "        if True:\n",
+        ("tests/test_start_at_input.py::test_the_untrained_network_returns_the_zero_filled_image",),
+    ),
 )
 
 

@@ -73,6 +73,9 @@ NEUTRAL: dict[str, Any] = {
     "augmentation.schedule": "constant",
     "augmentation.schedule_c": 5.0,
     "callbacks.augmentation_schedule._target_": "kspace_mim.callbacks.AugmentationSchedule",
+    "model.residual_gate": False,
+    "model.residual": False,
+    "model.maps_start": "sense",
 }
 # What a resume may change (and a study's cache may not).
 BUDGET = (

@@ -169,8 +169,16 @@ def predict_kspace(network: nn.Module, masked_kspace: Tensor, mask: Tensor, doma
         return y if domain == "kspace" else fft2c(y)
 
 
+MAPS_STARTS = ("sense", "zero_filled")
+
+
 def predict_with_maps(
-    network: nn.Module, masked_kspace: Tensor, mask: Tensor, maps: Tensor, slices: int = 1
+    network: nn.Module,
+    masked_kspace: Tensor,
+    mask: Tensor,
+    maps: Tensor,
+    slices: int = 1,
+    start: str = "sense",
 ) -> Tensor:
     """A SimMIM network's predicted k-space through coil maps (before data consistency).
 
@@ -178,7 +186,13 @@ def predict_with_maps(
     (B * S, C, H, W) (:func:`~kspace_mim.models.coils.coil_maps`). Each slice's coils are
     reduced to one image, the network sees the stack's S images as 2S channels, and its
     images are expanded back to every coil. Any coil count: the network never sees coils.
+    start: what a network that returns its input gives: "sense" (its images expanded:
+    the coil-combined zero-filled image projected through the maps) or "zero_filled"
+    (only its change to the images is expanded and added to the acquired k-space: the
+    zero-filled k-space itself, whatever the maps).
     """
+    if start not in MAPS_STARTS:
+        raise ConfigError(f"model.maps_start={start!r}: one of {MAPS_STARTS}")
     b, _, h, w = masked_kspace.shape
     device = masked_kspace.device.type
     with torch.autocast(device, enabled=False):
@@ -187,7 +201,9 @@ def predict_with_maps(
     y = network(x, mask)
     with torch.autocast(device, enabled=False):
         y = channels_to_complex(y.float()).reshape(b * slices, h, w)
-        return coil_expand(y, maps).reshape(b, -1, h, w)
+        if start == "sense":
+            return coil_expand(y, maps).reshape(b, -1, h, w)
+        return masked_kspace + coil_expand(y - images, maps).reshape(b, -1, h, w)
 
 
 DOMAINS = ("kspace", "image")
@@ -213,6 +229,10 @@ class SimMIMReconstructor(SimMIM):
             starting at 1 = hard, of the step towards them).
         sens_chans: the sensitivity U-Net's width (``coils="maps"``).
         sens_pools: the sensitivity U-Net's depth (``coils="maps"``).
+        maps_start: with ``coils="maps"``, what the untrained network (``zero_init``)
+            returns: "sense" (the coil-combined zero-filled image through the untrained
+            coil maps) or "zero_filled" (the zero-filled image exactly); see
+            :func:`predict_with_maps`.
         compile: ``torch.compile`` the real-valued network (never the complex FFTs).
         network: :class:`SimMIM`'s arguments (``family``, ``size``, ``patch_size``,
             ``zero_init``, ...).
@@ -226,6 +246,7 @@ class SimMIMReconstructor(SimMIM):
         dc: str = "hard",
         sens_chans: int = 4,
         sens_pools: int = 4,
+        maps_start: str = "sense",
         compile: bool = False,
         **network: Any,
     ):
@@ -235,6 +256,8 @@ class SimMIMReconstructor(SimMIM):
             coils = "maps" if domain == "image" else "channels"
         if coils not in COILS:
             raise ConfigError(f"model.coils={coils!r}: one of {COILS} or auto")
+        if maps_start not in MAPS_STARTS:
+            raise ConfigError(f"model.maps_start={maps_start!r}: one of {MAPS_STARTS}")
         if dc not in DATA_CONSISTENCY:
             raise ConfigError(f"model.dc={dc!r}: one of {DATA_CONSISTENCY}")
         if coils == "maps" and domain != "image":
@@ -255,7 +278,7 @@ class SimMIMReconstructor(SimMIM):
             mask_tokens=domain == "kspace",
             **network,
         )
-        self.domain, self.coils, self.dc = domain, coils, dc
+        self.domain, self.coils, self.dc, self.maps_start = domain, coils, dc, maps_start
         self.slices = facts.slices
         self.sens_net = (
             guard_empty_coils(SensitivityModel(sens_chans, sens_pools)) if coils == "maps" else None
@@ -279,7 +302,9 @@ class SimMIMReconstructor(SimMIM):
                 common_low_frequencies(batch),
                 self.slices,
             )
-            prediction = predict_with_maps(self, batch.masked_kspace, batch.mask, maps, self.slices)
+            prediction = predict_with_maps(
+                self, batch.masked_kspace, batch.mask, maps, self.slices, self.maps_start
+            )
         else:
             prediction = predict_kspace(self, batch.masked_kspace, batch.mask, self.domain)
         if self.dc_weight is None:

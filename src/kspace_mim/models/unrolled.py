@@ -32,7 +32,14 @@ from kspace_mim.models.family import (
     unrolled_output,
 )
 from kspace_mim.models.presets import PRESETS, resolve
-from kspace_mim.models.simmim import COILS, SimMIM, predict_kspace, predict_with_maps
+from kspace_mim.models.residual import gate_cascades
+from kspace_mim.models.simmim import (
+    COILS,
+    MAPS_STARTS,
+    SimMIM,
+    predict_kspace,
+    predict_with_maps,
+)
 from kspace_mim.physics import data_consistency
 
 DENOISERS = ("unet", "swin", "vit")
@@ -145,6 +152,11 @@ class Unrolled(nn.Module):
         first_coils: the first estimate's coils: "channels" (every coil a pair of input
             channels) or "maps" (one image per slice through the cascades' coil maps).
         zero_init: the first estimate starts at its input (its decoder's last layer zeroed).
+        residual_gate: each cascade's denoiser term scaled by a learned gate starting at 0
+            (with ``zero_init`` or no first estimate, the untrained network returns the
+            zero-filled image).
+        maps_start: with ``first_coils="maps"``, what the untrained first estimate returns
+            ("sense" or "zero_filled", :func:`~kspace_mim.models.simmim.predict_with_maps`).
         share_weights: one denoiser for every cascade (each keeps its own DC weight).
         checkpointing: recompute each cascade in the backward pass (activation memory of
             one cascade instead of all: a 640x368 15-coil knee slice on one GPU).
@@ -177,8 +189,13 @@ class Unrolled(nn.Module):
         slices: int = 1,
         first_coils: str = "channels",
         zero_init: bool = False,
+        residual_gate: bool = False,
+        maps_start: str = "sense",
     ):
         super().__init__()
+        if maps_start not in MAPS_STARTS:
+            raise ConfigError(f"model.maps_start={maps_start!r}: one of {MAPS_STARTS}")
+        self.maps_start = maps_start
         if first_coils not in COILS:
             raise ConfigError(f"model.first_coils={first_coils!r}: one of {COILS}")
         self.first_coils = first_coils
@@ -216,6 +233,8 @@ class Unrolled(nn.Module):
             [VarNetBlock(shared if shared is not None else make()) for _ in range(cascades)]
         )
         freeze_first_dc_weight(self.cascades)
+        if residual_gate:
+            gate_cascades(self.cascades)
 
     def first_estimate(
         self, masked_kspace: Tensor, mask: Tensor, sens_maps: Tensor | None = None
@@ -229,7 +248,9 @@ class Unrolled(nn.Module):
             if sens_maps is None:
                 raise ValueError("first_coils='maps' needs the coil maps (sens_maps)")
             maps = torch.view_as_complex(sens_maps.float().contiguous())
-            prediction = predict_with_maps(self.first, masked_kspace, mask, maps, self.slices)
+            prediction = predict_with_maps(
+                self.first, masked_kspace, mask, maps, self.slices, self.maps_start
+            )
         else:
             prediction = predict_kspace(self.first, masked_kspace, mask, "image")
         with torch.autocast(masked_kspace.device.type, enabled=False):
@@ -262,7 +283,8 @@ class UnrolledReconstructor(Unrolled):
     VarNet's preset of that name) and the Swin size. ``network``: :class:`Unrolled`'s
     arguments; the preset's (``cascades``, ``chans``, ``pools``, ``sens_chans``,
     ``sens_pools``) override it where not None, the others (``denoiser``,
-    ``first_estimate``, ``first_coils``, ``zero_init``, ``share_weights``,
+    ``first_estimate``, ``first_coils``, ``zero_init``, ``residual_gate``, ``maps_start``,
+    ``share_weights``,
     ``checkpointing``, ``patch_size``) pass on."""
 
     def __init__(self, facts: NetFacts, size: str = "tiny", **network: Any):

@@ -21,6 +21,7 @@ from kspace_mim.data.transforms import KspaceSample
 from kspace_mim.models.coils import guard_empty_coils
 from kspace_mim.models.family import NetFacts, ReconOutput, common_low_frequencies, unrolled_output
 from kspace_mim.models.presets import resolve
+from kspace_mim.models.residual import gate_cascades
 from kspace_mim.models.unrolled import freeze_first_dc_weight
 
 
@@ -28,9 +29,17 @@ class VarNetReconstructor(VarNet):
     """E2E-VarNet. ``size``: tiny (4 cascades, chans 8, sens_chans 4: CPU), small, base
     (fastMRI's leaderboard model: 12 cascades, chans 18, sens_chans 8); ``preset``:
     ``VarNet``'s arguments (``num_cascades``, ``chans``, ``pools``, ``sens_chans``,
-    ``sens_pools``), each overriding the preset where not None."""
+    ``sens_pools``), each overriding the preset where not None. ``residual_gate``: each
+    cascade's denoiser term scaled by a learned gate starting at 0, so the untrained
+    network returns the zero-filled image (not fastMRI's: its published recipe is off)."""
 
-    def __init__(self, facts: NetFacts, size: str = "tiny", **preset: int | None):
+    def __init__(
+        self,
+        facts: NetFacts,
+        size: str = "tiny",
+        residual_gate: bool = False,
+        **preset: int | None,
+    ):
         if facts.slices > 1:
             raise ConfigError(
                 "data.adjacent_slices: fastMRI's VarNet reconstructs one slice at a time; "
@@ -42,6 +51,8 @@ class VarNetReconstructor(VarNet):
         # not NaN; the first cascade's data-consistency weight never gets a gradient.
         guard_empty_coils(self.sens_net)
         freeze_first_dc_weight(self.cascades)
+        if residual_gate:
+            gate_cascades(self.cascades)
 
     def reconstruct(self, batch: KspaceSample) -> ReconOutput:
         ref = torch.view_as_real(batch.masked_kspace)
