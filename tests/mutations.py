@@ -850,6 +850,20 @@ MUTATIONS = (
         "        if True:\n",
         ("tests/test_start_at_input.py::test_the_untrained_network_returns_the_zero_filled_image",),
     ),
+    Mutation(
+        "step 0's validation is logged but its weights never kept",
+        "callbacks.py",
+        "            callback._last_global_step_saved = -1\n",
+        "            pass\n",
+        ("tests/test_callbacks.py::test_validation_at_step_zero_competes_for_the_best_checkpoint",),
+    ),
+    Mutation(
+        "validation.at_zero validates nothing before the first step",
+        "callbacks.py",
+        "        if trainer.global_step != 0 or not trainer.limit_val_batches:",
+        "        if True:",
+        ("tests/test_callbacks.py::test_validation_at_step_zero_competes_for_the_best_checkpoint",),
+    ),
 )
 
 

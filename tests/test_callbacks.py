@@ -245,3 +245,35 @@ def test_validation_at_steps_needs_the_step_based_trainer(data_root, tmp_path, s
     overrides = small_overrides(data_root / "multicoil_train", "validation.at_steps=true")
     with pytest.raises(ValueError, match="check_val_every_n_epoch=null"):
         run(compose(overrides), tmp_path / "run")
+
+
+def test_validation_at_step_zero_competes_for_the_best_checkpoint(
+    data_root, tmp_path, small_overrides, train_log
+):
+    """validation.at_zero: a validation before the first step, logged at step 0, equal
+    to zero-filling for a network that starts at its input; when training only hurts
+    (a learning rate far too large), the checkpoint kept is step 0's."""
+    from kspace_mim.config import compose
+    from kspace_mim.train import run
+
+    folder = data_root / "multicoil_train"
+    steps = [
+        "trainer.max_steps=4",
+        "trainer.max_epochs=-1",
+        "trainer.check_val_every_n_epoch=null",
+        "trainer.val_check_interval=1",
+        "trainer.num_sanity_val_steps=0",
+        "validation.at_steps=true",
+        "validation.points=2",
+    ]
+    overrides = small_overrides(
+        folder, *steps, "validation.at_zero=true", "model=unet", "model.residual=true"
+    )
+    metrics = run(compose([*overrides, "optim.lr=100"]), tmp_path / "run")
+    log = train_log(tmp_path / "run").dropna(subset=["time/steps"])
+    assert log["time/steps"].astype(int).tolist() == [0, 1, 4]  # step 0, then the schedule
+    assert metrics["checkpoint_step"] == 0
+    assert metrics["ssim"] == pytest.approx(log["val/ssim"].iloc[0], abs=1e-6)
+    zero_filled = [o for o in small_overrides(folder, *steps) if o != "model.size=tiny"]
+    baseline = run(compose([*zero_filled, "model=zero_filled"]), tmp_path / "zf")
+    assert metrics["ssim"] == pytest.approx(baseline["ssim"], abs=1e-4)

@@ -140,6 +140,32 @@ class ValidateAtSteps(L.Callback):
             pl_module.log("time/steps", float(trainer.global_step), rank_zero_only=True)
 
 
+class ValidateAtStart(L.Callback):
+    """Validate once before the first optimizer step (step 0), as part of the run: its
+    metrics are logged at step 0 and its weights compete for the best checkpoint, so a
+    run whose training only made things worse keeps the untrained network (which, for a
+    network that starts at its input, is the zero-filled image). Lightning validates
+    only after training steps (and its sanity check logs and keeps nothing), so this
+    runs its validation loop once more, as the training epoch loop does after a step."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != 0 or not trainer.limit_val_batches:
+            return  # a resumed run validated at its start already
+        # ModelCheckpoint remembers step 0 as "already saved": let it save this one.
+        for callback in trainer.checkpoint_callbacks:
+            callback._last_global_step_saved = -1
+        trainer.validating = True
+        first_loop_iter = trainer._logger_connector._first_loop_iter
+        trainer.fit_loop.epoch_loop.val_loop.run()
+        trainer.training = True
+        trainer._logger_connector._first_loop_iter = first_loop_iter
+
+
+def validate_at_start(enabled: bool) -> L.Callback | None:
+    """The ``callbacks.validate_at_start`` entry (``validation.at_zero``)."""
+    return ValidateAtStart() if enabled else None
+
+
 def validate_at_steps(enabled: bool, max_steps: int, points: int = 6) -> L.Callback | None:
     """The ``callbacks.validate_at_steps`` entry: a :class:`ValidateAtSteps` when the
     config asks for step-scheduled validation, else nothing."""

@@ -76,6 +76,9 @@ NEUTRAL: dict[str, Any] = {
     "model.residual_gate": False,
     "model.residual": False,
     "model.maps_start": "sense",
+    "validation.at_zero": False,
+    "callbacks.validate_at_start._target_": "kspace_mim.callbacks.validate_at_start",
+    "callbacks.validate_at_start.enabled": False,
 }
 # What a resume may change (and a study's cache may not).
 BUDGET = (
