@@ -864,6 +864,20 @@ MUTATIONS = (
         "        if True:",
         ("tests/test_callbacks.py::test_validation_at_step_zero_competes_for_the_best_checkpoint",),
     ),
+    Mutation(
+        "a labelled draw is the same for every seed",
+        "data/datamodule.py",
+        "    rng = random.Random(seed)",
+        "    rng = random.Random(0)",
+        ("tests/test_datamodule.py::test_a_draw_is_stratified_by_acquisition_and_seeded",),
+    ),
+    Mutation(
+        "a labelled draw is not stratified by acquisition",
+        "data/datamodule.py",
+        "            if groups[name] and len(chosen) < n:",
+        "            while groups[name] and len(chosen) < n:",
+        ("tests/test_datamodule.py::test_a_draw_is_stratified_by_acquisition_and_seeded",),
+    ),
 )
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import pytest
 import torch
+from hydra.errors import InstantiationException
 
 from kspace_mim.config import compose
-from kspace_mim.data.datamodule import FastMRIDataModule
-from kspace_mim.data.mri_data import BadFilesError
+from kspace_mim.data.datamodule import FastMRIDataModule, draw_volumes
+from kspace_mim.data.mri_data import BadFilesError, Volume
 from kspace_mim.data.samplers import VolumeBatchSampler, assign_volumes
 from kspace_mim.data.transforms import KspaceSample
 from kspace_mim.train import build_datamodule, run
@@ -258,14 +261,56 @@ def test_undersampled_train_files_need_ssdu(data_root):
     assert all(b.target.numel() == 0 for b in batches)
 
 
-def test_train_volumes_takes_the_first_n(data_root):
+def test_train_volumes_takes_the_first_n_or_a_draw_per_seed(data_root):
     common = [
         f"data.train_path={data_root}/multicoil_train",
         f"data.val_path={data_root}/multicoil_val",
     ]
-    dm = make_datamodule([*common, "data.train_volumes=2"])
-    dm.setup("fit")
-    names = sorted({v.path.name for v in dm.datasets["train"].volumes})
-    assert names == ["file1000000.h5", "file1000001.h5"]
+
+    def names(*extra: str) -> list[str]:
+        dm = make_datamodule([*common, *extra])
+        dm.setup("fit")
+        return sorted({v.path.name for v in dm.datasets["train"].volumes})
+
+    assert names("data.train_volumes=2", "data.train_draw=first") == [
+        "file1000000.h5",
+        "file1000001.h5",
+    ]
+    draws = {tuple(names("data.train_volumes=2", f"seed={seed}")) for seed in range(6)}
+    assert len(draws) > 1 and all(len(d) == 2 for d in draws)  # the default: a draw per seed
+    assert names("data.train_volumes=2", "seed=3") == names("data.train_volumes=2", "seed=3")
+    with pytest.raises(InstantiationException, match="data.train_draw='best'"):
+        make_datamodule([*common, "data.train_volumes=2", "data.train_draw=best"])
     with pytest.raises(ValueError, match="data.train_volumes=9, but the train folder has 5"):
         make_datamodule([*common, "data.train_volumes=9"]).setup("fit")
+
+
+def fake_volume(name: str, acquisition: str) -> Volume:
+    return Volume(Path(name), 4, (2, 8, 8), {"acquisition": acquisition})
+
+
+def test_a_draw_is_stratified_by_acquisition_and_seeded():
+    """n volumes cover min(n, acquisitions) acquisitions; each seed draws its own; the
+    same seed, the same volumes, whatever the order the folder listed them in."""
+    volumes = [fake_volume(f"f{i:02d}.h5", ("AXT1", "CORT1", "SAGT1")[i % 3]) for i in range(30)]
+    for n in (1, 2, 3, 6):
+        for seed in range(5):
+            drawn = draw_volumes(volumes, n, seed)
+            kinds = [v.metadata["acquisition"] for v in drawn]
+            assert len(drawn) == n == len({v.path for v in drawn})
+            assert len(set(kinds)) == min(n, 3) and max(map(kinds.count, kinds)) <= -(-n // 3)
+            assert drawn == draw_volumes(volumes[::-1], n, seed)
+    firsts = {tuple(v.path.name for v in draw_volumes(volumes, 3, s)) for s in range(10)}
+    assert len(firsts) > 5
+    assert draw_volumes(volumes, 30, 0) == sorted(volumes, key=lambda v: v.path.name)
+
+
+def test_the_draw_is_part_of_a_runs_identity_only_when_it_draws():
+    from kspace_mim.config import compose
+    from kspace_mim.fingerprint import fingerprint
+
+    assert "data.train_draw" not in fingerprint(compose([])).identity
+    few = fingerprint(compose(["data.train_volumes=4"])).identity
+    assert few["data.train_draw"] == "random"
+    first = fingerprint(compose(["data.train_volumes=4", "data.train_draw=first"])).identity
+    assert "data.train_draw" not in first  # what runs before the option did

@@ -79,6 +79,11 @@ NEUTRAL: dict[str, Any] = {
     "validation.at_zero": False,
     "callbacks.validate_at_start._target_": "kspace_mim.callbacks.validate_at_start",
     "callbacks.validate_at_start.enabled": False,
+    "data.train_draw": "first",
+}
+# Keys that change nothing while another key has this value: left out of the identity then.
+UNUSED_WHEN: dict[str, tuple[str, Any]] = {
+    "data.train_draw": ("data.train_volumes", None),
 }
 # What a resume may change (and a study's cache may not).
 BUDGET = (
@@ -155,6 +160,7 @@ def fingerprint(cfg: DictConfig) -> Fingerprint:
         if not _under(k, IGNORED)
         and not _under(k, BUDGET)
         and not (k in NEUTRAL and v == NEUTRAL[k])
+        and not (k in UNUSED_WHEN and flat.get(UNUSED_WHEN[k][0]) == UNUSED_WHEN[k][1])
     }
     return Fingerprint(identity, budget)
 

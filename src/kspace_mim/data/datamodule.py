@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from pathlib import Path
 from typing import NamedTuple
 
@@ -64,6 +65,30 @@ def split_volumes(volumes: list[Volume], val_fraction: float, seed: int) -> tupl
     return [v for i, v in enumerate(volumes) if i not in val], [volumes[i] for i in val]
 
 
+TRAIN_DRAWS = ("random", "first")
+
+
+def draw_volumes(volumes: list[Volume], n: int, seed: int) -> list[Volume]:
+    """``n`` volumes drawn at random, stratified by the files' ``acquisition`` attribute
+    (fastMRI's: CORPD_FBK, AXT2, ...; the default data's AXT1 / CORT1 / SAGT1): the
+    groups take turns in a seeded random order, each giving a seeded random volume, so
+    n volumes cover min(n, groups) acquisitions. Returned in file-name order."""
+    rng = random.Random(seed)
+    groups: dict[str, list[Volume]] = {}
+    for volume in sorted(volumes, key=lambda v: v.path.name):
+        groups.setdefault(str(volume.metadata.get("acquisition", "")), []).append(volume)
+    order = sorted(groups)
+    rng.shuffle(order)
+    for name in order:
+        rng.shuffle(groups[name])
+    chosen: list[Volume] = []
+    while len(chosen) < n:
+        for name in order:
+            if groups[name] and len(chosen) < n:
+                chosen.append(groups[name].pop())
+    return sorted(chosen, key=lambda v: v.path.name)
+
+
 class FastMRIDataModule(L.LightningDataModule):
     """fastMRI volumes from folders; the mask and grid of the config.
 
@@ -96,8 +121,11 @@ class FastMRIDataModule(L.LightningDataModule):
             8x, seeded by file name).
         split_file: any JSON with ``val_list`` / ``test_list`` instead of ``split``.
         split_dir: where ``python -m kspace_mim.data.split`` wrote the split.
-        train_volumes: train on the first N volumes of the train folder only (sorted by
-            name; label-efficient studies), None: all.
+        train_volumes: train on N volumes of the train folder only (label-efficient
+            studies), None: all.
+        train_draw: how those N are chosen: "random" (a draw stratified by acquisition,
+            seeded by ``split_seed``, so each seed draws its own; :func:`draw_volumes`)
+            or "first" (the first N by file name).
         train_needs_targets: whether every training file must hold a fully sampled target
             (``supervision=supervised``); False accepts undersampled-only files (fastMRI's
             test layout, their own mask) for ``supervision=ssdu`` or ``mim``.
@@ -133,6 +161,7 @@ class FastMRIDataModule(L.LightningDataModule):
         synthetic_root: str | None = None,
         adjacent_slices: int = 0,
         train_volumes: int | None = None,
+        train_draw: str = "random",
         train_needs_targets: bool = True,
         split: str | None = None,
         split_file: str | None = None,
@@ -152,6 +181,9 @@ class FastMRIDataModule(L.LightningDataModule):
         if train_volumes is not None and train_volumes < 1:
             raise ValueError(f"data.train_volumes must be >= 1 (or null), got {train_volumes}")
         self.train_volumes = train_volumes
+        if train_draw not in TRAIN_DRAWS:
+            raise ValueError(f"data.train_draw={train_draw!r}: one of {TRAIN_DRAWS}")
+        self.train_draw = train_draw
         self.train_needs_targets = train_needs_targets
         if adjacent_slices < 0:
             raise ValueError(f"data.adjacent_slices must be >= 0, got {adjacent_slices}")
@@ -227,7 +259,16 @@ class FastMRIDataModule(L.LightningDataModule):
                     f"data.train_volumes={self.train_volumes}, but the train folder has "
                     f"{len(train)} volume(s)"
                 )
-            train = train[: self.train_volumes]
+            if self.train_draw == "first":
+                train = sorted(train, key=lambda v: v.path.name)[: self.train_volumes]
+            else:
+                train = draw_volumes(train, self.train_volumes, self.split_seed)
+            log.info(
+                "training on %d volume(s) (%s): %s",
+                len(train),
+                self.train_draw,
+                ", ".join(v.path.name for v in train[:8]) + (" ..." if len(train) > 8 else ""),
+            )
         untargeted = [v.path.name for v in train if not v.has_target]
         if untargeted and self.train_needs_targets:
             names = ", ".join(untargeted[:10]) + (", ..." if len(untargeted) > 10 else "")
