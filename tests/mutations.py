@@ -878,6 +878,20 @@ MUTATIONS = (
         "            while groups[name] and len(chosen) < n:",
         ("tests/test_datamodule.py::test_a_draw_is_stratified_by_acquisition_and_seeded",),
     ),
+    Mutation(
+        "label-free validation reads the fully sampled k-space",
+        "modules/reconstruction.py",
+        "        acquired = batch._replace(kspace=batch.masked_kspace, target=torch.zeros(0, 0))",
+        "        acquired = batch._replace(masked_kspace=batch.kspace)",
+        ("tests/test_heldout_validation.py::test_the_heldout_loss_reads_only_acquired_samples",),
+    ),
+    Mutation(
+        "evaluation.checkpoint=heldout keeps the checkpoint chosen on labels",
+        "train.py",
+        "HELDOUT_METRIC if which == \"heldout\" else None",
+        "None",
+        ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
+    ),
 )
 
 

@@ -161,6 +161,23 @@ class ValidateAtStart(L.Callback):
         trainer._logger_connector._first_loop_iter = first_loop_iter
 
 
+HELDOUT_METRIC = "val/heldout_loss"
+
+
+def heldout_checkpoint(
+    dirpath: str | Path, heldout: float, optimized_metric: str
+) -> L.Callback | None:
+    """``heldout-*.ckpt``: the best checkpoint by the label-free held-out loss
+    (``validation.heldout`` > 0), beside the best by ``optimized_metric``; None when the
+    held-out loss is not scored, or is the optimized metric already (the main
+    checkpoint callback keeps it then)."""
+    if not heldout or optimized_metric == HELDOUT_METRIC:
+        return None
+    return ModelCheckpoint(
+        dirpath=dirpath, filename="heldout-{epoch:03d}", monitor=HELDOUT_METRIC, mode="min"
+    )
+
+
 def validate_at_start(enabled: bool) -> L.Callback | None:
     """The ``callbacks.validate_at_start`` entry (``validation.at_zero``)."""
     return ValidateAtStart() if enabled else None

@@ -80,6 +80,12 @@ NEUTRAL: dict[str, Any] = {
     "callbacks.validate_at_start._target_": "kspace_mim.callbacks.validate_at_start",
     "callbacks.validate_at_start.enabled": False,
     "data.train_draw": "first",
+    "validation.heldout": 0.0,
+    "callbacks.heldout_checkpoint._target_": "kspace_mim.callbacks.heldout_checkpoint",
+    "callbacks.heldout_checkpoint.dirpath": f"{RUN_DIR}/checkpoints",
+    "callbacks.heldout_checkpoint.heldout": 0.0,
+    "callbacks.heldout_checkpoint.optimized_metric": "val/ssim",
+    "optimized_mode": "max",
 }
 # Keys that change nothing while another key has this value: left out of the identity then.
 UNUSED_WHEN: dict[str, tuple[str, Any]] = {

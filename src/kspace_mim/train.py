@@ -9,6 +9,7 @@ sweeps: :mod:`kspace_mim.jobs`.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -22,7 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from kspace_mim.callbacks import instantiate_callbacks
+from kspace_mim.callbacks import HELDOUT_METRIC, instantiate_callbacks
 from kspace_mim.checkpoint_io import AtomicCheckpointIO
 from kspace_mim.checkpoints import load_pretrained, read_checkpoint
 from kspace_mim.config import CONFIG_DIR, ConfigError, check_renamed, require_extras
@@ -62,6 +63,7 @@ def build_model(cfg: DictConfig, datamodule: FastMRIDataModule) -> Reconstructio
         data=data_settings(cfg),
         on_nonfinite=cfg.train.on_nonfinite,
         supervision=OmegaConf.to_container(cfg.supervision, resolve=True),
+        heldout_validation=float(OmegaConf.select(cfg, "validation.heldout", default=0.0) or 0),
     )
     if len(facts.coil_counts) > 1 and not model.varying_coils:
         raise ConfigError(
@@ -229,21 +231,41 @@ def checkpoint_step(path: str | None, trusted: list[str] | None = None) -> int |
     return int(read_checkpoint(path, trusted=trusted or [])["global_step"])
 
 
+SELECTIONS = ("best", "last", "heldout")
+
+
 def chosen_checkpoint(cfg: DictConfig, callbacks: list, run_dir: Path) -> str | None:
     """The checkpoint every number is of: the best on validation (``evaluation.checkpoint:
-    best``, None when there is none: the final state) or the final state (``last``)."""
+    best``, by ``optimized_metric``; None when there is none: the final state), the
+    best by the label-free held-out loss (``heldout``) or the final state (``last``)."""
+    which = selection(cfg)
+    if which == "last":
+        return None
+    return best_checkpoint(callbacks, run_dir, HELDOUT_METRIC if which == "heldout" else None)
+
+
+def selection(cfg: DictConfig) -> str:
+    """``evaluation.checkpoint``, checked against what the run validates."""
     which = OmegaConf.select(cfg, "evaluation.checkpoint", default="best")
-    if which not in ("best", "last"):
-        raise ConfigError(f"evaluation.checkpoint={which!r}: best or last")
-    return best_checkpoint(callbacks, run_dir) if which == "best" else None
+    if which not in SELECTIONS:
+        raise ConfigError(f"evaluation.checkpoint={which!r}: one of {SELECTIONS}")
+    if which == "heldout" and not OmegaConf.select(cfg, "validation.heldout", default=0):
+        raise ConfigError(
+            "evaluation.checkpoint=heldout chooses by the held-out share of the validation "
+            "scans' acquired samples: set validation.heldout (e.g. 0.2)"
+        )
+    return which
 
 
-def best_checkpoint(callbacks: list, run_dir: Path) -> str | None:
-    """The best checkpoint by the monitored metric, if one was written in this run
-    directory and still exists (a resumed run restores the callback's record, which may
-    name a file rotated away, or another run's file)."""
+def best_checkpoint(callbacks: list, run_dir: Path, monitor: str | None = None) -> str | None:
+    """The best checkpoint by the monitored metric (``monitor``; None: the first
+    monitoring callback's), if one was written in this run directory and still exists (a
+    resumed run restores the callback's record, which may name a file rotated away, or
+    another run's file)."""
     for callback in callbacks:
-        if isinstance(callback, ModelCheckpoint) and callback.monitor:
+        if not isinstance(callback, ModelCheckpoint) or not callback.monitor:
+            continue
+        if monitor is None or callback.monitor == monitor:
             best = callback.best_model_path
             inside = best and Path(best).resolve().is_relative_to(Path(run_dir).resolve())
             return best if inside and Path(best).is_file() else None
@@ -262,9 +284,9 @@ def train(cfg: DictConfig) -> float:
         # A study's sweep re-launched: this job finished here with this very configuration.
         if rank_zero_only.rank == 0:
             print(f"finished before with this configuration: {run_dir} (reused)", file=sys.stderr)
-        return float(done[cfg.optimized_metric.split("/", 1)[1]])
+        return float(done.get(cfg.optimized_metric.split("/", 1)[1], math.nan))
     metrics = run_job(run, cfg, run_dir, claim=lambda: claim(run_dir, mine, bool(cfg.ckpt_path)))
-    return float(metrics[cfg.optimized_metric.split("/", 1)[1]])
+    return float(metrics.get(cfg.optimized_metric.split("/", 1)[1], math.nan))
 
 
 def main() -> None:

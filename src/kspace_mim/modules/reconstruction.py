@@ -38,6 +38,8 @@ from kspace_mim.models.family import (
 from kspace_mim.supervision import build_supervision
 
 log = logging.getLogger(__name__)
+# The held-out validation split's seed (fixed: every run and epoch holds out the same).
+HELDOUT_SEED = 20201
 
 DEFAULT_LOSS = {"kspace_l1": 0.0, "image_l1": 1.0, "image_ssim": 0.0}
 # The optim group's default (conf/optim/warmup_cosine.yaml); a dict without _target_ is
@@ -102,6 +104,7 @@ class ReconstructionModule(L.LightningModule):
         data: dict | None = None,
         on_nonfinite: str = "stop",
         supervision: dict | None = None,
+        heldout_validation: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -135,6 +138,30 @@ class ReconstructionModule(L.LightningModule):
         self.optim = {**DEFAULT_OPTIM, **optim} if "_target_" not in optim else optim
         self.ssim_loss = SSIMLoss()
         self.val_metrics = VolumeMetrics()
+        # Label-free validation: a fixed share of each validation slice's acquired samples
+        # held out (uniform, outside the fully sampled centre, keyed by file and slice),
+        # the rest reconstructed, the normalised error on the held-out ones logged as
+        # val/heldout_loss (zero-shot SSDU's stopping rule). Needs k-space output.
+        self.heldout_validation = (
+            build_supervision(
+                {
+                    "_target_": "kspace_mim.supervision.SSDU",
+                    "loss_fraction": heldout_validation,
+                    "selection": "uniform",
+                    "protect": "acs",
+                    "resample": "fixed",
+                    "seed": HELDOUT_SEED,
+                }
+            )
+            if heldout_validation
+            else None
+        )
+        if self.heldout_validation is not None and not self.has_kspace_output:
+            raise ConfigError(
+                f"validation.heldout={heldout_validation} scores held-out k-space samples: "
+                f"{type(self.net).__name__} outputs an image only"
+            )
+        self._heldout: list[tuple[str, int, float]] = []
         self.best: dict[str, float] = {}
         self.last_metrics: dict[str, dict[str, Any]] = {}
         self._figure_batch: tuple | None = None
@@ -246,7 +273,31 @@ class ReconstructionModule(L.LightningModule):
         return recipe([p for p in self.parameters() if p.requires_grad], self.trainer)
 
     # --- evaluation -------------------------------------------------------------------
-    def _eval_step(self, batch: KspaceSample, batch_idx: int) -> None:
+    def heldout_losses(self, batch: KspaceSample) -> list[float]:
+        """Per slice: the normalised error on the held-out share of the acquired samples,
+        the network given the rest (only ``masked_kspace`` and ``mask`` are read: never
+        a fully sampled sample, never the target)."""
+        assert self.heldout_validation is not None
+        acquired = batch._replace(kspace=batch.masked_kspace, target=torch.zeros(0, 0))
+        step = self.heldout_validation.prepare(acquired)
+        kspace = self.reconstruct(step.input).kspace
+        reference = self.centre_slice(acquired).masked_kspace
+        if step.gain is not None:
+            reference = reference / step.gain.reshape(-1, 1, 1, 1)
+        return [
+            float(
+                self.heldout_validation.held_out_loss(
+                    kspace[i : i + 1], reference[i : i + 1], step.held_out[i : i + 1]
+                )
+            )
+            for i in range(kspace.shape[0])
+        ]
+
+    def _eval_step(self, batch: KspaceSample, batch_idx: int, stage: str) -> None:
+        if self.heldout_validation is not None and stage == "val":
+            losses = self.heldout_losses(batch)
+            slices = zip(batch.fname, batch.slice_num, losses, strict=True)
+            self._heldout += [(f, int(s), value) for f, s, value in slices]
         if batch.target.numel() == 0:
             return  # challenge files: no target to score against
         out = self.reconstruct(batch)
@@ -263,10 +314,10 @@ class ReconstructionModule(L.LightningModule):
             self._figure_batch = (batch, out)
 
     def validation_step(self, batch: KspaceSample, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx)
+        self._eval_step(batch, batch_idx, "val")
 
     def test_step(self, batch: KspaceSample, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx)
+        self._eval_step(batch, batch_idx, "test")
 
     def _gather(self) -> dict[str, Any]:
         """Merge every rank's per-slice statistics; every rank gets the same result."""
@@ -279,8 +330,27 @@ class ReconstructionModule(L.LightningModule):
         self.val_metrics.reset()
         return result
 
+    def _gather_heldout(self) -> float | None:
+        """The mean held-out loss over every rank's validation slices (None: not scored)."""
+        values = self._heldout
+        self._heldout = []
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            states = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(states, values)
+            values = [v for state in states for v in state]
+        unique = {(f, s): v for f, s, v in values}  # a padded DDP sampler repeats slices
+        return sum(unique.values()) / len(unique) if unique else None
+
     def _eval_epoch_end(self, stage: str) -> None:
         result = self._gather()
+        heldout = self._gather_heldout() if stage == "val" else None
+        if heldout is not None:
+            # Logged whether or not the validation files have targets (label-free runs).
+            self.log("val/heldout_loss", heldout, sync_dist=False)
+            if result["num_volumes"] == 0:
+                self.last_metrics[stage] = {"heldout_loss": heldout}
+                return
+            result["heldout_loss"] = heldout
         if result["num_volumes"] == 0:
             return
         check_finite_metrics(result, stage, self.global_step)

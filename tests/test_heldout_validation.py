@@ -1,0 +1,93 @@
+"""Selection without labels: validation by a held-out share of the acquired samples of
+validation scans (zero-shot SSDU's stopping rule), never a fully sampled sample."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kspace_mim.config import ConfigError, compose
+from kspace_mim.modules.reconstruction import system_of
+from kspace_mim.train import run
+from test_unrolled import C, H, W, make_batch
+
+
+def test_the_heldout_loss_reads_only_acquired_samples():
+    """Changing what was not acquired (and the target) leaves the held-out losses as
+    they are; changing an acquired sample moves them."""
+    torch.manual_seed(0)
+    module = system_of(
+        "swin", C, (H, W), net={"size": "tiny", "zero_init": False}, heldout_validation=0.2
+    ).eval()
+    batch = make_batch()
+    with torch.no_grad():
+        losses = module.heldout_losses(batch)
+        unacquired = ~batch.mask.expand_as(batch.kspace)
+        noise = torch.randn_like(batch.kspace)
+        other = batch._replace(
+            kspace=torch.where(unacquired, noise, batch.kspace),
+            target=torch.rand_like(batch.target),
+        )
+        assert module.heldout_losses(other) == losses
+        moved = batch._replace(masked_kspace=batch.masked_kspace * (1 + 0.5 * batch.mask))
+        assert module.heldout_losses(moved) != losses
+    assert len(losses) == batch.mask.shape[0] and all(v > 0 for v in losses)
+
+
+def test_heldout_validation_needs_kspace_output_and_a_share():
+    with pytest.raises(ConfigError, match="validation.heldout"):
+        system_of("unet", C, (H, W), net={"size": "tiny"}, heldout_validation=0.2)
+    with pytest.raises(ConfigError, match="set validation.heldout"):
+        from kspace_mim.train import selection
+
+        selection(compose(["evaluation.checkpoint=heldout"]))
+
+
+STEPS = [
+    "trainer.max_steps=6",
+    "trainer.max_epochs=-1",
+    "trainer.check_val_every_n_epoch=null",
+    "trainer.val_check_interval=1",
+    "trainer.num_sanity_val_steps=0",
+    "validation.at_steps=true",
+    "validation.points=3",
+]
+
+
+def test_a_label_free_run_chooses_on_undersampled_validation_scans(
+    data_root, tmp_path, small_overrides, train_log
+):
+    """SSDU on undersampled scans, validated on undersampled scans (no target anywhere):
+    the checkpoint kept is the one with the lowest held-out loss."""
+    folder = data_root / "multicoil_test"  # fastMRI's test layout: masked k-space, no target
+    overrides = small_overrides(
+        folder,
+        *STEPS,
+        "supervision=ssdu",
+        "validation.heldout=0.2",
+        "optimized_metric=val/heldout_loss",
+        "optimized_mode=min",
+        "model=swin",
+    )
+    metrics = run(compose(overrides), tmp_path / "run")
+    log = train_log(tmp_path / "run").dropna(subset=["time/steps"])
+    best = log.loc[log["val/heldout_loss"].idxmin()]
+    assert metrics["checkpoint_step"] == int(best["time/steps"])
+    assert metrics["heldout_loss"] == pytest.approx(best["val/heldout_loss"], rel=1e-5)
+    assert "ssim" not in metrics  # nothing to score against: no label was read
+
+
+def test_heldout_selection_beside_the_labelled_one(data_root, tmp_path, small_overrides):
+    """With labelled validation files too: heldout-*.ckpt is kept beside best-*.ckpt and
+    evaluation.checkpoint=heldout makes it the one every number is of."""
+    overrides = small_overrides(
+        data_root / "multicoil_train",
+        *STEPS,
+        "validation.heldout=0.2",
+        "evaluation.checkpoint=heldout",
+        "model=swin",
+    )
+    metrics = run(compose(overrides), tmp_path / "run")
+    assert "heldout-" in metrics["checkpoint"] and "heldout_loss" in metrics
+    names = {p.name.split("-")[0] for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt")}
+    assert {"best", "heldout", "last.ckpt"} <= names | {"last.ckpt"} and "best" in names
