@@ -888,9 +888,26 @@ MUTATIONS = (
     Mutation(
         "evaluation.checkpoint=heldout keeps the checkpoint chosen on labels",
         "train.py",
-        "HELDOUT_METRIC if which == \"heldout\" else None",
+        'HELDOUT_METRIC if which == "heldout" else None',
         "None",
         ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
+    ),
+    Mutation(
+        "the people set trains on the test person",
+        "data/anatomy/__init__.py",
+        'PEOPLE = {"train": ("colin27",), "val": ("colin27",), "test": ("itk",)}',
+        'PEOPLE = {"train": ("colin27", "itk"), "val": ("colin27",), "test": ("itk",)}',
+        (
+            "tests/test_anatomy.py::"
+            "test_the_people_set_never_shows_the_test_person_outside_the_test",
+        ),
+    ),
+    Mutation(
+        "the people set's files do not say whom they show",
+        "data/synthesize.py",
+        '            anatomy == "people",\n',
+        "            False,\n",
+        ("tests/test_anatomy.py::test_no_file_of_the_test_person_is_in_any_pool",),
     ),
 )
 

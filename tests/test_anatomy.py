@@ -35,6 +35,8 @@ def test_the_wheel_ships_the_brain_and_its_notice(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "kspace_mim/data/anatomy/colin27_t1.npz" in names
     assert "kspace_mim/data/anatomy/NOTICE.md" in names
+    assert "kspace_mim/data/anatomy/itk_t1.npz" in names
+    assert "kspace_mim/data/anatomy/LICENSE-Apache-2.0.txt" in names
 
 
 def test_splits_take_separate_slabs_with_a_gap():
@@ -113,3 +115,50 @@ def test_too_many_brain_volumes_is_an_error(tmp_path):
         synthesize(tmp_path, split="test", volumes=1000, anatomy="colin27", progress=False)
     with pytest.raises(ValueError, match="anatomy must be one of"):
         synthesize(tmp_path, anatomy="knee", progress=False)
+
+
+def test_the_second_person_loads_on_a_1mm_grid_with_its_licence():
+    head = anatomy.load_t1("itk")
+    assert head.shape == (256, 186, 256) and head.dtype == np.float32  # 2 x 3 x 2 mm voxels
+    assert 0.0 <= head.min() and head.max() <= 1.0 and (head > 0.2).mean() > 0.05
+    for orientation in anatomy.ORIENTATIONS:
+        lo, hi = anatomy.extent("itk", orientation)
+        assert 0 <= lo < hi < head.shape[anatomy.AXIS[orientation]]
+    note = anatomy.notice()
+    assert "Apache" in note and "insighttoolkit5-examples" in note
+    with pytest.raises(ValueError, match="brain must be one of"):
+        anatomy.load_t1("nobody")
+
+
+def test_the_people_set_never_shows_the_test_person_outside_the_test():
+    """data=people: train and val slabs are Colin27's, the test slabs all the ITK
+    person's; the default set's slabs are what they were."""
+    for split in ("train", "val"):
+        assert {s.brain for s in anatomy.slabs(split, anatomy="people")} == {"colin27"}
+    test = anatomy.slabs("test", anatomy="people")
+    assert {s.brain for s in test} == {"itk"} and len(test) >= 13
+    assert {s.orientation for s in test} == set(anatomy.ORIENTATIONS)
+    assert [len(anatomy.slabs(s)) for s in ("train", "val", "test")] == [28, 13, 13]
+    assert all(s.brain == "colin27" for s in anatomy.slabs("test"))
+    # The training person's val slabs stay apart from its train slabs (the gap).
+    people_val = {(s.orientation, s.start) for s in anatomy.slabs("val", anatomy="people")}
+    assert people_val == {(s.orientation, s.start) for s in anatomy.slabs("val")}
+    train = anatomy.slabs("train", anatomy="people")
+    assert not people_val & {(s.orientation, s.start) for s in train}
+
+
+def test_no_file_of_the_test_person_is_in_any_pool(tmp_path):
+    """The files say who they show (patient_id): the test person's id is in no train,
+    val or label-free (undersampled) file."""
+    kw = dict(volumes=3, slices=2, coils=2, size=32, anatomy="people", progress=False)
+    ids = {}
+    for split in ("train", "val", "test"):
+        for path in synthesize(tmp_path / split, "multicoil", split, **kw):
+            with h5py.File(path) as f:
+                ids.setdefault(split, set()).add(f.attrs["patient_id"])
+    for path in synthesize(tmp_path / "free", "multicoil", "train", undersampled=True, **kw):
+        with h5py.File(path) as f:
+            ids["label-free"] = ids.get("label-free", set()) | {f.attrs["patient_id"]}
+    assert len(ids["test"]) == 1 and len(ids["train"]) == 1
+    for pool in ("train", "val", "label-free"):
+        assert not ids[pool] & ids["test"], pool

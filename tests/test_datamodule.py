@@ -241,6 +241,28 @@ def test_the_label_free_copy_of_train_is_written_where_a_run_reads_it(tmp_path, 
     assert len(dm.datasets["train"].volumes) == 2
 
 
+def test_data_people_writes_the_set_split_by_person(tmp_path, monkeypatch):
+    """data=people: written on first use under its own root; the held-out test files
+    show a person (patient_id) that no train or val file shows."""
+    from kspace_mim.data import synthesize as synth
+
+    for split, n in (("train", 2), ("val", 1), ("test", 2)):
+        monkeypatch.setitem(synth.DEFAULT_VOLUMES, split, n)
+    dm = make_datamodule(["data=people", f"paths.data_dir={tmp_path}", "data.crop_size=32"])
+    dm.setup("fit")
+    root = tmp_path / "people"
+    assert dm.synthetic_set == "people" and (root / "multicoil_train").is_dir()
+    synth.ensure_synthetic(synth.split_folders(root, "multicoil"), "multicoil", "people")
+
+    def people(folder: str) -> set[str]:
+        return {h5py.File(p).attrs["anatomy"] for p in (root / f"multicoil_{folder}").glob("*.h5")}
+
+    assert people("train") == people("val") == {"colin27"}
+    assert people("test") == people("test_full") == {"itk"}
+    with pytest.raises(InstantiationException, match="data.synthetic_set='nobody'"):
+        make_datamodule(["data.synthetic_set=nobody"])
+
+
 def test_undersampled_train_files_need_ssdu(data_root):
     """A folder of test-layout files: supervised training names the files without a
     target; with SSDU it trains on them, their own masks, batched by width."""

@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from kspace_mim.data.anatomy import SETS
 from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.masks import CartesianMask
 from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
@@ -113,6 +114,9 @@ class FastMRIDataModule(L.LightningDataModule):
         synthetic_root: the folder of the embedded synthetic data set. A configured
             folder ``<synthetic_root>/<challenge>_<split>`` that is missing is written
             on first use; any other missing folder is an error.
+        synthetic_set: which embedded set ``synthetic_root`` holds: "colin27" (the
+            default: held-out slabs of one brain) or "people" (split by person: the test
+            volumes show a person no train or val file shows).
         split: a benchmark split (``val99_test100``, shipped); validation on the
             ``val_list`` files of ``val_path``, test on the ``test_list`` files of
             ``test_path`` (default ``<split_dir>/test``, masked by
@@ -159,6 +163,7 @@ class FastMRIDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         prepare_on: str = "auto",
         synthetic_root: str | None = None,
+        synthetic_set: str = "colin27",
         adjacent_slices: int = 0,
         train_volumes: int | None = None,
         train_draw: str = "random",
@@ -192,6 +197,9 @@ class FastMRIDataModule(L.LightningDataModule):
             raise ValueError(f"data.prepare_on must be auto, device or loader, got {prepare_on!r}")
         self.prepare_on = prepare_on
         self.synthetic_root = synthetic_root
+        if synthetic_set not in SETS:
+            raise ValueError(f"data.synthetic_set={synthetic_set!r}: one of {SETS}")
+        self.synthetic_set = synthetic_set
         self.paths = {"train": train_path, "val": val_path, "test": test_path}
         self.challenge = challenge
         self.mask = mask
@@ -294,7 +302,7 @@ class FastMRIDataModule(L.LightningDataModule):
             label_free = defaults.pop(LABEL_FREE_TRAIN)
             if label_free in configured:
                 defaults[LABEL_FREE_TRAIN] = label_free
-            ensure_synthetic(defaults, self.challenge)
+            ensure_synthetic(defaults, self.challenge, self.synthetic_set)
 
     def setup(self, stage: str | None = None) -> None:
         """Scan the folders (every bad file reported at once) and build the datasets."""

@@ -42,7 +42,7 @@ from kspace_mim.physics import apply_mask, center_crop, fft2c, ifft2c, rss
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-ANATOMIES = ("colin27", "phantom")
+ANATOMIES = ("colin27", "people", "phantom")
 # File numbers as in the release (file1000000.h5 ...), one block per split.
 FIRST_FILE = {"train": 1000000, "val": 1001000, "test": 1002000}
 # The phantom's volumes per split in a set (the brain's: every slab of the split).
@@ -148,11 +148,13 @@ def synthesize_volume(
     accelerations: tuple[int, ...] = (4, 8),
     slab: colin27.Slab | None = None,
     full: bool = False,
+    by_person: bool = False,
 ) -> None:
     """Write one fastMRI volume to ``path``: in the test layout (masked k-space, its
     ``mask``, no target) for the test split (unless ``full``: its fully sampled twin)
     or when ``undersampled``. ``slab``: the brain slab to image (its slice count wins);
-    None: the phantom."""
+    None: the phantom. ``by_person``: the file's ``patient_id`` names the head it shows
+    (a split by person can be checked from the files), not the file."""
     gen = torch.Generator().manual_seed(seed)
     rows = 2 * size  # 2x readout oversampling, as the knee data (640 -> 320)
     cols = 2 * round(size * 1.15 / 2) + 4 * int(torch.randint(0, 2, (), generator=gen))
@@ -207,6 +209,11 @@ def synthesize_volume(
     }
     if slab is not None:
         attrs.update(orientation=slab.orientation, slab_start_mm=slab.start)
+    if slab is not None and by_person:
+        attrs.update(
+            anatomy=slab.brain,
+            patient_id=hashlib.sha256(f"person:{slab.brain}".encode()).hexdigest()[:16],
+        )
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as hf:
         hf.create_dataset("ismrmrd_header", data=header.encode())
         if (split == "test" and not full) or undersampled:
@@ -245,7 +252,9 @@ def synthesize(
     """Write ``volumes`` fastMRI files into the folder ``out``; returns their paths.
 
     ``anatomy``: ``colin27`` (the brain: one slab of ``slices`` slices 2 mm apart per
-    volume, the split's own slabs; ``volumes=None``: all of them) or ``phantom``.
+    volume, the split's own slabs; ``volumes=None``: all of them), ``people`` (split by
+    person: train and val from Colin27, test from the ITK person;
+    :mod:`kspace_mim.data.anatomy`) or ``phantom``.
     ``undersampled`` writes any split in fastMRI's test layout, as a scanner that never
     acquires fully sampled data would: one equispaced Cartesian mask per file (the
     fastMRI test set's centre fractions), its acceleration drawn from ``accelerations``
@@ -264,8 +273,8 @@ def synthesize(
         raise ValueError(f"size must be an even number >= 16, got {size}")
     if slices < 1 or coils < 1 or (volumes is not None and volumes < 1):
         raise ValueError("volumes, slices and coils must be >= 1")
-    if anatomy == "colin27":
-        slabs = colin27.slabs(split, slices)
+    if anatomy != "phantom":
+        slabs = colin27.slabs(split, slices, anatomy=anatomy)
         if volumes is not None and volumes > len(slabs):
             raise ValueError(
                 f"the brain has {len(slabs)} {split} slabs of {slices} slices; asked for "
@@ -291,6 +300,7 @@ def synthesize(
             tuple(accelerations),
             slabs[i],
             full,
+            anatomy == "people",
         )
     return paths
 
@@ -330,16 +340,18 @@ def synthesize_set(
 DEFAULT_VOLUMES: dict[str, int | None] = {"train": None, "val": None, "test": None}
 
 
-def ensure_synthetic(folders: dict[str, Path], challenge: str) -> list[Path]:
+def ensure_synthetic(
+    folders: dict[str, Path], challenge: str, anatomy: str = "colin27"
+) -> list[Path]:
     """Write the default set's folders (``{split: <root>/<challenge>_<split>}``, split in
     train, val, test, test_full and :data:`LABEL_FREE_TRAIN`) that are missing; returns the
     folders this call wrote.
 
-    The embedded default data set (:data:`DEFAULT_SET`: the brain) is written on first
-    use, whatever the entry point. Several processes may ask at once (DDP ranks,
-    concurrent sweeps): each writes into its own temporary folder and renames it into
-    place; the first rename wins and the others discard theirs (the data are the same:
-    the synthesizer is seeded).
+    The embedded default data set (:data:`DEFAULT_SET`: the brain; ``anatomy="people"``:
+    the same, split by person) is written on first use, whatever the entry point.
+    Several processes may ask at once (DDP ranks, concurrent sweeps): each writes into
+    its own temporary folder and renames it into place; the first rename wins and the
+    others discard theirs (the data are the same: the synthesizer is seeded).
     """
     start = time.perf_counter()
     folders = {split: Path(folder) for split, folder in folders.items()}
@@ -358,7 +370,7 @@ def ensure_synthetic(folders: dict[str, Path], challenge: str) -> list[Path]:
             volumes=DEFAULT_VOLUMES[base],
             progress=False,
             full=split == "test_full",
-            **DEFAULT_SET,
+            **{**DEFAULT_SET, "anatomy": anatomy},
             **(label_free if split == LABEL_FREE_TRAIN else {}),
         )
         try:
@@ -369,7 +381,8 @@ def ensure_synthetic(folders: dict[str, Path], challenge: str) -> list[Path]:
     if written:
         counts = " + ".join(str(len(list(f.glob("*.h5")))) for f in written)
         log.info(
-            "wrote the default data set (first use; the Colin27 brain): %s volumes to %s in %.1f s",
+            "wrote the default data set (first use; %s): %s volumes to %s in %.1f s",
+            {"colin27": "the Colin27 brain", "people": "Colin27 / the ITK person"}[anatomy],
             counts,
             ", ".join(str(f) for f in written),
             time.perf_counter() - start,
@@ -399,7 +412,8 @@ def main(argv: list[str] | None = None) -> None:
         "--anatomy",
         default=DEFAULT_SET["anatomy"],
         choices=ANATOMIES,
-        help="colin27: the shipped T1 brain (default); phantom: ellipses (tiny test files)",
+        help="colin27: the shipped T1 brain, split by slab (default); people: split by "
+        "person (train / val Colin27, test the ITK person); phantom: ellipses (tiny files)",
     )
     parser.add_argument("--slices", type=int, default=DEFAULT_SET["slices"])
     parser.add_argument("--coils", type=int, default=DEFAULT_SET["coils"])
@@ -430,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
         accelerations=tuple(int(a) for a in args.accelerations.split(",")),
     )
     if args.split:
-        default = None if args.anatomy == "colin27" else 4
+        default = None if args.anatomy != "phantom" else 4
         synthesize(args.out, split=args.split, volumes=args.volumes or default, **common)
         return
     synthesize_set(args.out, volumes=args.volumes, **common)
