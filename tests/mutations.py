@@ -909,6 +909,23 @@ MUTATIONS = (
         "            False,\n",
         ("tests/test_anatomy.py::test_no_file_of_the_test_person_is_in_any_pool",),
     ),
+    Mutation(
+        "joint training ignores the pool's label-free loss",
+        "modules/reconstruction.py",
+        '        total = supervised["loss"] + joint.weight * free["loss"]',
+        '        total = supervised["loss"]',
+        (
+            "tests/test_joint.py::"
+            "test_the_joint_loss_is_the_supervised_plus_the_weighted_label_free_one",
+        ),
+    ),
+    Mutation(
+        "a joint epoch ends with the shorter loader (the pool is cut)",
+        "data/datamodule.py",
+        'CombinedLoader(loaders, mode="max_size_cycle")',
+        'CombinedLoader(loaders, mode="min_size")',
+        ("tests/test_joint.py::test_a_joint_run_takes_a_labelled_and_a_pool_batch_every_step",),
+    ),
 )
 
 

@@ -18,7 +18,7 @@ from kspace_mim.data.mri_data import SliceDataset
 from kspace_mim.data.samplers import GridBatchSampler
 from kspace_mim.data.transforms import KspaceTransform, collate_slices, prepare_batch
 from kspace_mim.modules.reconstruction import ReconstructionModule, system_of
-from kspace_mim.supervision import SSDU, MaskedModeling, Supervised, build_supervision
+from kspace_mim.supervision import SSDU, Joint, MaskedModeling, Supervised, build_supervision
 
 H, W = 64, 48
 
@@ -244,8 +244,10 @@ def test_every_supervision_yaml_builds_its_strategy_and_old_names_still_load():
         p.stem: build_supervision(group(p.stem))
         for p in (CONFIG_DIR / "supervision").glob("*.yaml")
     }
-    assert {type(s) for s in built.values()} == {Supervised, SSDU, MaskedModeling}
+    assert {type(s) for s in built.values()} == {Supervised, SSDU, MaskedModeling, Joint}
     assert built["ssdu"].protect == "block" and built["ssdu"].resample == "fixed"
+    # Joint's pool strategy is supervision=ssdu's, as published.
+    assert vars(built["joint"].label_free) == vars(built["ssdu"])
     old = build_supervision({"name": "ssdu", "loss_fraction": 0.3})  # a pre-_target_ checkpoint
     assert isinstance(old, SSDU) and old.loss_fraction == 0.3 and old.resample == "step"
     assert isinstance(build_supervision(None), Supervised)

@@ -52,7 +52,16 @@ LEGACY = {
     ),
 }
 # The system's own arguments in a legacy file's hyper-parameters; the rest are the network's.
-SYSTEM_ARGS = ("num_coils", "img_size", "loss", "optim", "data", "on_nonfinite", "supervision")
+SYSTEM_ARGS = (
+    "num_coils",
+    "img_size",
+    "loss",
+    "optim",
+    "data",
+    "on_nonfinite",
+    "supervision",
+    "heldout_validation",
+)
 # A user's own model families (their configs name these classes), trusted by name:
 # comma-separated ``module.Class`` targets.
 TRUSTED_NETS_ENV = "KSPACE_MIM_TRUSTED_NETS"

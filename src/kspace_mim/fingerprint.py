@@ -81,6 +81,7 @@ NEUTRAL: dict[str, Any] = {
     "callbacks.validate_at_start.enabled": False,
     "data.train_draw": "first",
     "data.synthetic_set": "colin27",
+    "data.pool_path": None,
     "validation.heldout": 0.0,
     "callbacks.heldout_checkpoint._target_": "kspace_mim.callbacks.heldout_checkpoint",
     "callbacks.heldout_checkpoint.dirpath": f"{RUN_DIR}/checkpoints",

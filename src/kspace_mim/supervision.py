@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import hydra
 import torch
+from hydra.errors import InstantiationException
 from torch import Tensor
 
 from kspace_mim.config import ConfigError
@@ -60,6 +61,7 @@ class Supervised:
     self_supervised = False
     needs_targets = True
     needs_kspace_output = False
+    name = "supervised"
 
     def prepare(self, batch: KspaceSample) -> Step:
         return Step(batch)
@@ -350,17 +352,58 @@ class MaskedModeling(HeldOut):
         return selectable & self.patches(tuple(selectable.shape), generator)
 
 
+class Joint:
+    """Joint semi-supervised training (``supervision=joint``): every step, the supervised
+    loss (the module's ``loss`` weights against the target) on a batch of the labelled
+    training volumes plus ``weight`` x a label-free loss (``label_free``: SSDU or masked
+    modeling) on a batch of the pool (``data.pool_path``), in one backward pass, as
+    Noise2Recon / VORTEX and JSSL train. The labelled batch comes first in the module's
+    logs (``train/supervised``), the pool's second (``train/<label-free name>``).
+
+    Args:
+        label_free: the pool's strategy, as the ``supervision`` group configures it.
+        weight: the label-free loss's weight.
+    """
+
+    self_supervised = False
+    needs_targets = True
+    needs_kspace_output = True
+    needs_pool = True
+    name = "joint"
+
+    def __init__(self, label_free: dict | HeldOut | None = None, weight: float = 1.0):
+        if isinstance(label_free, dict) or label_free is None:
+            label_free = build_supervision(label_free or {"_target_": f"{__name__}.SSDU"})
+        if not isinstance(label_free, HeldOut):
+            raise ConfigError(
+                f"supervision.label_free: a label-free strategy (SSDU, MaskedModeling), "
+                f"got {type(label_free).__name__}"
+            )
+        if weight < 0:
+            raise ConfigError(f"supervision.weight must be >= 0, got {weight}")
+        self.label_free, self.weight = label_free, weight
+
+    def prepare(self, batch: KspaceSample) -> Step:
+        return Step(batch)
+
+
 # Checkpoints written before the group had _target_ name their strategy.
 LEGACY = {"supervised": Supervised, "ssdu": SSDU, "mim": MaskedModeling}
 # The strategies a checkpoint's hyper-parameters may name (kspace_mim.checkpoints).
-STRATEGIES = tuple(LEGACY.values())
+STRATEGIES = (*LEGACY.values(), Joint)
 
 
-def build_supervision(config: dict | None) -> Supervised | HeldOut:
+def build_supervision(config: dict | None) -> Supervised | HeldOut | Joint:
     """``supervision`` config (``_target_`` and its arguments) -> its object."""
     config = dict(config or {"_target_": f"{__name__}.Supervised"})
     if "_target_" in config:
-        return hydra.utils.instantiate(config, _convert_="all")
+        # Nested strategies (Joint's label_free) are built by their owner, not by Hydra.
+        try:
+            return hydra.utils.instantiate(config, _convert_="all", _recursive_=False)
+        except InstantiationException as err:
+            if isinstance(err.__cause__, ConfigError):  # our own one-line message
+                raise err.__cause__ from None
+            raise
     name = config.pop("name", "supervised")
     if name not in LEGACY:
         raise ConfigError(f"supervision={name!r}: one of {tuple(LEGACY)}")

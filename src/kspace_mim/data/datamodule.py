@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, DistributedSampler
 
 from kspace_mim.data.anatomy import SETS
@@ -130,6 +131,10 @@ class FastMRIDataModule(L.LightningDataModule):
         train_draw: how those N are chosen: "random" (a draw stratified by acquisition,
             seeded by ``split_seed``, so each seed draws its own; :func:`draw_volumes`)
             or "first" (the first N by file name).
+        pool_path: a second training folder for joint training (``supervision=joint``):
+            every step learns from a batch of ``train_path`` (labelled, with its
+            ``train_volumes``) and one of this pool (label-free; undersampled-only files
+            welcome), the pool cycled at its own pace (Lightning's ``CombinedLoader``).
         train_needs_targets: whether every training file must hold a fully sampled target
             (``supervision=supervised``); False accepts undersampled-only files (fastMRI's
             test layout, their own mask) for ``supervision=ssdu`` or ``mim``.
@@ -168,6 +173,7 @@ class FastMRIDataModule(L.LightningDataModule):
         train_volumes: int | None = None,
         train_draw: str = "random",
         train_needs_targets: bool = True,
+        pool_path: str | None = None,
         split: str | None = None,
         split_file: str | None = None,
         split_dir: str | None = None,
@@ -200,7 +206,7 @@ class FastMRIDataModule(L.LightningDataModule):
         if synthetic_set not in SETS:
             raise ValueError(f"data.synthetic_set={synthetic_set!r}: one of {SETS}")
         self.synthetic_set = synthetic_set
-        self.paths = {"train": train_path, "val": val_path, "test": test_path}
+        self.paths = {"train": train_path, "val": val_path, "test": test_path, "pool": pool_path}
         self.challenge = challenge
         self.mask = mask
         self.crop_size = crop_size
@@ -325,6 +331,8 @@ class FastMRIDataModule(L.LightningDataModule):
             train = self._take_train_volumes(train)
             if train:
                 self.datasets["train"] = self._dataset(train, train=True)
+            if self.paths["pool"] and stage in (None, "fit"):
+                self.datasets["pool"] = self._dataset(self._scan("pool"), train=True)
             self.datasets["val"] = self._dataset(val, train=False)
         if stage in (None, "test") and self.paths["test"] and "test" not in self.datasets:
             test = self._scan("test")
@@ -352,9 +360,8 @@ class FastMRIDataModule(L.LightningDataModule):
         """What a model is built for, from the headers the folder scan parsed (no slice
         is read): coil counts and grids of the train and val volumes."""
         self.setup("fit")
-        volumes = [
-            v for ds in (self.datasets.get("train"), self.datasets["val"]) if ds for v in ds.volumes
-        ]
+        parts = (self.datasets.get("train"), self.datasets["val"], self.datasets.get("pool"))
+        volumes = [v for ds in parts if ds for v in ds.volumes]
         keys = [self.slice_key(v) for v in volumes]
         slices = 2 * self.adjacent_slices + 1
         coil_counts = tuple(sorted({c for c, _ in keys}))
@@ -384,8 +391,18 @@ class FastMRIDataModule(L.LightningDataModule):
             **kwargs,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        dataset = self.datasets["train"]
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
+        """The training batches; with a pool (``pool_path``) a dict ``{"labelled": batch,
+        "pool": batch}`` per step, the shorter loader cycled."""
+        if "pool" not in self.datasets:
+            return self._train_loader(self.datasets["train"])
+        loaders = {
+            "labelled": self._train_loader(self.datasets["train"]),
+            "pool": self._train_loader(self.datasets["pool"]),
+        }
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def _train_loader(self, dataset: SliceDataset) -> DataLoader:
         world, rank = self._world()
         by_volume = [self.slice_key(v) for v in dataset.volumes]
         if len(set(by_volume)) > 1:
@@ -413,9 +430,12 @@ class FastMRIDataModule(L.LightningDataModule):
         return self._loader(dataset, batch_sampler=sampler)
 
     def on_after_batch_transfer(
-        self, batch: list[SliceSample] | KspaceSample, dataloader_idx: int = 0
-    ) -> KspaceSample:
-        """Prepare a loader batch where it now lives (the GPU in training): see transforms."""
+        self, batch: list[SliceSample] | KspaceSample | dict, dataloader_idx: int = 0
+    ) -> KspaceSample | dict[str, KspaceSample]:
+        """Prepare a loader batch where it now lives (the GPU in training): see transforms
+        (each part of a joint batch alike)."""
+        if isinstance(batch, dict):
+            return {k: self.on_after_batch_transfer(v, dataloader_idx) for k, v in batch.items()}
         return prepare_batch(batch, self.virtual_coils, self.augmentation.normalize)
 
     def val_dataloader(self) -> DataLoader:

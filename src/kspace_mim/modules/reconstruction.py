@@ -35,7 +35,7 @@ from kspace_mim.models.family import (
     centre_slice,
     zero_filled_image,
 )
-from kspace_mim.supervision import build_supervision
+from kspace_mim.supervision import Joint, build_supervision
 
 log = logging.getLogger(__name__)
 # The held-out validation split's seed (fixed: every run and epoch holds out the same).
@@ -239,14 +239,43 @@ class ReconstructionModule(L.LightningModule):
         """What this step learns from (the supervision strategy): the model reconstructs
         the strategy's input; the loss is the strategy's on the held-out samples, or the
         ``loss`` weights against the fully sampled target."""
+        if isinstance(batch, dict):  # joint training: a labelled batch and a pool batch
+            return self.joint_terms(batch["labelled"], batch["pool"])
+        if getattr(self.supervision, "needs_pool", False):
+            raise ConfigError(
+                f"supervision={self.supervision.name} learns from a pool beside the labelled "
+                "volumes: set data.pool_path (e.g. the label-free copy of train)"
+            )
         step = self.supervision.prepare(batch)
         out = self.reconstruct(step.input)
         if not self.supervision.self_supervised:
             return self.loss(batch, out)
         return self.supervision.terms(out.kspace, self.centre_slice(batch).masked_kspace, step)
 
-    def training_step(self, batch: KspaceSample, batch_idx: int) -> Tensor | None:
+    def joint_terms(self, labelled: KspaceSample, pool: KspaceSample) -> dict[str, Tensor]:
+        """The supervised loss on ``labelled`` plus the weighted label-free loss on
+        ``pool`` (:class:`kspace_mim.supervision.Joint`)."""
+        joint = self.supervision
+        if not isinstance(joint, Joint):
+            raise ConfigError(
+                "data.pool_path is set: a pool trains only with supervision=joint (got "
+                f"supervision={self.supervision.name})"
+            )
+        supervised = self.loss(labelled, self.reconstruct(labelled))
+        step = joint.label_free.prepare(pool)
+        out = self.reconstruct(step.input)
+        free = joint.label_free.terms(out.kspace, self.centre_slice(pool).masked_kspace, step)
+        total = supervised["loss"] + joint.weight * free["loss"]
+        return {
+            "supervised": supervised["loss"],
+            joint.label_free.name: free["loss"],
+            "loss": total,
+        }
+
+    def training_step(self, batch: KspaceSample | dict, batch_idx: int) -> Tensor | None:
         terms = self.training_terms(batch)
+        if isinstance(batch, dict):
+            batch = batch["labelled"]
         bs = batch.masked_kspace.shape[0]
         if not torch.isfinite(terms["loss"]):
             slices = zip(batch.fname, batch.slice_num, strict=True)
