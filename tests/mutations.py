@@ -926,6 +926,13 @@ MUTATIONS = (
         'CombinedLoader(loaders, mode="min_size")',
         ("tests/test_joint.py::test_a_joint_run_takes_a_labelled_and_a_pool_batch_every_step",),
     ),
+    Mutation(
+        "the hierarchical bootstrap never resamples runs",
+        "compare.py",
+        "        ri = rng.integers(0, k, size=(stop - start, k))",
+        "        ri = np.broadcast_to(np.arange(k), (stop - start, k))",
+        ("tests/test_compare.py::test_the_hierarchical_bootstrap_widens_when_runs_disagree",),
+    ),
 )
 
 

@@ -97,3 +97,28 @@ def test_command_line_prints_and_writes_the_statistics(tmp_path):
     proc = subprocess.run([*cmd[:6], str(link)], capture_output=True, text=True)
     assert proc.returncode == 2 and "symbolic link" in proc.stderr
     assert victim.read_text() == "original"
+
+
+def test_the_hierarchical_bootstrap_widens_when_runs_disagree():
+    """One run: about the volume bootstrap's interval. Runs that agree: as narrow;
+    runs that disagree by a run-level offset: wider, and the per-run tests say which
+    run alone shows the difference."""
+    from kspace_mim.compare import hierarchical_statistics
+
+    rng = np.random.default_rng(0)
+    volume_effect = 0.02 + 0.01 * rng.standard_normal(13)
+    one = hierarchical_statistics({"s0": dict(enumerate(volume_effect))})
+    lo, hi = bootstrap_ci(volume_effect)
+    assert one["runs"] == 1 and one["n"] == 13
+    assert one["ci95"][1] - one["ci95"][0] == pytest.approx(hi - lo, rel=0.15)
+    agree = {f"s{i}": dict(enumerate(volume_effect + 1e-4 * i)) for i in range(3)}
+    offsets = (-0.03, 0.0, 0.09)
+    disagree = {f"s{i}": dict(enumerate(volume_effect + o)) for i, o in enumerate(offsets)}
+    narrow, wide = hierarchical_statistics(agree), hierarchical_statistics(disagree)
+    assert wide["ci95"][1] - wide["ci95"][0] > 3 * (narrow["ci95"][1] - narrow["ci95"][0])
+    assert significant(narrow) and not significant(wide)
+    assert wide["mean_difference"] == pytest.approx(volume_effect.mean() + 0.02)
+    assert [wide["per_run"][s]["significant"] for s in ("s0", "s1", "s2")] == [True, True, True]
+    assert wide["per_run"]["s0"]["mean_difference"] < 0 < wide["per_run"]["s2"]["mean_difference"]
+    with pytest.raises(ValueError, match="other volumes"):
+        hierarchical_statistics({"a": {"v1": 0.1}, "b": {"v2": 0.1}})

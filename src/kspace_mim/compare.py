@@ -95,6 +95,59 @@ def difference_statistics(
     }
 
 
+def hierarchical_statistics(
+    differences: dict[str, dict[str, float]], resamples: int = 10000, seed: int = 0
+) -> dict[str, Any]:
+    """Paired differences B - A per run (a key per seed, or per (seed, labelled draw))
+    and per test volume (the same volumes in every run): what varies is both the run
+    and the volume, so the interval comes from a two-level (crossed) bootstrap: each
+    resample draws runs with replacement and, independently, volumes with replacement,
+    and averages the difference over every drawn (run, volume) pair. ``wilcoxon_p`` is
+    over the volumes' differences averaged over runs (the package's pairing, so
+    :func:`significant` reads it as every other table); ``per_run`` gives each run's own
+    mean, Wilcoxon p and whether it alone is significant (scipy's test; the bootstrap
+    is written here, scipy's has no crossed design).
+
+    differences: {run: {volume: difference}} -> mean_difference, ci95, wilcoxon_p, n
+    (volumes), runs, per_run."""
+    runs = sorted(differences)
+    if not runs:
+        raise ValueError("no runs to compare")
+    volumes = sorted(differences[runs[0]])
+    for run in runs:
+        if sorted(differences[run]) != volumes:
+            raise ValueError(
+                f"run {run!r} has other volumes than run {runs[0]!r}: the hierarchical "
+                "bootstrap pairs every run on the same test volumes"
+            )
+    table = np.array([[differences[r][v] for v in volumes] for r in runs], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    k, n = table.shape
+    means = np.empty(resamples)
+    for start in range(0, resamples, 1000):  # in chunks: resamples x runs x volumes floats
+        stop = min(start + 1000, resamples)
+        ri = rng.integers(0, k, size=(stop - start, k))
+        vi = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = table[ri[:, :, None], vi[:, None, :]].mean(axis=(1, 2))
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    per_run = {}
+    for run, row in zip(runs, table, strict=True):
+        stat = difference_statistics(row, resamples, seed)
+        per_run[run] = {
+            "mean_difference": stat["mean_difference"],
+            "wilcoxon_p": stat["wilcoxon_p"],
+            "significant": significant(stat),
+        }
+    return {
+        "mean_difference": float(table.mean()),
+        "ci95": [float(lo), float(hi)],
+        "wilcoxon_p": wilcoxon_p(table.mean(axis=0)),
+        "n": n,
+        "runs": k,
+        "per_run": per_run,
+    }
+
+
 def compare(
     a: dict[str, dict[str, float]],
     b: dict[str, dict[str, float]],
