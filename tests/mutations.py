@@ -933,6 +933,13 @@ MUTATIONS = (
         "        ri = np.broadcast_to(np.arange(k), (stop - start, k))",
         ("tests/test_compare.py::test_the_hierarchical_bootstrap_widens_when_runs_disagree",),
     ),
+    Mutation(
+        "evaluation.also adds no other selection's numbers",
+        "train.py",
+        '        for which in OmegaConf.select(cfg, "evaluation.also", default=None) or []:',
+        "        for which in []:",
+        ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
+    ),
 )
 
 

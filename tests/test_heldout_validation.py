@@ -85,9 +85,17 @@ def test_heldout_selection_beside_the_labelled_one(data_root, tmp_path, small_ov
         *STEPS,
         "validation.heldout=0.2",
         "evaluation.checkpoint=heldout",
+        "evaluation.also=[best,last]",
+        f"data.test_path={data_root}/multicoil_val",
         "model=swin",
     )
     metrics = run(compose(overrides), tmp_path / "run")
     assert "heldout-" in metrics["checkpoint"] and "heldout_loss" in metrics
+    # The other selections' numbers beside, each of its own checkpoint (when it differs).
+    last = metrics["also"]["last"]
+    assert last["checkpoint"].endswith("last.ckpt") and last["checkpoint_step"] == 6
+    assert last["test"]["checkpoint"] == last["checkpoint"] and "ssim" in last["val"]
+    if "best" in metrics["also"]:
+        assert "best-" in metrics["also"]["best"]["checkpoint"]
     names = {p.name.split("-")[0] for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt")}
     assert {"best", "heldout", "last.ckpt"} <= names | {"last.ckpt"} and "best" in names

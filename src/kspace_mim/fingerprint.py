@@ -88,6 +88,7 @@ NEUTRAL: dict[str, Any] = {
     "callbacks.heldout_checkpoint.heldout": 0.0,
     "callbacks.heldout_checkpoint.optimized_metric": "val/ssim",
     "optimized_mode": "max",
+    "evaluation.also": [],
 }
 # Keys that change nothing while another key has this value: left out of the identity then.
 UNUSED_WHEN: dict[str, tuple[str, Any]] = {

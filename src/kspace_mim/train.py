@@ -143,20 +143,28 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     # Which weights every number is of (selected on validation by optimized_metric).
     source = {"checkpoint": chosen, "checkpoint_step": checkpoint_step(chosen, trusted)}
     results = {"val": {**model.last_metrics["val"], "split": "val", **source}}
-    tests = {}
-    if datamodule.paths["test"]:
-        for name, mask in held_out_masks.items():
-            if mask is not None:  # files that bring their own mask keep it
-                datamodule.eval_mask = mask
-                datamodule.datasets.pop("test", None)
-            trainer.test(model, datamodule=datamodule, verbose=False)
-            if "test" in model.last_metrics:
-                entry = {**model.last_metrics.pop("test"), "split": "test", **source}
-                if name is None:
-                    results["test"] = entry
-                else:
-                    tests[name] = {**entry, "mask": name}
-                    results[f"test {name}"] = tests[name]
+    test, tests = held_out_test(trainer, model, datamodule, held_out_masks, source)
+    results.update({"test": test} if test else {})
+    results.update({f"test {name}": entry for name, entry in tests.items()})
+    # The same numbers of the other selections asked for (evaluation.also: last beside
+    # best, ...), each from its own checkpoint: validation and the held-out test.
+    also = {}
+    if model.trainable and trains:
+        for which in OmegaConf.select(cfg, "evaluation.also", default=None) or []:
+            path = selected_checkpoint(which, callbacks, run_dir)
+            if path is None or path == chosen:
+                continue
+            trainer.validate(
+                model, datamodule=datamodule, ckpt_path=path, verbose=False, weights_only=True
+            )
+            other = {"checkpoint": path, "checkpoint_step": checkpoint_step(path, trusted)}
+            extra, extras = held_out_test(trainer, model, datamodule, held_out_masks, other)
+            also[which] = {
+                **other,
+                "val": {**model.last_metrics["val"], "split": "val"},
+                **({"test": extra} if extra else {}),
+                **({"tests": extras} if extras else {}),
+            }
 
     environment = getattr(trainer.strategy, "cluster_environment", None)
     metrics = {
@@ -170,11 +178,39 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         **({"test": results["test"]} if "test" in results else {}),
         # The held-out test under each of evaluation.test_masks (the protocol's masks).
         **({"tests": tests} if tests else {}),
+        **({"also": also} if also else {}),
     }
     if trainer.is_global_zero:
         write_json(run_dir / "metrics.json", metrics)
         print_metrics_table(results, title=f"{type(model.net).__name__} — {run_dir}")
     return metrics
+
+
+def held_out_test(
+    trainer: L.Trainer,
+    model: ReconstructionModule,
+    datamodule: FastMRIDataModule,
+    masks: dict[str | None, Any],
+    source: dict[str, Any],
+) -> tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]:
+    """The model's current weights on the held-out test files (``data.test_path``), once
+    per mask of ``evaluation.test_masks`` (None: under the validation mask): (the test
+    without a named mask, {mask name: test}), each entry tagged with ``source``."""
+    test, tests = None, {}
+    if not datamodule.paths["test"]:
+        return test, tests
+    for name, mask in masks.items():
+        if mask is not None:  # files that bring their own mask keep it
+            datamodule.eval_mask = mask
+            datamodule.datasets.pop("test", None)
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        if "test" in model.last_metrics:
+            entry = {**model.last_metrics.pop("test"), "split": "test", **source}
+            if name is None:
+                test = entry
+            else:
+                tests[name] = {**entry, "mask": name}
+    return test, tests
 
 
 def evaluation_masks(cfg: DictConfig) -> dict[str | None, Any]:
@@ -238,9 +274,20 @@ def chosen_checkpoint(cfg: DictConfig, callbacks: list, run_dir: Path) -> str | 
     """The checkpoint every number is of: the best on validation (``evaluation.checkpoint:
     best``, by ``optimized_metric``; None when there is none: the final state), the
     best by the label-free held-out loss (``heldout``) or the final state (``last``)."""
-    which = selection(cfg)
+    return selected_checkpoint(selection(cfg), callbacks, run_dir, final=False)
+
+
+def selected_checkpoint(
+    which: str, callbacks: list, run_dir: Path, final: bool = True
+) -> str | None:
+    """The checkpoint of a selection (:data:`SELECTIONS`): the best by optimized_metric,
+    the best by the held-out loss, or the final state (its ``last.ckpt``; None with
+    ``final=False``, for the weights in memory)."""
+    if which not in SELECTIONS:
+        raise ConfigError(f"evaluation.also: {which!r} is not one of {SELECTIONS}")
     if which == "last":
-        return None
+        last = Path(run_dir) / "checkpoints" / "last.ckpt"
+        return str(last) if final and last.is_file() else None
     return best_checkpoint(callbacks, run_dir, HELDOUT_METRIC if which == "heldout" else None)
 
 
@@ -249,11 +296,15 @@ def selection(cfg: DictConfig) -> str:
     which = OmegaConf.select(cfg, "evaluation.checkpoint", default="best")
     if which not in SELECTIONS:
         raise ConfigError(f"evaluation.checkpoint={which!r}: one of {SELECTIONS}")
-    if which == "heldout" and not OmegaConf.select(cfg, "validation.heldout", default=0):
-        raise ConfigError(
-            "evaluation.checkpoint=heldout chooses by the held-out share of the validation "
-            "scans' acquired samples: set validation.heldout (e.g. 0.2)"
-        )
+    also = list(OmegaConf.select(cfg, "evaluation.also", default=None) or [])
+    for name in (which, *also):
+        if name not in SELECTIONS:
+            raise ConfigError(f"evaluation.also: {name!r} is not one of {SELECTIONS}")
+        if name == "heldout" and not OmegaConf.select(cfg, "validation.heldout", default=0):
+            raise ConfigError(
+                "evaluation.checkpoint / also = heldout chooses by the held-out share of the "
+                "validation scans' acquired samples: set validation.heldout (e.g. 0.2)"
+            )
     return which
 
 
