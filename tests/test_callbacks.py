@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.overrides import stepwise
 from helpers.step_events import PREFIX
 from kspace_mim.checkpoint_io import temporary_name
 from kspace_mim.data.synthesize import synthesize
@@ -216,13 +217,7 @@ def test_validation_at_log_spaced_steps_keeps_the_best_and_says_so(
 
     overrides = small_overrides(
         data_root / "multicoil_train",
-        "trainer.max_steps=12",
-        "trainer.max_epochs=-1",
-        "trainer.check_val_every_n_epoch=null",
-        "trainer.val_check_interval=1",
-        "trainer.num_sanity_val_steps=0",
-        "validation.at_steps=true",
-        "validation.points=3",
+        *stepwise(12, 3),
         f"data.test_path={data_root}/multicoil_val",
         "model=unet",
     )
@@ -257,15 +252,7 @@ def test_validation_at_step_zero_competes_for_the_best_checkpoint(
     from kspace_mim.train import run
 
     folder = data_root / "multicoil_train"
-    steps = [
-        "trainer.max_steps=4",
-        "trainer.max_epochs=-1",
-        "trainer.check_val_every_n_epoch=null",
-        "trainer.val_check_interval=1",
-        "trainer.num_sanity_val_steps=0",
-        "validation.at_steps=true",
-        "validation.points=2",
-    ]
+    steps = stepwise(4, 2)
     overrides = small_overrides(
         folder, *steps, "validation.at_zero=true", "model=unet", "model.residual=true"
     )

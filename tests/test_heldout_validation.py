@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers.overrides import stepwise
 from kspace_mim.config import ConfigError, compose
 from kspace_mim.modules.reconstruction import system_of
 from kspace_mim.train import run
@@ -43,15 +44,7 @@ def test_heldout_validation_needs_kspace_output_and_a_share():
         selection(compose(["evaluation.checkpoint=heldout"]))
 
 
-STEPS = [
-    "trainer.max_steps=6",
-    "trainer.max_epochs=-1",
-    "trainer.check_val_every_n_epoch=null",
-    "trainer.val_check_interval=1",
-    "trainer.num_sanity_val_steps=0",
-    "validation.at_steps=true",
-    "validation.points=3",
-]
+STEPS = stepwise(6, 3)
 
 
 def test_a_label_free_run_chooses_on_undersampled_validation_scans(
