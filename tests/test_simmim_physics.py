@@ -14,6 +14,7 @@ from kspace_mim.models.simmim import SimMIM, SimMIMReconstructor
 from kspace_mim.models.unrolled import Unrolled
 from kspace_mim.modules.reconstruction import system_of
 from kspace_mim.physics import data_consistency
+from test_families import second_step_gradients
 from test_unrolled import ADJACENT, B, C, H, W, make_batch
 
 
@@ -49,18 +50,20 @@ def test_zero_init_returns_the_input(decoder):
     assert not torch.allclose(plain(x, mask), x)  # without it, the start is not the input
 
 
-@pytest.mark.parametrize("coils", ["channels", "maps"])
-def test_the_untrained_default_starts_at_its_input(coils):
+@pytest.mark.parametrize("coils, start", [("channels", None), ("maps", None), ("maps", "sense")])
+def test_the_untrained_default_starts_at_its_input(coils, start):
     """With zero_init the untrained family's image is its starting point: the zero-filled
-    image (every coil as channels) or the image of the SENSE-combined estimate after data
-    consistency (maps), never something the network made up."""
+    image (every coil as channels; through maps by default), or with maps_start=sense the
+    image of the SENSE-combined estimate after data consistency, never something the
+    network made up."""
     torch.manual_seed(0)
-    module = system_of("swin", C, (H, W), net={"size": "tiny", "coils": coils}).eval()
+    net = {"size": "tiny", "coils": coils, **({"maps_start": start} if start else {})}
+    module = system_of("swin", C, (H, W), net=net).eval()
     net = module.net
     batch = make_batch()
     with torch.no_grad():
         out = module.reconstruct(batch)
-        if coils == "channels":
+        if start is None:
             expected = zero_filled_image(batch, 1)
         else:
             maps = coil_maps(net.sens_net, batch.masked_kspace, batch.mask, 4)
@@ -74,14 +77,19 @@ def test_the_untrained_default_starts_at_its_input(coils):
 @pytest.mark.parametrize("coils", [2, 5, 8])
 def test_maps_take_any_coil_count_and_train_the_sensitivity_network(coils):
     """One network (built for one coil count) reconstructs any coil count through the
-    maps; its prediction has every coil, and the sensitivity U-Net gets gradients."""
+    maps; its prediction has every coil, and the sensitivity U-Net gets gradients (from
+    the second step: the network starts at the zero-filled image, which no map changes)."""
     torch.manual_seed(0)
     module = system_of("swin", C, (H, W), net={"size": "tiny", "coils": "maps"})
     assert module.varying_coils
     batch = make_batch(coils=coils)
     out = module.reconstruct(batch)
     assert out.image.shape == (B, 20, 20) and out.kspace.shape == (B, coils, H, W)
-    module.loss(batch, out)["loss"].backward()
+
+    def terms():
+        return module.loss(batch, module.reconstruct(batch))
+
+    second_step_gradients(module, terms)
     grads = [p.grad for p in module.net.sens_net.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)

@@ -26,12 +26,12 @@ STARTS = [
     (
         "unrolled",
         {"cascades": 2, "first_coils": "maps", "maps_start": "zero_filled", "residual_gate": True},
-        {"cascades": 2, "first_coils": "maps", "maps_start": "zero_filled"},
+        {"cascades": 2, "first_coils": "maps", "maps_start": "zero_filled", "residual_gate": False},
     ),
     (
         "unrolled",
         {"cascades": 2, "first_estimate": "none", "residual_gate": True},
-        {"cascades": 2, "first_estimate": "none"},
+        {"cascades": 2, "first_estimate": "none", "residual_gate": False},
     ),
     ("varnet", {"residual_gate": True}, {}),
     ("unet", {"size": "tiny", "residual": True}, {"size": "tiny"}),
