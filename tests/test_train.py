@@ -430,5 +430,5 @@ def test_evaluation_checkpoint_chooses_the_best_or_the_last(tmp_path):
     assert chosen_checkpoint(cfg, [callback], tmp_path) == str(best)
     cfg = compose(["evaluation.checkpoint=last"])
     assert chosen_checkpoint(cfg, [callback], tmp_path) is None
-    with pytest.raises(ConfigError, match="evaluation.checkpoint='latest': best or last"):
+    with pytest.raises(ConfigError, match="evaluation.checkpoint='latest': one of"):
         chosen_checkpoint(compose(["evaluation.checkpoint=latest"]), [callback], tmp_path)
