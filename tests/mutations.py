@@ -304,8 +304,8 @@ MUTATIONS = (
     Mutation(
         "fine-tuning starts from scratch",
         "conf/row/ssdu_tuned.yaml",
-        "init_from: ${paths.output_dir}/studies/label_pretrain/",
-        "init_from_: ${paths.output_dir}/studies/label_pretrain/",
+        "init_from: ${paths.pretrain}/",
+        "init_from_: ${paths.pretrain}/",
         ("tests/test_study.py::test_fine_tuning_reads_its_pre_training_by_interpolation",),
     ),
     Mutation(

@@ -195,3 +195,18 @@ def test_a_study_tested_under_several_masks_is_paired_under_each(tmp_path):
     assert set(b.index) == {"test equispaced4x", "test equispaced8x"}
     assert b.loc["test equispaced4x", "d_ssim"] == pytest.approx(0.01)
     assert b.loc["test equispaced8x", "d_ssim"] == pytest.approx(0.03)
+
+
+def test_jobs_one_level_deeper_are_found_and_ordered(tmp_path):
+    """A sweep whose subdir has a ``/`` (``model=swin/row=ssdu,seed=0``) keeps its jobs one
+    level down: they are found beside flat ones, grouped by their parent folder, and a
+    folder without Hydra's record (checkpoints, logs) is not a job."""
+    from kspace_mim.report import job_dirs
+
+    names = ["model=unrolled/seed=10", "model=swin/seed=2", "model=swin/seed=10", "flat"]
+    for name in names:
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+    (tmp_path / "model=swin" / "seed=2" / "checkpoints").mkdir()
+    (tmp_path / "model=swin" / "notes").mkdir()
+    found = [str(p.relative_to(tmp_path)) for p in job_dirs(tmp_path)]
+    assert found == ["flat", "model=swin/seed=2", "model=swin/seed=10", "model=unrolled/seed=10"]

@@ -173,6 +173,46 @@ def test_fine_tuning_reads_its_pre_training_by_interpolation():
     assert label_free.evaluation.checkpoint == "last"
 
 
+def compose_job(overrides: list[str]):
+    """A study job's config as Hydra's launcher resolves it (``${hydra:...}`` set)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose(overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def hydra_job_config():
+    """Clears Hydra's job config after a test that set it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    yield compose_job
+    HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize("network", ["swin", "unrolled"])
+def test_few_labels_fine_tunes_its_own_networks_pre_training(network, hydra_job_config):
+    """Each network's fine-tuning rows read the checkpoint its own pre-training job writes
+    (same network, row and seed); the labelled volumes are a random draw, augmented, split
+    by person; the joint row learns from the label-free pool for the total steps."""
+    base = [f"model={network}", "seed=2", "paths.output_dir=/o"]
+    pre = hydra_job_config(["experiment=few_labels_pretrain", "row=ssdu_density_weighted", *base])
+    written = Path(pre.hydra.sweep.dir) / pre.hydra.sweep.subdir / "checkpoints" / "last.ckpt"
+    assert pre.supervision.weighting == "density" and pre.data.synthetic_set == "people"
+    assert pre.validation.at_zero and pre.validation.heldout > 0
+    tuned = hydra_job_config(["experiment=few_labels", "row=ssdu_density_tuned", *base])
+    assert tuned.init_from == str(written)
+    assert f"model={network}/" in tuned.init_from
+    assert tuned.data.train_draw == "random" and tuned.trainer.max_steps == 300
+    assert tuned.augmentation.affine_prob > 0 and tuned.augmentation.flip_prob > 0
+    joint = hydra_job_config(["experiment=few_labels", "row=joint", "data.train_volumes=1", *base])
+    assert joint.supervision._target_.endswith(".Joint") and joint.trainer.max_steps == 900
+    assert joint.data.pool_path.startswith(joint.data.synthetic_root)
+    assert joint.data.pool_path.endswith("_train_undersampled4x")
+    assert joint.hydra.sweep.subdir == f"model={network}/n=1,row=joint,seed=2"
+
+
 def test_every_page_row_names_a_row_config():
     options = {p.stem for p in (ROOT / "src" / "kspace_mim" / "conf" / "row").glob("*.yaml")}
     for spec in study.PAGES.values():

@@ -31,10 +31,13 @@ METRIC_COLUMNS = ["ssim", "psnr", "nmse", "kspace_ssim"]
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    """The job directories of a sweep (those Hydra wrote its overrides into)."""
+    """The job directories of a sweep (those holding Hydra's ``.hydra`` record): its
+    subfolders, or one level deeper where ``hydra.sweep.subdir`` has a ``/``
+    (``model=swin/row=ssdu,seed=0``)."""
+    markers = [*sweep_dir.glob("*/.hydra"), *sweep_dir.glob("*/*/.hydra")]
     return sorted(
-        (p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")),
-        key=lambda p: (len(p.name), p.name),
+        (p.parent for p in markers if p.is_dir()),
+        key=lambda p: (str(p.parent), len(p.name), p.name),
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from kspace_mim.files import read_json
+from kspace_mim.report import job_dirs
 from kspace_mim.tables import Records, RowSpec, TableSpec, read_records, record, write_page
 
 # --- the pages -----------------------------------------------------------------------
@@ -291,8 +292,8 @@ def finished_jobs(study_dir: Path) -> list[dict[str, Any]]:
     """The finished jobs of a study folder: directory, the row and mask chosen (Hydra's
     record), the resolved config and metrics. Others are named on stderr and left out."""
     jobs = []
-    for marker in sorted(Path(study_dir).glob("*/.hydra/hydra.yaml")):
-        job = marker.parent.parent
+    for job in job_dirs(Path(study_dir)):
+        marker = job / ".hydra" / "hydra.yaml"
         status = job / "status.json"
         finished = status.is_file() and read_json(status).get("status") == "finished"
         if not finished or not (job / "metrics.json").is_file():
