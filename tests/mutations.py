@@ -934,6 +934,47 @@ MUTATIONS = (
         ("tests/test_compare.py::test_the_hierarchical_bootstrap_widens_when_runs_disagree",),
     ),
     Mutation(
+        "a page reads every job under the job's own selection, not the page's",
+        "study.py",
+        "    if selection in also:\n",
+        "    if False:\n",
+        (
+            "tests/test_study.py::"
+            "test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows",
+        ),
+    ),
+    Mutation(
+        "the label-free rows stand at N = 0 only (nothing says what the labels add)",
+        "study.py",
+        "        for other in row.also_groups:",
+        "        for other in ():",
+        (
+            "tests/test_study.py::"
+            "test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows",
+        ),
+    ),
+    Mutation(
+        "hierarchical pairing pairs runs by position, not by seed",
+        "tables.py",
+        '        theirs = dict(zip(ref["seeds"], ref["evaluations"], strict=True))',
+        '        theirs = dict(zip(rec["seeds"], ref["evaluations"]))',
+        ("tests/test_tables.py::test_hierarchical_pairing_pairs_each_seed_with_the_same_seed",),
+    ),
+    Mutation(
+        "few-labels fine-tuning reads SimMIM-Swin's pre-training whatever the network",
+        "conf/experiment/few_labels.yaml",
+        "few_labels_pretrain/model=${hydra:runtime.choices.model}",
+        "few_labels_pretrain/model=swin",
+        ("tests/test_study.py::test_few_labels_fine_tunes_its_own_networks_pre_training",),
+    ),
+    Mutation(
+        "a sweep's jobs one folder deeper are not found",
+        "report.py",
+        '    markers = [*sweep_dir.glob("*/.hydra"), *sweep_dir.glob("*/*/.hydra")]',
+        '    markers = [*sweep_dir.glob("*/.hydra")]',
+        ("tests/test_report.py::test_jobs_one_level_deeper_are_found_and_ordered",),
+    ),
+    Mutation(
         "evaluation.also adds no other selection's numbers",
         "train.py",
         '        for which in OmegaConf.select(cfg, "evaluation.also", default=None) or []:',

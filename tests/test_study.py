@@ -149,6 +149,102 @@ def test_label_pages_group_by_labelled_volumes(tmp_path):
     assert set(records) == {("from scratch", "1"), ("from scratch", "3"), ("SSDU alone", "0")}
 
 
+def few_labels_jobs(studies: Path) -> None:
+    """Jobs of both few-labels studies (two seeds, N = 1) whose three selections score
+    differently: main = the job's own choice, ``also`` = the others."""
+    also = ["best", "heldout", "last"]
+
+    def tested(base: float, step: int) -> dict:
+        return {"tests": {"equispaced4x": {"volumes": scores(base)}}, "checkpoint_step": step}
+
+    fake_job(
+        studies / "few_labels_pretrain" / "model=zero_filled",
+        "row=zero_filled,seed=0",
+        {"row": "zero_filled", "model": "zero_filled"},
+        {
+            "seed": 0,
+            "trainer": {"max_steps": 1},
+            "evaluation": {"checkpoint": "best", "also": also},
+        },
+        {"tests": {"equispaced4x": {"volumes": scores(0.40)}}},
+    )
+    for seed in (0, 1):
+        lift = 0.002 * seed
+        pre = fake_job(
+            studies / "few_labels_pretrain" / "model=swin",
+            f"row=ssdu,seed={seed}",
+            {"row": "ssdu", "model": "swin"},
+            {
+                "seed": seed,
+                "trainer": {"max_steps": 600},
+                "data": {},
+                "evaluation": {"checkpoint": "last", "also": also},
+            },
+            {
+                **tested(0.60 + lift, 600),
+                "selected_on": "val",
+                "also": {"best": tested(0.62 + lift, 400), "heldout": tested(0.61 + lift, 500)},
+            },
+        )
+        for row, base in (("scratch", 0.50), ("ssdu_tuned", 0.65), ("joint", 0.63)):
+            config = {
+                "seed": seed,
+                "trainer": {"max_steps": 900 if row == "joint" else 300},
+                "data": {"train_volumes": 1},
+                "evaluation": {"checkpoint": "best", "also": also},
+                "init_from": str(pre / "checkpoints" / "last.ckpt") if "tuned" in row else None,
+                "supervision": {"_target_": "kspace_mim.supervision.Joint"}
+                if row == "joint"
+                else {},
+            }
+            # the held-out choice is the best one for ssdu_tuned (absent from also)
+            heldout = {} if row == "ssdu_tuned" else {"heldout": tested(base - 0.01, 100)}
+            fake_job(
+                studies / "few_labels" / "model=swin",
+                f"n=1,row={row},seed={seed}",
+                {"row": row, "model": "swin"},
+                config,
+                {
+                    **tested(base + lift, 200),
+                    "selected_on": "val",
+                    "also": {**heldout, "last": tested(base - 0.02, 300)},
+                    "train_seconds": 60,
+                },
+            )
+
+
+def test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows(tmp_path):
+    """Each page reads every row under its own checkpoint selection (the main numbers, or
+    ``evaluation.also``'s, or the main ones where also left out the same file); the
+    label-free rows stand at N = 0 and again beside the labelled rows; pre-training steps
+    are counted, joint training counts two slices a step; pairs are by seed and volume."""
+    few_labels_jobs(tmp_path / "studies")
+    mean = sum(scores(0)[v]["ssim"] for v in VOLUMES) / len(VOLUMES)
+    for selection, ssdu, scratch, scratch_step in (
+        ("best", 0.62, 0.50, 200),
+        ("heldout", 0.61, 0.49, 100),
+    ):
+        spec = TableSpec(**{**study.few_labels_spec("swin", selection).__dict__, "flops": False})
+        records = study.study_records(spec, tmp_path)
+        alone = records[("SSDU alone", "0")]
+        assert alone["ssim"] == pytest.approx(ssdu + 0.001 + mean)  # seeds 0 and 1: +0.001
+        assert records[("SSDU alone", "1")]["volumes"] == alone["volumes"]
+        assert records[("zero-filled", "0")]["ssim"] == pytest.approx(0.40 + mean)
+        assert records[("from scratch", "1")]["ssim"] == pytest.approx(
+            scratch + (0.001 if selection == "best" else 0.0) + mean
+        )
+        assert records[("from scratch", "1")]["checkpoint_steps"] == [scratch_step] * 2
+        tuned = records[("SSDU + fine-tuned", "1")]
+        assert tuned["steps"] == 900 and tuned["ssim"] == pytest.approx(0.651 + mean)
+        assert tuned["checkpoint_steps"] == [800, 800]  # 200 + the 600 of pre-training
+        text = tables.page(spec, records)
+        gain = f"{0.651 - ssdu - 0.001:+.4f}"
+        assert f"SSDU + fine-tuned against SSDU alone (paired): N = 1: {gain}" in text
+    assert spec.pairing == "hierarchical" and spec.name == "few_labels_heldout"
+    joint = TableSpec(**{**study.few_labels_spec("swin", "best").__dict__})
+    assert joint.rows[-1].option == "joint"
+
+
 def test_the_command_line_refuses_a_missing_study_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         study.main(["results", "--outputs", str(tmp_path), "--root", str(tmp_path)])

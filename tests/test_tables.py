@@ -112,6 +112,35 @@ def test_pairing_by_volume_and_by_seed_and_volume(records):
         paired(ref, better, "slice")
 
 
+def test_hierarchical_pairing_pairs_each_seed_with_the_same_seed(records):
+    """Seeds (each its own labelled draw) pair with the same seed, whatever their order
+    or which seeds a row lacks; the interval comes from the crossed bootstrap."""
+    from kspace_mim.compare import hierarchical_statistics
+
+    ref, better = records[("ref", "4x")], records[("better", "4x")]
+    stat = paired(ref, better, "hierarchical")
+    expected = {
+        str(s): {n: b["volumes"][n]["ssim"] - a["volumes"][n]["ssim"] for n in VOLUMES}
+        for s, a, b in zip(ref["seeds"], ref["evaluations"], better["evaluations"], strict=True)
+    }
+    assert stat == hierarchical_statistics(expected)
+    assert stat["runs"] == 3 and stat["mean_difference"] == pytest.approx(0.05, abs=0.003)
+    # seed 2 only, stored first: paired with the reference's seed 2, not its first run
+    shuffled = record("later", "4x", runs(0.6, 0.05, seeds=(2,), noise=0.002))
+    alone = paired(ref, shuffled, "hierarchical")
+    assert alone["runs"] == 1
+    assert alone["mean_difference"] == pytest.approx(
+        np.mean(
+            [
+                shuffled["volumes"][n]["ssim"] - ref["evaluations"][2]["volumes"][n]["ssim"]
+                for n in VOLUMES
+            ]
+        )
+    )
+    with pytest.raises(ValueError, match="share no seed"):
+        paired(ref, record("none", "4x", runs(0.6, 0.0, seeds=(7,))), "hierarchical")
+
+
 def test_the_table_marks_what_is_significant_and_reads_it_out(records):
     text, found = table(SPEC, records)
     lines = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines()[2:]}

@@ -268,7 +268,96 @@ PARITY = TableSpec(
     flops=False,
 )
 
-PAGES = {s.name: s for s in (RESULTS, SWIN_VARIANTS, LABEL_EFFICIENCY, LABEL_FREE_VARIANTS, PARITY)}
+NETWORKS = {"swin": "SimMIM-Swin `tiny`", "unrolled": "the unrolled network `tiny`"}
+SELECTIONS = {
+    "best": "the checkpoint with the best SSIM on the 13 fully sampled validation volumes "
+    "(labels used for selection)",
+    "heldout": "the checkpoint with the lowest loss on a held-out 20 % of the validation "
+    "scans' acquired samples (no fully sampled scan used for selection: no more labels "
+    "than training had)",
+}
+FEW_SSDU, FEW_DENSITY, FEW_MIM = "SSDU", "SSDU, density-weighted", "masked modeling (patches)"
+JOINT = "joint (supervised + SSDU on the pool, from scratch)"
+ALL_TRAIN = "41"  # data.train_volumes=null: every train volume of data=people
+
+
+def few_labels_spec(network: str, selection: str) -> TableSpec:
+    """The few-labels page of one network under one checkpoint selection."""
+    name = "few_labels" + ("" if network == "swin" else f"_{network}")
+    name += "" if selection == "best" else f"_{selection}"
+    study, pre = f"few_labels/model={network}", f"few_labels_pretrain/model={network}"
+    labelled = ("1", "4", ALL_TRAIN)
+    free = [(FEW_SSDU, "ssdu"), (FEW_DENSITY, "ssdu_density_weighted"), (FEW_MIM, "mim")]
+    tuned = [(FEW_SSDU, "ssdu_tuned"), (FEW_DENSITY, "ssdu_density_tuned"), (FEW_MIM, "mim_tuned")]
+    return TableSpec(
+        name=name,
+        title=f"Few labels: {NETWORKS[network].split(' `')[0]}, "
+        + ("selected on labelled validation" if selection == "best" else "selected without labels"),
+        command="make results-few-labels",
+        caption=(
+            f"Split by person (`data=people`): labelled volumes, label-free pool and "
+            f"validation from the Colin27 brain, the held-out test every slab of another, "
+            f"real person (ITK's clinical T1) whom no pool saw. {NETWORKS[network]}, 4x "
+            f"equispaced, batch 1, {{seeds}} seeds. Label-free pre-training "
+            f"(`experiment=few_labels_pretrain`): {{steps[{FEW_SSDU} alone]}} steps on the "
+            "undersampled-only copy of the 41 train volumes; then "
+            "(`experiment=few_labels`) supervised steps on N fully sampled volumes drawn at "
+            "random per seed (stratified by orientation; N = 41: all), with MRAugment-style "
+            "augmentation, from scratch ({steps[from scratch]} steps, and at the "
+            "pre-trained rows' total), fine-tuned from the same seed's pre-training, or "
+            "joint (both losses every step); steps are cumulative. Every run is validated "
+            f"at step 0 too; the checkpoint is {SELECTIONS[selection]}. Δ: paired by "
+            "volume and seed against **from scratch** at the same N (at N = 0: "
+            "zero-filling), a crossed bootstrap over seeds (each its own labelled draw) and "
+            "volumes (95 % CI), Wilcoxon over volumes; ✓ = significant (p < 0.05 and the CI "
+            "excludes 0), · = not. The label-free rows are repeated at each N: what the "
+            "labels add over them is read out below the table. Joint training counts two "
+            "slices a step (a labelled one and a pool one)."
+        ),
+        rows=(
+            RowSpec("zero-filled", "few_labels_pretrain/model=zero_filled", "zero_filled", "0"),
+            *(
+                RowSpec(f"{label} alone", pre, option, group="0", also_groups=labelled)
+                for label, option in free
+            ),
+            RowSpec(SCRATCH, study, "scratch"),
+            RowSpec(SCRATCH_TOTAL, study, "scratch_equal_total"),
+            *(RowSpec(f"{label} + fine-tuned", study, option) for label, option in tuned),
+            RowSpec(JOINT, study, "joint"),
+        ),
+        reference=SCRATCH,
+        reference_by_group={"0": "zero-filled"},
+        control=SCRATCH_TOTAL,
+        group_by="labels",
+        group_title="N labelled",
+        pairing="hierarchical",
+        contrasts=tuple((f"{label} alone", f"{label} + fine-tuned") for label, _ in free)
+        + ((JOINT, f"{FEW_SSDU} + fine-tuned"),),
+        readme=(
+            (SCRATCH_TOTAL, "zero-filled"),
+            (f"{FEW_SSDU} alone",),
+            (f"{FEW_SSDU} + fine-tuned",),
+            (f"{FEW_MIM} + fine-tuned",),
+            (JOINT,),
+        ),
+        # what the labels add to the label-free model: do they ever hurt?
+        readme_contrasts=((f"{FEW_SSDU} alone", f"{FEW_SSDU} + fine-tuned"),),
+        selection=selection,
+    )
+
+
+FEW_LABELS = few_labels_spec("swin", "best")
+FEW_LABELS_HELDOUT = few_labels_spec("swin", "heldout")
+PAGES = {
+    s.name: s
+    for s in (
+        RESULTS,
+        SWIN_VARIANTS,
+        LABEL_EFFICIENCY,
+        LABEL_FREE_VARIANTS,
+        PARITY,
+    )
+}
 # The evaluation a page reads from each job: its held-out test under this mask
 # (``metrics.json`` ``tests``), every test mask (None), or validation ("val").
 EVALUATION = {
@@ -278,6 +367,13 @@ EVALUATION = {
     "parity": "val",
 }
 EVALUATION["label_free_variants"] = EVALUATION["label_efficiency"]
+EVALUATION.update(
+    {
+        few_labels_spec(network, selection).name: "equispaced4x"
+        for network in NETWORKS
+        for selection in SELECTIONS
+    }
+)
 
 
 # --- the jobs ------------------------------------------------------------------------
@@ -349,11 +445,33 @@ def _acceleration(mask: str) -> str:
     return f"{digits}x"
 
 
-def evaluations(job: dict, page: str, fixed_group: str | None) -> dict[str, dict]:
+def selected(job: dict, selection: str | None) -> dict | None:
+    """The job's numbers under one checkpoint selection (``best``, ``heldout``, ``last``;
+    None: its own ``evaluation.checkpoint``): its main numbers when that is the selection
+    asked for, or ``evaluation.also``'s entry (absent there when it is the same file as
+    the main choice, so the main numbers); None when the job did not evaluate it."""
+    metrics, config = job["metrics"], job["config"]
+    evaluation = config.get("evaluation") or {}
+    if selection is None or selection == evaluation.get("checkpoint"):
+        return metrics
+    also = metrics.get("also") or {}
+    if selection in also:
+        return also[selection]
+    if selection in (evaluation.get("also") or []):
+        return metrics
+    return None
+
+
+def evaluations(
+    job: dict, page: str, fixed_group: str | None, selection: str | None = None
+) -> dict[str, dict]:
     """``{group: evaluation}`` of one job for a page: per acceleration of its held-out
     tests (results), its 4x test under the labelled-volume count (label pages), or its
-    validation (parity)."""
-    metrics, config = job["metrics"], job["config"]
+    validation (parity); under the page's checkpoint selection."""
+    metrics, config = selected(job, selection), job["config"]
+    if metrics is None:
+        print(f"{job['dir']}: no {selection} selection evaluated, left out", file=sys.stderr)
+        return {}
     wanted = EVALUATION[page]
     if wanted == "val":
         return {"": metrics}
@@ -414,7 +532,8 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
     jobs = [j for j in study_jobs if row.option is None or j["choices"].get("row") == row.option]
     per_group: dict[str, list[tuple[dict, dict]]] = {}
     for job in jobs:
-        for group, evaluation in evaluations(job, spec.name, row.group).items():
+        found = evaluations(job, spec.name, row.group, spec.selection)
+        for group, evaluation in found.items():
             per_group.setdefault(group, []).append((job, evaluation))
     flops = None
     trained = [
@@ -432,10 +551,13 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
             offset, offset_s, _ = _start(job["config"])
             steps = int(job["config"]["trainer"]["max_steps"]) + offset
             batch = int(job["config"].get("data", {}).get("batch_size") or 1)
+            # supervision=joint: a labelled batch and a pool batch every step
+            target = str((job["config"].get("supervision") or {}).get("_target_", ""))
+            batch *= 2 if target.endswith(".Joint") else 1
             trains = job in trained
             mine = curve(job["dir"], offset, offset_s) if trains else []
             seconds = job["metrics"].get("train_seconds") or (mine[-1]["train_s"] if mine else None)
-            step = job["metrics"].get("checkpoint_step")
+            step = (selected(job, spec.selection) or {}).get("checkpoint_step")
             runs.append(
                 {
                     "seed": job["config"].get("seed"),
@@ -451,6 +573,8 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
             )
         split = "val" if EVALUATION[spec.name] == "val" else "test"
         records[(row.label, group)] = record(row.label, group, runs, split)
+        for other in row.also_groups:
+            records[(row.label, other)] = {**records[(row.label, group)], "group": other}
     return records
 
 

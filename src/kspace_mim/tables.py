@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from kspace_mim.compare import difference_statistics, significant
+from kspace_mim.compare import difference_statistics, hierarchical_statistics, significant
 from kspace_mim.compare import paired as paired_volumes
 from kspace_mim.files import write_json
 
@@ -46,7 +46,8 @@ class RowSpec:
     ``row=`` option (None: every job of the study, e.g. CS's settings); group: a fixed
     group for all its records (the label-free rows at N = 0); select_on_val: per group,
     the jobs' setting with the best validation SSIM (CS's lamda and maps); curve_only:
-    plotted, not tabled (a longer run of the cheapest model)."""
+    plotted, not tabled (a longer run of the cheapest model); also_groups: the record
+    repeated in these groups (a label-free row beside the fine-tuned ones at each N)."""
 
     label: str
     study: str
@@ -54,6 +55,7 @@ class RowSpec:
     group: str | None = None
     select_on_val: bool = False
     curve_only: bool = False
+    also_groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,12 @@ class TableSpec:
     group_title its column's title; reference: the row every other is paired against,
     reference_by_group: another one for some groups (N = 0: zero-filling); control: a
     second paired column (from scratch at the same total steps); pairing: ``volume``
-    (each volume's mean over seeds) or ``seed_volume`` (each seed's run of both, each
-    volume); contrasts: further pairs read out per group (label A, label B: B - A);
-    readme: the README's short form, a column per tuple of alternative labels (the
+    (each volume's mean over seeds), ``seed_volume`` (each seed's run of both, each
+    volume) or ``hierarchical`` (per seed and volume, a crossed bootstrap over both:
+    :func:`kspace_mim.compare.hierarchical_statistics`); selection: which checkpoint's
+    evaluation every row reads (``best``, ``heldout``, ``last``; None: the job's own
+    ``evaluation.checkpoint``); contrasts: further pairs read out per group (label A,
+    label B: B - A); readme: the README's short form, a column per tuple of alternative labels (the
     first found per group), the first tuple the reference; readme_contrasts: contrasts
     whose reading the README's short form repeats; flops: the FLOPs column."""
 
@@ -87,6 +92,7 @@ class TableSpec:
     readme: tuple[tuple[str, ...], ...] | None = None
     readme_contrasts: tuple[tuple[str, str], ...] = ()
     flops: bool = True
+    selection: str | None = None
 
     def labels(self, tabled: bool = True) -> list[str]:
         return [r.label for r in self.rows if not (tabled and r.curve_only)]
@@ -181,13 +187,30 @@ def read_records(folder: Path) -> Records:
 
 # --- statistics ----------------------------------------------------------------------
 def paired(ref: dict, rec: dict, pairing: str, metric: str = "ssim") -> dict[str, Any]:
-    """``rec`` - ``ref`` paired by volume (seed means) or by (seed, volume): mean, 95 %
-    bootstrap CI, Wilcoxon p, n."""
+    """``rec`` - ``ref`` paired by volume (seed means), by (seed, volume), or by seed and
+    volume with a crossed bootstrap over both (``hierarchical``: the same seed's runs,
+    which for a labelled subset are the same draw): mean, 95 % bootstrap CI, Wilcoxon p, n."""
     if pairing == "volume":
         x, y = paired_volumes(ref["volumes"], rec["volumes"], metric)
         return difference_statistics(y - x)
+    if pairing == "hierarchical":
+        mine = dict(zip(rec["seeds"], rec["evaluations"], strict=True))
+        theirs = dict(zip(ref["seeds"], ref["evaluations"], strict=True))
+        both = [seed for seed in mine if seed in theirs]
+        if not both:
+            raise ValueError(f"{rec['row']} and {ref['row']} share no seed to pair")
+        return hierarchical_statistics(
+            {
+                str(seed): {
+                    name: mine[seed]["volumes"][name][metric]
+                    - theirs[seed]["volumes"][name][metric]
+                    for name in sorted(set(mine[seed]["volumes"]) & set(theirs[seed]["volumes"]))
+                }
+                for seed in both
+            }
+        )
     if pairing != "seed_volume":
-        raise ValueError(f"pairing {pairing!r}: volume or seed_volume")
+        raise ValueError(f"pairing {pairing!r}: volume, seed_volume or hierarchical")
     diffs = [
         mine["volumes"][name][metric] - theirs["volumes"][name][metric]
         for mine, theirs in zip(rec["evaluations"], ref["evaluations"], strict=True)
