@@ -448,3 +448,66 @@ def test_flops_are_of_the_jobs_own_network_and_grid(data_root):
     small = study._flops_per_step(job("unet", "data.crop_size=16"))
     large = study._flops_per_step(job("unet", "data.crop_size=32"))
     assert 3.5 < large / small < 4.5
+
+
+@pytest.fixture(scope="module")
+def people_env(tmp_path_factory) -> dict[str, str]:
+    """``data=people`` at test size: 2 volumes a split (2 slices, 4 coils, 32 x 32), and
+    the undersampled-only copy of train that the label-free pool reads."""
+    from kspace_mim.data.synthesize import LABEL_FREE_TRAIN, split_folders, synthesize
+
+    root = tmp_path_factory.mktemp("people")
+    size = {"slices": 2, "coils": 4, "size": 32, "progress": False, "anatomy": "people"}
+    synthesize_set(root / "data" / "people", volumes=2, **size)
+    folder = split_folders(root / "data" / "people", "multicoil")[LABEL_FREE_TRAIN]
+    synthesize(folder, "multicoil", "train", 2, undersampled=True, accelerations=(4,), **size)
+    return {
+        **os.environ,
+        "KSPACE_MIM_DATA": str(root / "data"),
+        "KSPACE_MIM_OUTPUT": str(root / "out"),
+        "WANDB_MODE": "offline",
+        "root": str(root),
+    }
+
+
+@pytest.mark.slow
+def test_the_few_labels_study_runs_its_commands_on_tiny_budgets(people_env):
+    """``make results-few-labels``'s commands with tiny budgets (the GPU run is the same
+    with its own): zero-filling, a label-free pre-training, fine-tuning from it, from
+    scratch and joint at N = 1; each job holds every selection's test; both pages pair
+    the rows by seed and volume and read out what the label added."""
+    tiny = ("data.crop_size=32", "data.num_workers=0", "validation.points=2")
+    study_args = ("-m", "experiment=few_labels_pretrain", "seed=0", *tiny)
+    zero = ("model=zero_filled", "row=zero_filled", "~model.size")  # it has no sizes
+    run(people_env, "kspace_mim.train", *study_args, *zero)
+    run(
+        people_env, "kspace_mim.train", *study_args, "model=swin", "row=ssdu", "trainer.max_steps=4"
+    )
+    rows = "row=scratch,ssdu_tuned,joint"
+    run(
+        people_env,
+        "kspace_mim.train",
+        "-m",
+        "experiment=few_labels",
+        "model=swin",
+        rows,
+        "seed=0",
+        "data.train_volumes=1",
+        "trainer.max_steps=2",
+        *tiny,
+    )
+    out = Path(people_env["KSPACE_MIM_OUTPUT"]) / "studies"
+    tuned = out / "few_labels" / "model=swin" / "n=1,row=ssdu_tuned,seed=0"
+    config = yaml.safe_load((tuned / "config.yaml").read_text())
+    assert config["init_from"] == str(
+        out / "few_labels_pretrain" / "model=swin" / "row=ssdu,seed=0" / "checkpoints" / "last.ckpt"
+    )
+    metrics = json.loads((tuned / "metrics.json").read_text())
+    assert set(metrics["also"]) | {config["evaluation"]["checkpoint"]} >= {"heldout", "last"}
+    for selection in ("best", "heldout"):
+        spec = TableSpec(**{**study.few_labels_spec("swin", selection).__dict__, "flops": False})
+        records = study.study_records(spec, Path(people_env["KSPACE_MIM_OUTPUT"]))
+        page = tables.page(spec, records)
+        assert "| 0 | zero-filled |" in page and "| 1 | SSDU + fine-tuned |" in page
+        assert "SSDU + fine-tuned against SSDU alone (paired): N = 1:" in page
+        assert records[("SSDU + fine-tuned", "1")]["steps"] == 6  # 4 label-free + 2
