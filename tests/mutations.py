@@ -975,10 +975,20 @@ MUTATIONS = (
         ("tests/test_report.py::test_jobs_one_level_deeper_are_found_and_ordered",),
     ),
     Mutation(
+        "the other selections are read after a checkpoint was loaded (a held-out best lost)",
+        "train.py",
+        "        for which, path in others.items():",
+        "        for which, path in {w: selected_checkpoint(w, callbacks, run_dir) for w in others}.items():",
+        (
+            "tests/test_heldout_validation.py::"
+            "test_every_selection_asked_for_is_tested_whatever_file_was_loaded_first",
+        ),
+    ),
+    Mutation(
         "evaluation.also adds no other selection's numbers",
         "train.py",
-        '        for which in OmegaConf.select(cfg, "evaluation.also", default=None) or []:',
-        "        for which in []:",
+        "        for which, path in others.items():",
+        "        for which, path in {}.items():",
         ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
     ),
 )

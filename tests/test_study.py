@@ -197,8 +197,9 @@ def few_labels_jobs(studies: Path) -> None:
                 if row == "joint"
                 else {},
             }
-            # the held-out choice is the best one for ssdu_tuned (absent from also)
-            heldout = {} if row == "ssdu_tuned" else {"heldout": tested(base - 0.01, 100)}
+            # the held-out choice is the best one's file for ssdu_tuned (its numbers again)
+            same = row == "ssdu_tuned"
+            heldout = tested(base + lift, 200) if same else tested(base - 0.01, 100)
             fake_job(
                 studies / "few_labels" / "model=swin",
                 f"n=1,row={row},seed={seed}",
@@ -207,7 +208,7 @@ def few_labels_jobs(studies: Path) -> None:
                 {
                     **tested(base + lift, 200),
                     "selected_on": "val",
-                    "also": {**heldout, "last": tested(base - 0.02, 300)},
+                    "also": {"heldout": heldout, "last": tested(base - 0.02, 300)},
                     "train_seconds": 60,
                 },
             )
@@ -215,7 +216,7 @@ def few_labels_jobs(studies: Path) -> None:
 
 def test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows(tmp_path):
     """Each page reads every row under its own checkpoint selection (the main numbers, or
-    ``evaluation.also``'s, or the main ones where also left out the same file); the
+    ``evaluation.also``'s; zero-filling trains nothing and has one); the
     label-free rows stand at N = 0 and again beside the labelled rows; pre-training steps
     are counted, joint training counts two slices a step; pairs are by seed and volume."""
     few_labels_jobs(tmp_path / "studies")

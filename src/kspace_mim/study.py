@@ -448,18 +448,13 @@ def _acceleration(mask: str) -> str:
 def selected(job: dict, selection: str | None) -> dict | None:
     """The job's numbers under one checkpoint selection (``best``, ``heldout``, ``last``;
     None: its own ``evaluation.checkpoint``): its main numbers when that is the selection
-    asked for, or ``evaluation.also``'s entry (absent there when it is the same file as
-    the main choice, so the main numbers); None when the job did not evaluate it."""
+    asked for or nothing was trained (zero-filling), else ``evaluation.also``'s entry;
+    None when the job did not evaluate that selection."""
     metrics, config = job["metrics"], job["config"]
     evaluation = config.get("evaluation") or {}
-    if selection is None or selection == evaluation.get("checkpoint"):
+    if selection in (None, evaluation.get("checkpoint")) or not metrics.get("selected_on"):
         return metrics
-    also = metrics.get("also") or {}
-    if selection in also:
-        return also[selection]
-    if selection in (evaluation.get("also") or []):
-        return metrics
-    return None
+    return (metrics.get("also") or {}).get(selection)
 
 
 def evaluations(

@@ -133,6 +133,14 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         # (optimizer and loops: a longer budget resumes from it).
         trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
         chosen = chosen_checkpoint(cfg, callbacks, run_dir)
+        # Every selection's file is read now, before any validate(ckpt_path=...):
+        # Lightning restores the callbacks' state from the file it loads, and a file saved
+        # mid-run holds the other callbacks' records of that moment (a held-out best that
+        # came later is then unknown).
+        others = {
+            which: selected_checkpoint(which, callbacks, run_dir)
+            for which in OmegaConf.select(cfg, "evaluation.also", default=None) or []
+        }
         trainer.validate(
             model, datamodule=datamodule, ckpt_path=chosen, verbose=False, weights_only=True
         )
@@ -147,11 +155,18 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     results.update({"test": test} if test else {})
     results.update({f"test {name}": entry for name, entry in tests.items()})
     # The same numbers of the other selections asked for (evaluation.also: last beside
-    # best, ...), each from its own checkpoint: validation and the held-out test.
+    # best, ...), each from its own checkpoint: validation and the held-out test (the
+    # main numbers again where the selection chose the same file).
     also = {}
     if model.trainable and trains:
-        for which in OmegaConf.select(cfg, "evaluation.also", default=None) or []:
-            path = selected_checkpoint(which, callbacks, run_dir)
+        for which, path in others.items():
+            if path == chosen:
+                also[which] = {
+                    **source,
+                    "val": results["val"],
+                    **({"test": test} if test else {}),
+                    **({"tests": tests} if tests else {}),
+                }
             if path is None or path == chosen:
                 continue
             trainer.validate(
