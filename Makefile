@@ -8,7 +8,7 @@ SYNTH_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-full test-slurm wheel-check docs train data results results-swin results-label bench parity \
+.PHONY: install test test-full test-slurm wheel-check docs train data results results-swin results-label results-few-labels bench parity \
 	tables lint clean mutation
 
 install: $(STAMP)
@@ -65,6 +65,20 @@ results-label: install data
 	$(PAGE) label_efficiency
 	$(PAGE) label_free_variants
 
+# The few-labels study, split by person (data=people: the test is another, real person):
+# label-free pre-training of each network, then N = 1, 4 and all labelled volumes (random
+# draws, augmented) per row, 3 seeds, each page under two checkpoint selections (labelled
+# validation; held-out acquired samples, no label). SimMIM-Swin alone (FEW_MODELS=swin):
+# about 2 hours on 2 CPU cores; the unrolled network (FEW_MODELS=unrolled) about twice that.
+FEW_MODELS ?= swin
+results-few-labels: install
+	$(STUDY) experiment=few_labels_pretrain model=zero_filled row=zero_filled seed=0 \
+		'~model.size' $(ARGS)
+	$(STUDY) experiment=few_labels_pretrain model=$(FEW_MODELS) $(ARGS)
+	$(STUDY) experiment=few_labels model=$(FEW_MODELS) $(ARGS)
+	$(PAGE) few_labels
+	$(PAGE) few_labels_heldout
+
 # Reference parity: fastMRI's own E2E-VarNet loop beside model=varnet and model=unrolled
 # (and their grid / recipe variants, the U-Net's and SimMIM-Swin's grids), 600 equal
 # steps, 2 seeds (about 90 minutes on 2 CPU cores).
@@ -77,7 +91,8 @@ parity: install data
 # Every generated page again from its committed row files (docs/<page>/*.json): no
 # training, seconds.
 tables: install
-	for page in results swin_variants label_efficiency label_free_variants parity; do \
+	for page in results swin_variants label_efficiency label_free_variants parity \
+		few_labels few_labels_heldout; do \
 		$(BIN)/python -m kspace_mim.study $$page --row-files || exit 1; done
 
 # Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them

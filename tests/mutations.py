@@ -978,7 +978,9 @@ MUTATIONS = (
         "the other selections are read after a checkpoint was loaded (a held-out best lost)",
         "train.py",
         "        for which, path in others.items():",
-        "        for which, path in {w: selected_checkpoint(w, callbacks, run_dir) for w in others}.items():",
+        "        for which, path in {\n"
+        "            w: selected_checkpoint(w, callbacks, run_dir) for w in others\n"
+        "        }.items():",
         (
             "tests/test_heldout_validation.py::"
             "test_every_selection_asked_for_is_tested_whatever_file_was_loaded_first",
