@@ -936,8 +936,8 @@ MUTATIONS = (
     Mutation(
         "a page reads every job under the job's own selection, not the page's",
         "study.py",
-        "    if selection in also:\n",
-        "    if False:\n",
+        '    return (metrics.get("also") or {}).get(selection)',
+        "    return metrics",
         (
             "tests/test_study.py::"
             "test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows",
@@ -984,6 +984,16 @@ MUTATIONS = (
         (
             "tests/test_heldout_validation.py::"
             "test_every_selection_asked_for_is_tested_whatever_file_was_loaded_first",
+        ),
+    ),
+    Mutation(
+        "the page without labels chooses the learning rate on labelled validation",
+        "study.py",
+        '    return -val["heldout_loss"] if selection == "heldout" else val["ssim"]',
+        '    return val["ssim"]',
+        (
+            "tests/test_study.py::"
+            "test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows",
         ),
     ),
     Mutation(

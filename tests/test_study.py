@@ -154,8 +154,12 @@ def few_labels_jobs(studies: Path) -> None:
     differently: main = the job's own choice, ``also`` = the others."""
     also = ["best", "heldout", "last"]
 
-    def tested(base: float, step: int) -> dict:
-        return {"tests": {"equispaced4x": {"volumes": scores(base)}}, "checkpoint_step": step}
+    def tested(base: float, step: int, val: float = 0.7, heldout: float = 1.0) -> dict:
+        return {
+            "tests": {"equispaced4x": {"volumes": scores(base)}},
+            "checkpoint_step": step,
+            "val": {"ssim": val, "heldout_loss": heldout},
+        }
 
     fake_job(
         studies / "few_labels_pretrain" / "model=zero_filled",
@@ -186,8 +190,18 @@ def few_labels_jobs(studies: Path) -> None:
                 "also": {"best": tested(0.62 + lift, 400), "heldout": tested(0.61 + lift, 500)},
             },
         )
-        for row, base in (("scratch", 0.50), ("ssdu_tuned", 0.65), ("joint", 0.63)):
+        # ssdu_tuned_lr3e4: below ssdu_tuned on labelled validation, above it by the
+        # held-out loss (0.9 < 1.0): each page's learning-rate row chooses another rate
+        rows = (
+            ("scratch", 0.50),
+            ("ssdu_tuned", 0.65),
+            ("ssdu_tuned_lr3e4", 0.66),
+            ("joint", 0.63),
+        )
+        for row, base in rows:
+            low = row.endswith("lr3e4")
             config = {
+                "optim": {"lr": 3e-4 if low else 1e-3},
                 "seed": seed,
                 "trainer": {"max_steps": 900 if row == "joint" else 300},
                 "data": {"train_volumes": 1},
@@ -200,6 +214,8 @@ def few_labels_jobs(studies: Path) -> None:
             # the held-out choice is the best one's file for ssdu_tuned (its numbers again)
             same = row == "ssdu_tuned"
             heldout = tested(base + lift, 200) if same else tested(base - 0.01, 100)
+            if low:
+                heldout = tested(base - 0.01, 100, val=0.69, heldout=0.9)
             fake_job(
                 studies / "few_labels" / "model=swin",
                 f"n=1,row={row},seed={seed}",
@@ -207,6 +223,8 @@ def few_labels_jobs(studies: Path) -> None:
                 config,
                 {
                     **tested(base + lift, 200),
+                    "ssim": 0.69 if low else 0.7,
+                    "heldout_loss": 1.0,
                     "selected_on": "val",
                     "also": {"heldout": heldout, "last": tested(base - 0.02, 300)},
                     "train_seconds": 60,
@@ -238,6 +256,13 @@ def test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows
         tuned = records[("SSDU + fine-tuned", "1")]
         assert tuned["steps"] == 900 and tuned["ssim"] == pytest.approx(0.651 + mean)
         assert tuned["checkpoint_steps"] == [800, 800]  # 200 + the 600 of pre-training
+        chosen = records[(study.FEW_LR, "1")]
+        if selection == "best":  # 1e-3: the higher validation SSIM
+            assert chosen["volumes"] == tuned["volumes"]
+            assert "1: learning rate 0.001" in tables.page(spec, records)
+        else:  # 3e-4: the lower held-out loss, its held-out checkpoint's test
+            assert chosen["ssim"] == pytest.approx(0.65 + mean)
+            assert chosen["chosen_on_val"]["setting"] == "learning rate 0.0003"
         text = tables.page(spec, records)
         gain = f"{0.651 - ssdu - 0.001:+.4f}"
         assert f"SSDU + fine-tuned against SSDU alone (paired): N = 1: {gain}" in text

@@ -278,6 +278,7 @@ SELECTIONS = {
 }
 FEW_SSDU, FEW_DENSITY, FEW_MIM = "SSDU", "SSDU, density-weighted", "masked modeling (patches)"
 JOINT = "joint (supervised + SSDU on the pool, from scratch)"
+FEW_LR = f"{FEW_SSDU} + fine-tuned, learning rate chosen on validation (1e-3, 3e-4)"
 ALL_TRAIN = "41"  # data.train_volumes=null: every train volume of data=people
 
 
@@ -323,6 +324,13 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
             RowSpec(SCRATCH, study, "scratch"),
             RowSpec(SCRATCH_TOTAL, study, "scratch_equal_total"),
             *(RowSpec(f"{label} + fine-tuned", study, option) for label, option in tuned),
+            RowSpec(
+                FEW_LR,
+                study,
+                "ssdu_tuned",
+                select_on_val=True,
+                candidates=("ssdu_tuned_lr3e4",),
+            ),
             RowSpec(JOINT, study, "joint"),
         ),
         reference=SCRATCH,
@@ -524,7 +532,8 @@ def _flops_per_step(job: dict) -> float | None:
 def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]]) -> Records:
     """One record per group of a row, from its study's finished jobs (CS: the setting
     chosen on validation per group)."""
-    jobs = [j for j in study_jobs if row.option is None or j["choices"].get("row") == row.option]
+    options = (row.option, *row.candidates)
+    jobs = [j for j in study_jobs if row.option is None or j["choices"].get("row") in options]
     per_group: dict[str, list[tuple[dict, dict]]] = {}
     for job in jobs:
         found = evaluations(job, spec.name, row.group, spec.selection)
@@ -540,7 +549,7 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
     for group, found in per_group.items():
         chosen = None
         if row.select_on_val:
-            found, chosen = _best_on_validation(found)
+            found, chosen = _best_on_validation(found, spec.selection)
         runs = []
         for job, evaluation in found:
             offset, offset_s, _ = _start(job["config"])
@@ -573,16 +582,32 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
     return records
 
 
-def _best_on_validation(found: list[tuple[dict, dict]]) -> tuple[list[tuple[dict, dict]], dict]:
-    """The jobs of the setting (model keys, seed aside) with the best validation SSIM."""
+def _validation_score(job: dict, selection: str | None) -> float:
+    """Higher is better: the validation SSIM of the job's selected checkpoint, or, when
+    the selection uses no label (``heldout``), minus its held-out loss."""
+    chosen = selected(job, selection) or {}
+    val = chosen.get("val", chosen)
+    return -val["heldout_loss"] if selection == "heldout" else val["ssim"]
+
+
+def _best_on_validation(
+    found: list[tuple[dict, dict]], selection: str | None = None
+) -> tuple[list[tuple[dict, dict]], dict]:
+    """The jobs of the setting (seed aside: CS's maps and lamda, or a learning rate) with
+    the best mean validation score (:func:`_validation_score`)."""
     settings: dict[str, list] = {}
     for job, evaluation in found:
-        model = job["config"]["model"]
-        key = f"maps {model.get('maps')}, lamda {model.get('lamda')}"
+        config = job["config"]
+        model = config.get("model") or {}
+        if "lamda" in model:
+            key = f"maps {model.get('maps')}, lamda {model.get('lamda')}"
+        else:
+            key = f"learning rate {config['optim']['lr']:g}"
         settings.setdefault(key, []).append((job, evaluation))
 
     def val(key: str) -> float:
-        return sum(j["metrics"]["ssim"] for j, _ in settings[key]) / len(settings[key])
+        scores = [_validation_score(j, selection) for j, _ in settings[key]]
+        return sum(scores) / len(scores)
 
     best = max(settings, key=val)
     grid = {k: val(k) for k in sorted(settings)}

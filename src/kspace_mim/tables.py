@@ -45,7 +45,9 @@ class RowSpec:
     study: the study folder of its jobs (``outputs/studies/<study>``); option: its
     ``row=`` option (None: every job of the study, e.g. CS's settings); group: a fixed
     group for all its records (the label-free rows at N = 0); select_on_val: per group,
-    the jobs' setting with the best validation SSIM (CS's lamda and maps); curve_only:
+    the jobs' setting with the best validation score (CS's lamda and maps; a learning
+    rate among the jobs of ``option`` and ``candidates``, under the page's selection);
+    curve_only:
     plotted, not tabled (a longer run of the cheapest model); also_groups: the record
     repeated in these groups (a label-free row beside the fine-tuned ones at each N)."""
 
@@ -56,6 +58,7 @@ class RowSpec:
     select_on_val: bool = False
     curve_only: bool = False
     also_groups: tuple[str, ...] = ()
+    candidates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
