@@ -91,7 +91,8 @@ parity: install data
 # Every generated page again from its committed row files (docs/<page>/*.json): no
 # training, seconds.
 tables: install
-	for page in results swin_variants label_efficiency label_free_variants parity; do \
+	for page in results swin_variants label_efficiency label_free_variants parity \
+		few_labels few_labels_heldout; do \
 		$(BIN)/python -m kspace_mim.study $$page --row-files || exit 1; done
 
 # Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them

@@ -364,6 +364,8 @@ PAGES = {
         LABEL_EFFICIENCY,
         LABEL_FREE_VARIANTS,
         PARITY,
+        FEW_LABELS,
+        FEW_LABELS_HELDOUT,
     )
 }
 # The evaluation a page reads from each job: its held-out test under this mask
