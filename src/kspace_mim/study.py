@@ -613,7 +613,9 @@ def _best_on_validation(
 
     best = max(settings, key=val)
     grid = {k: val(k) for k in sorted(settings)}
-    return settings[best], {"setting": best, "val_ssim": val(best), "val_grid": grid}
+    # what the score is: validation SSIM, or minus the held-out loss (no label)
+    name = "val_minus_heldout_loss" if selection == "heldout" else "val_ssim"
+    return settings[best], {"setting": best, name: val(best), "val_grid": grid}
 
 
 def study_records(spec: TableSpec, outputs: Path) -> Records:
