@@ -160,14 +160,15 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     also = {}
     if model.trainable and trains:
         for which, path in others.items():
-            if path == chosen:
+            if path is None:
+                continue
+            if path == chosen:  # the main selection's file: its numbers again
                 also[which] = {
                     **source,
                     "val": results["val"],
                     **({"test": test} if test else {}),
                     **({"tests": tests} if tests else {}),
                 }
-            if path is None or path == chosen:
                 continue
             trainer.validate(
                 model, datamodule=datamodule, ckpt_path=path, verbose=False, weights_only=True
