@@ -729,6 +729,13 @@ MUTATIONS = (
         ("tests/test_config.py::test_swin_heads_follow_the_stages_when_only_depths_are_set",),
     ),
     Mutation(
+        "a labels page's flatness reads each row at its first N only",
+        "tables.py",
+        '        once = (label, group) if spec.group_by == "labels" else label\n',
+        "        once = label\n",
+        ("tests/test_tables.py::test_flatness_reads_every_n_on_a_labels_page",),
+    ),
+    Mutation(
         "a page's flatness sentence follows the order its records came in",
         "tables.py",
         "    for (label, group), r in sorted(records.items(), key=lambda kv: place(kv[0])):",
@@ -789,10 +796,38 @@ MUTATIONS = (
     Mutation(
         "a study's FLOPs are counted on the file's grid, not the model's",
         "study.py",
-        '    facts = build_datamodule(OmegaConf.create(job["config"])).facts()',
-        '    facts = build_datamodule(OmegaConf.create({**job["config"], "data": '
-        '{**job["config"]["data"], "grid": "native"}})).facts()',
+        '    datamodule = build_datamodule(OmegaConf.create(job["config"]))',
+        '    datamodule = build_datamodule(OmegaConf.create({**job["config"], "data": '
+        '{**job["config"]["data"], "grid": "native"}}))',
         ("tests/test_study.py::test_flops_are_of_the_jobs_own_network_and_grid",),
+    ),
+    Mutation(
+        "a fine-tuned row's FLOPs leave out its pre-training",
+        "study.py",
+        "        total = None if before is None else total + before\n",
+        "        total = total\n",
+        (
+            "tests/test_study.py::test_training_flops_count_each_folder_on_its_grid_and_the_pre_training",
+        ),
+    ),
+    Mutation(
+        "a joint run's FLOPs leave out its pool batch",
+        "study.py",
+        '    per_slice = [_flops_per_step(job, part) for part in ("train", "pool")]',
+        '    per_slice = [_flops_per_step(job, part) for part in ("train",)]',
+        (
+            "tests/test_study.py::test_training_flops_count_each_folder_on_its_grid_and_the_pre_training",
+        ),
+    ),
+    Mutation(
+        "a study's FLOPs count every folder on the largest grid of the job",
+        "study.py",
+        "    keys = [datamodule.slice_key(v) for v in datamodule.datasets[part].volumes]",
+        "    keys = [datamodule.slice_key(v) for d in datamodule.datasets.values() "
+        "for v in d.volumes]",
+        (
+            "tests/test_study.py::test_training_flops_count_each_folder_on_its_grid_and_the_pre_training",
+        ),
     ),
     Mutation(
         "a study's FLOPs count the family's default network, not the job's",

@@ -267,8 +267,9 @@ def test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows
         gain = f"{0.651 - ssdu - 0.001:+.4f}"
         assert f"SSDU + fine-tuned against SSDU alone (paired): N = 1: {gain}" in text
     assert spec.pairing == "hierarchical" and spec.name == "few_labels_heldout"
-    joint = TableSpec(**{**study.few_labels_spec("swin", "best").__dict__})
-    assert joint.rows[-1].option == "joint"
+    best = study.few_labels_spec("swin", "best")
+    assert [r.option for r in best.rows[-2:]] == ["joint", "scratch_equal_compute"]
+    assert (study.SCRATCH_COMPUTE, study.JOINT) in best.contrasts  # compute held equal
 
 
 def test_the_command_line_refuses_a_missing_study_in_one_line(tmp_path, capsys):
@@ -537,3 +538,37 @@ def test_the_few_labels_study_runs_its_commands_on_tiny_budgets(people_env):
         assert "| 0 | zero-filled |" in page and "| 1 | SSDU + fine-tuned |" in page
         assert "SSDU + fine-tuned against SSDU alone (paired): N = 1:" in page
         assert records[("SSDU + fine-tuned", "1")]["steps"] == 6  # 4 label-free + 2
+
+
+def test_training_flops_count_each_folder_on_its_grid_and_the_pre_training(
+    people_env, monkeypatch, tmp_path
+):
+    """FLOPs of a fine-tuned row are its pre-training on the label-free pool's grid (own-mask
+    files keep their width) plus its fine-tuning on the labelled grid; a joint run counts a
+    labelled and a pool slice every step; all on one network."""
+    from omegaconf import OmegaConf
+
+    monkeypatch.setenv("KSPACE_MIM_DATA", people_env["KSPACE_MIM_DATA"])
+    people = Path(people_env["KSPACE_MIM_DATA"]) / "people"
+    pool = str(people / "multicoil_train_undersampled4x")
+    base = ["model=swin", "model.size=tiny", "data=people", "data.crop_size=32"]
+    base += ["data.num_workers=0", "data.batch_size=1"]
+
+    def job(*overrides: str) -> dict:
+        cfg = OmegaConf.to_container(compose([*base, *overrides]), resolve=True)
+        return {"config": cfg, "choices": {"model": "swin"}}
+
+    labelled = study._flops_per_step(job())
+    on_pool = study._flops_per_step(job(f"data.train_path={pool}", "supervision=ssdu"))
+    assert on_pool > labelled  # the pool's files keep their k-space width
+    assert study._flops_per_step(job(), "pool") is None
+
+    pre = job(f"data.train_path={pool}", "supervision=ssdu", "trainer.max_steps=6")
+    source = fake_job(tmp_path, "pre", pre["choices"], pre["config"], {})
+    tuned = job("trainer.max_steps=3", f"init_from={source}/checkpoints/last.ckpt")
+    assert study._train_flops(tuned) == pytest.approx(3 * labelled + 6 * on_pool, rel=1e-9)
+    joint = job(
+        "supervision=joint", f"data.pool_path={pool}", "trainer.max_steps=5", "data.batch_size=2"
+    )
+    assert study._train_flops(joint) == pytest.approx(2 * 5 * (labelled + on_pool), rel=1e-9)
+    assert study._train_flops(job("trainer.max_steps=5")) == pytest.approx(5 * labelled)

@@ -212,6 +212,30 @@ def test_flatness_names_the_curves_still_rising():
     assert "Still rising (more than 0.005 over the last interval): better:" in text
 
 
+def test_flatness_reads_every_n_on_a_labels_page():
+    """A row flat at N = 1 but still rising with all labels is named at that N: the
+    converged end is the one that must flatten."""
+    rising = [{"step": 10, "train_s": 1, "ssim": 0.5}, {"step": 100, "train_s": 9, "ssim": 0.6}]
+    flat = [{"step": 10, "train_s": 1, "ssim": 0.6}, {"step": 100, "train_s": 9, "ssim": 0.601}]
+    spec = TableSpec(
+        name="labels",
+        title="Labels",
+        command="x",
+        caption="",
+        rows=(RowSpec("scratch", "s"),),
+        reference="scratch",
+        group_by="labels",
+        group_title="N",
+    )
+    recs = {
+        ("scratch", "1"): record("scratch", "1", runs(0.6, 0.0, curve=flat)),
+        ("scratch", "41"): record("scratch", "41", runs(0.6, 0.0, curve=rising)),
+    }
+    text = flatness(spec, recs)
+    assert "scratch (N = 1) +0.001 (10 -> 100)" in text
+    assert "Still rising (more than 0.005 over the last interval): scratch (N = 41):" in text
+
+
 def test_row_files_round_trip_and_hold_only_the_pages_rows(tmp_path, records):
     folder = tmp_path / "demo"
     folder.mkdir()

@@ -278,6 +278,7 @@ SELECTIONS = {
 }
 FEW_SSDU, FEW_DENSITY, FEW_MIM = "SSDU", "SSDU, density-weighted", "masked modeling (patches)"
 JOINT = "joint (supervised + SSDU on the pool, from scratch)"
+SCRATCH_COMPUTE = "from scratch, joint's slices (1,800 steps)"
 FEW_LR = f"{FEW_SSDU} + fine-tuned, learning rate chosen on validation (1e-3, 3e-4)"
 ALL_TRAIN = "41"  # data.train_volumes=null: every train volume of data=people
 
@@ -313,7 +314,10 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
             "volumes (95 % CI), Wilcoxon over volumes; ✓ = significant (p < 0.05 and the CI "
             "excludes 0), · = not. The label-free rows are repeated at each N: what the "
             "labels add over them is read out below the table. Joint training counts two "
-            "slices a step (a labelled one and a pool one)."
+            "slices a step (a labelled one and a pool one); its compute-held-equal control "
+            "trains from scratch for as many slices. FLOPs: every training slice on its own "
+            "folder's grid (the pool's own-mask files keep their width), pre-training "
+            "included."
         ),
         rows=(
             RowSpec("zero-filled", "few_labels_pretrain/model=zero_filled", "zero_filled", "0"),
@@ -332,6 +336,7 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
                 candidates=("ssdu_tuned_lr3e4",),
             ),
             RowSpec(JOINT, study, "joint"),
+            RowSpec(SCRATCH_COMPUTE, study, "scratch_equal_compute"),
         ),
         reference=SCRATCH,
         reference_by_group={"0": "zero-filled"},
@@ -340,7 +345,7 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
         group_title="N labelled",
         pairing="hierarchical",
         contrasts=tuple((f"{label} alone", f"{label} + fine-tuned") for label, _ in free)
-        + ((JOINT, f"{FEW_SSDU} + fine-tuned"),),
+        + ((JOINT, f"{FEW_SSDU} + fine-tuned"), (SCRATCH_COMPUTE, JOINT)),
         readme=(
             (SCRATCH_TOTAL, "zero-filled"),
             (f"{FEW_SSDU} alone",),
@@ -511,24 +516,60 @@ def model_overrides(model: dict[str, Any]) -> tuple[str, ...]:
     return tuple(f"model.{k}={value(v)}" for k, v in model.items() if k != "_target_")
 
 
-def _flops_per_step(job: dict) -> float | None:
-    """Training FLOPs of one slice at batch 1 with the job's own network on the job's own
-    model grid (a square-grid family's crop, not the file's k-space): ``bench train``'s
-    count."""
+def _flops_per_step(job: dict, part: str = "train") -> float | None:
+    """Training FLOPs of one slice at batch 1 with the job's own network on the model grid
+    of one of its training folders (``train`` or a joint run's label-free ``pool``; a
+    square-grid family's crop, not the file's k-space; an own-mask file keeps its width):
+    ``bench train``'s count. None when the job has no such folder."""
     from omegaconf import OmegaConf
 
     from kspace_mim.bench.train import train_step_rate
     from kspace_mim.train import build_datamodule
 
-    facts = build_datamodule(OmegaConf.create(job["config"])).facts()
+    datamodule = build_datamodule(OmegaConf.create(job["config"]))
+    datamodule.setup("fit")
+    if part not in datamodule.datasets:
+        return None
+    keys = [datamodule.slice_key(v) for v in datamodule.datasets[part].volumes]
+    grid = f"{max(g[0] for _, g in keys)}x{max(g[1] for _, g in keys)}"
+    coils = datamodule.facts().num_coils
     model = job["config"]["model"]
-    grid = "x".join(map(str, facts.img_size))
-    overrides = model_overrides(model)
-    size = model.get("size", "tiny")
     rate = train_step_rate(
-        job["choices"]["model"], size, grid, facts.num_coils, 1, 1, "cpu", overrides
+        job["choices"]["model"],
+        model.get("size", "tiny"),
+        grid,
+        coils,
+        1,
+        1,
+        "cpu",
+        model_overrides(model),
     )
     return rate["gflop_per_slice"] * 1e9
+
+
+def _job_at(folder: Path) -> dict:
+    """A job folder's Hydra choices and resolved config (as :func:`finished_jobs`)."""
+    choices = _yaml(folder / ".hydra" / "hydra.yaml")["hydra"]["runtime"]["choices"]
+    return {"dir": folder, "choices": choices, "config": _yaml(folder / "config.yaml")}
+
+
+def _train_flops(job: dict) -> float | None:
+    """All training FLOPs behind a job's weights: its own steps x slices a step on each
+    training folder's grid (a joint run: one labelled and one pool batch a step), plus
+    those of the job it was initialised from (pre-training on the pool's grid)."""
+    config = job["config"]
+    steps = int(config["trainer"]["max_steps"])
+    batch = int(config.get("data", {}).get("batch_size") or 1)
+    per_slice = [_flops_per_step(job, part) for part in ("train", "pool")]
+    if per_slice[0] is None:
+        return None
+    total = steps * batch * sum(f for f in per_slice if f is not None)
+    init = config.get("init_from")
+    source = Path(init).parent.parent if init else None
+    if source is not None and (source / "config.yaml").is_file():
+        before = _train_flops(_job_at(source))
+        total = None if before is None else total + before
+    return total
 
 
 def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]]) -> Records:
@@ -541,12 +582,11 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
         found = evaluations(job, spec.name, row.group, spec.selection)
         for group, evaluation in found.items():
             per_group.setdefault(group, []).append((job, evaluation))
-    flops = None
     trained = [
         j for j in jobs if j["metrics"].get("selected_on") or "train_seconds" in j["metrics"]
     ]
-    if spec.flops and trained:
-        flops = _flops_per_step(trained[0])
+    # Every job of a row trains the same network on the same folders: counted once.
+    flops = _train_flops(trained[0]) if spec.flops and trained else None
     records: Records = {}
     for group, found in per_group.items():
         chosen = None
@@ -556,10 +596,6 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
         for job, evaluation in found:
             offset, offset_s, _ = _start(job["config"])
             steps = int(job["config"]["trainer"]["max_steps"]) + offset
-            batch = int(job["config"].get("data", {}).get("batch_size") or 1)
-            # supervision=joint: a labelled batch and a pool batch every step
-            target = str((job["config"].get("supervision") or {}).get("_target_", ""))
-            batch *= 2 if target.endswith(".Joint") else 1
             trains = job in trained
             mine = curve(job["dir"], offset, offset_s) if trains else []
             seconds = job["metrics"].get("train_seconds") or (mine[-1]["train_s"] if mine else None)
@@ -572,8 +608,7 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
                     "checkpoint_step": None if step is None or not trains else step + offset,
                     "curve": mine,
                     "train_s": seconds,
-                    # per slice x slices seen (steps x batch)
-                    "train_flops": flops * steps * batch if flops and trains else None,
+                    "train_flops": flops if trains else None,
                     "chosen_on_val": chosen,
                 }
             )

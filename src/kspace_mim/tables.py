@@ -379,8 +379,9 @@ def _listed(spec: TableSpec, values: list[str]) -> str:
 
 
 def flatness(spec: TableSpec, records: Records) -> str:
-    """Which validation curves had flattened by their last interval and which still rose
-    (each row once: its first group with a curve)."""
+    """Which validation curves had flattened by their last interval and which still rose:
+    each row once (its first group with a curve), or, on a page grouped by labelled
+    volumes, each row at every N (the largest N is the one that should converge)."""
     seen, parts, rising = set(), [], []
     order, found = spec.labels(tabled=False), groups(records)
 
@@ -390,9 +391,10 @@ def flatness(spec: TableSpec, records: Records) -> str:
         return found.index(group), order.index(label) if label in order else len(order)
 
     for (label, group), r in sorted(records.items(), key=lambda kv: place(kv[0])):
-        if label in seen or "last_gain" not in r:
+        once = (label, group) if spec.group_by == "labels" else label
+        if once in seen or "last_gain" not in r:
             continue
-        seen.add(label)
+        seen.add(once)
         a, b = r["last_steps"]
         at = f" ({_group_text(spec, group)})" if spec.group_by == "labels" else ""
         parts.append(f"{label}{at} {r['last_gain']:+.3f} ({a} -> {b})")
