@@ -42,11 +42,32 @@ def test_cpu_trainer_and_loggers(tmp_path):
     for logger in options("logger"):
         cfg = compose([f"logger={logger}"])
         assert hydra.utils.instantiate(cfg.logger, save_dir=str(tmp_path)) is not None
-    for trainer in ("cpu", "ddp_cpu"):
+    for trainer in ("auto", "cpu", "ddp_cpu"):
         cfg = compose([f"trainer={trainer}"])
         t = hydra.utils.instantiate(cfg.trainer, logger=False, default_root_dir=str(tmp_path))
         assert isinstance(t, L.Trainer)
     assert compose(["trainer=ddp"]).trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize(
+    "cuda, bf16, accelerator, precision",
+    [
+        (False, False, "cpu", "32-true"),
+        (True, True, "gpu", "bf16-mixed"),
+        (True, False, "gpu", "32-true"),  # a card before Ampere: no bf16
+    ],
+)
+def test_the_default_trainer_takes_the_gpu_when_there_is_one(
+    monkeypatch, cuda, bf16, accelerator, precision
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    trainer = compose([]).trainer
+    assert (trainer.accelerator, trainer.precision, trainer.devices) == (accelerator, precision, 1)
+    pinned = compose(["trainer=cpu"]).trainer
+    assert (pinned.accelerator, pinned.precision) == ("cpu", "32-true")
 
 
 @pytest.mark.parametrize(

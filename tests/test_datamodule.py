@@ -336,3 +336,26 @@ def test_the_draw_is_part_of_a_runs_identity_only_when_it_draws():
     assert few["data.train_draw"] == "random"
     first = fingerprint(compose(["data.train_volumes=4", "data.train_draw=first"])).identity
     assert "data.train_draw" not in first  # what runs before the option did
+
+
+def test_the_ddp_sampler_follows_the_runs_seed(data_root, monkeypatch):
+    """Under DDP each seed shuffles the training slices its own way (seed_everything's
+    seed, as Lightning seeds its own samplers), not always as seed 0."""
+    import lightning as L
+
+    orders = {}
+    for seed in (0, 1):
+        L.seed_everything(seed)
+        dm = make_datamodule(
+            [
+                f"data.train_path={data_root}/multicoil_train",
+                f"data.val_path={data_root}/multicoil_val",
+                "data=tiny",
+            ]
+        )
+        dm._world = lambda: (2, 0)
+        dm.setup("fit")
+        sampler = dm.train_dataloader().sampler
+        assert sampler.seed == seed
+        orders[seed] = list(sampler)
+    assert orders[0] != orders[1]

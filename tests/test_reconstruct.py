@@ -334,3 +334,31 @@ def test_the_jobs_own_test_equals_reconstruct_then_evaluate(data_root, tmp_path,
     with pytest.raises(ConfigError, match="evaluation.test_masks: no mask option 'equispaced5x'"):
         bad = ["evaluation.test_masks=[equispaced5x]", f"data.test_path={folder}"]
         train(compose(small_overrides(folder, *bad)), tmp_path / "bad")
+
+
+def test_reconstruct_runs_in_the_precision_its_run_trained_in(data_root, tmp_path, read_h5):
+    """precision=null reads the run's trainer.precision beside its checkpoints (bf16
+    autocast for a bf16 run, float32 otherwise); precision= overrides it; the choice is
+    recorded in reconstruct.json; a name Lightning does not use is refused."""
+    train_tiny(data_root, tmp_path / "run", "trainer.max_steps=1")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    source = f"input={data_root}/multicoil_val"
+
+    def images(name: str, *extra: str) -> np.ndarray:
+        out = tmp_path / name
+        assert reconstruct(recon_cfg(f"ckpt={ckpt}", source, f"output={out}", *extra)) == 0
+        used = json.loads((out / "reconstruct.json").read_text())["precision"]
+        return np.stack([read_h5(p) for p in sorted(out.glob("*.h5"))]), used
+
+    full, used = images("own")
+    assert used == "32-true"
+    bf16, used = images("bf16", "precision=bf16-mixed")
+    assert used == "bf16-mixed"
+    assert not np.array_equal(full, bf16)  # the network really ran in bf16
+    np.testing.assert_allclose(bf16, full, atol=0.05 * full.max())
+    config = tmp_path / "run" / "config.yaml"
+    config.write_text(config.read_text().replace("precision: 32-true", "precision: bf16-mixed"))
+    again, used = images("own_bf16")
+    assert used == "bf16-mixed" and np.array_equal(again, bf16)
+    with pytest.raises(ValueError, match="precision='fp8'"):
+        images("bad", "precision=fp8")

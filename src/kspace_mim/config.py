@@ -56,6 +56,24 @@ def wandb_offline() -> bool:
     return False
 
 
+def auto_device(what: str) -> str:
+    """``${kspace_mim_auto:accelerator}`` / ``${kspace_mim_auto:precision}``: the default
+    trainer's device. ``gpu`` when CUDA sees one, else ``cpu``; bf16 autocast on a card
+    that has bf16 (Ampere or newer), float32 elsewhere.
+
+    Lightning's own ``accelerator=auto`` would also pick Apple's MPS, whose complex FFTs
+    the physics layers need are incomplete, and it has no automatic precision; written
+    here for those two reasons."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if what == "accelerator":
+        return "gpu" if cuda else "cpu"
+    if what == "precision":
+        return "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"
+    raise ConfigError(f"kspace_mim_auto: {what!r} is not accelerator or precision")
+
+
 def register_resolvers() -> None:
     """Register the OmegaConf resolvers the configs use (idempotent)."""
     if not OmegaConf.has_resolver("kspace_mim_root"):
@@ -64,6 +82,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("kspace_mim_wandb_offline", wandb_offline)
     if not OmegaConf.has_resolver("kspace_mim_mkdir"):
         OmegaConf.register_new_resolver("kspace_mim_mkdir", make_dir)
+    if not OmegaConf.has_resolver("kspace_mim_auto"):
+        OmegaConf.register_new_resolver("kspace_mim_auto", auto_device)
 
 
 # Registered on import: every entry point, a submitit job unpickling its task and a notebook

@@ -42,11 +42,27 @@ class Report:
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
 
+# Lightning's precision names -> the autocast dtype the network runs in (None: float32).
+AUTOCAST = {
+    "32-true": None,
+    "32": None,
+    "bf16-mixed": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "16-mixed": torch.float16,
+}
+
+
 @torch.no_grad()
 def reconstruct_volume(
-    model: ReconstructionModule, dataset: SliceDataset, batch_size: int, device: torch.device
+    model: ReconstructionModule,
+    dataset: SliceDataset,
+    batch_size: int,
+    device: torch.device,
+    precision: str = "32-true",
 ) -> VolumeResult:
-    """Reconstruct every slice of ``dataset`` (one volume) in batches."""
+    """Reconstruct every slice of ``dataset`` (one volume) in batches; the network under
+    ``precision``'s autocast (the physics layers keep float32 whatever it is)."""
+    dtype = AUTOCAST[precision]
     images, zero_filled, targets, pictures = [], [], [], None
     middle = len(dataset) // 2
     for start in range(0, len(dataset), batch_size):
@@ -56,7 +72,7 @@ def reconstruct_volume(
         batch = prepare_batch(
             move_data_to_device(items, device), transform.virtual_coils, transform.normalize
         )
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model.reconstruct(batch)
         images.append(out.image.float().cpu())
         zero_filled.append(model.zero_filled_image(batch).float().cpu())
@@ -86,11 +102,15 @@ def reconstruct_folder(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     figures: bool = False,
+    precision: str = "32-true",
 ) -> Report:
     """Every ``.h5`` of ``input_dir`` -> ``output_dir/<same name>.h5``; bad volumes reported.
 
     transform_factory: ``volume -> KspaceTransform`` (mask, grid and coils for that volume).
+    precision: a key of :data:`AUTOCAST` (the network's autocast).
     """
+    if precision not in AUTOCAST:
+        raise ValueError(f"precision={precision!r}: one of {', '.join(AUTOCAST)}")
     output_dir = Path(output_dir)
     device = torch.device(device)
     model = model.to(device).eval()
@@ -102,7 +122,7 @@ def reconstruct_folder(
             dataset = SliceDataset(
                 [volume], challenge, transform, adjacent_slices=transform.adjacent_slices
             )
-            result = reconstruct_volume(model, dataset, batch_size, device)
+            result = reconstruct_volume(model, dataset, batch_size, device, precision)
         except (DataError, ValueError, RuntimeError) as err:
             report.failed.append((volume.path, str(err)))
             continue

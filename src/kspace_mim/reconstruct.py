@@ -24,7 +24,7 @@ from kspace_mim.config import CONFIG_DIR, check_renamed
 from kspace_mim.data.mri_data import Volume
 from kspace_mim.data.transforms import KspaceTransform
 from kspace_mim.files import check_not_link, write_json
-from kspace_mim.inference import eval_augmentation, reconstruct_folder
+from kspace_mim.inference import AUTOCAST, eval_augmentation, reconstruct_folder
 from kspace_mim.modules.reconstruction import ReconstructionModule
 
 
@@ -51,6 +51,20 @@ def untrained_model(net: dict) -> ReconstructionModule:
             "model= takes zero_filled or cs"
         )
     return model
+
+
+def trained_precision(ckpt: str | None) -> str:
+    """The precision a checkpoint's run trained in: ``trainer.precision`` of the run's
+    ``config.yaml`` (beside its ``checkpoints/`` folder), ``32-true`` when there is none
+    (a model that needs no training, a checkpoint copied out of its run)."""
+    import yaml
+
+    config = Path(ckpt).parent.parent / "config.yaml" if ckpt else None
+    if config is None or not config.is_file():
+        return "32-true"
+    trainer = (yaml.safe_load(config.read_text()) or {}).get("trainer") or {}
+    precision = str(trainer.get("precision") or "32-true")
+    return precision if precision in AUTOCAST else "32-true"
 
 
 def run(cfg: DictConfig) -> int:
@@ -97,14 +111,24 @@ def run(cfg: DictConfig) -> int:
     device = (
         cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
+    precision = cfg.precision or trained_precision(cfg.ckpt)
     report = reconstruct_folder(
-        model, cfg.input, output, challenge, transform_for, cfg.batch_size, device, cfg.figures
+        model,
+        cfg.input,
+        output,
+        challenge,
+        transform_for,
+        cfg.batch_size,
+        device,
+        cfg.figures,
+        precision,
     )
     # What made these files: a CS row's lamda, a checkpoint's path, the mask.
     settings = {
         "model": model.hparams["net"],
         "ckpt": cfg.ckpt,
         "mask": OmegaConf.to_container(cfg.mask, resolve=True),
+        "precision": precision,
         "volumes": [p.name for p in report.written],
     }
     write_json(output / "reconstruct.json", settings)

@@ -412,7 +412,12 @@ class FastMRIDataModule(L.LightningDataModule):
             sampler = GridBatchSampler(keys, self.batch_size, self.split_seed, world, rank)
             return self._loader(dataset, batch_sampler=sampler)
         if world > 1:
-            sampler = DistributedSampler(dataset, world, rank, shuffle=True, drop_last=True)
+            # Seeded by the run's seed (seed_everything's PL_GLOBAL_SEED, as Lightning seeds
+            # the samplers it makes): seed= changes the data order under DDP too.
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+            sampler = DistributedSampler(
+                dataset, world, rank, shuffle=True, drop_last=True, seed=seed
+            )
             return self._loader(
                 dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True
             )
