@@ -764,6 +764,20 @@ MUTATIONS = (
         ("tests/test_datamodule.py::test_the_ddp_sampler_follows_the_runs_seed",),
     ),
     Mutation(
+        "open HDF5 files are never closed (no cap)",
+        "data/mri_data.py",
+        "        while self.max_open_files and len(self._files) >= self.max_open_files:",
+        "        while False:",
+        ("tests/test_mri_data.py::test_open_files_are_capped_least_recently_read_first",),
+    ),
+    Mutation(
+        "the open-file cap closes the oldest opened, not the least recently read",
+        "data/mri_data.py",
+        "            self._files.move_to_end(path)\n",
+        "            pass\n",
+        ("tests/test_mri_data.py::test_open_files_are_capped_least_recently_read_first",),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastmri.data import SliceDataset as FastMRISliceDataset
 
-from kspace_mim.data.mri_data import BadFilesError, SliceDataset, parse_header
+from kspace_mim.data.mri_data import BadFilesError, DataError, SliceDataset, parse_header
 
 
 def assert_same_sample(ours, theirs):
@@ -74,6 +74,32 @@ def test_header_parsed_once_and_files_opened_once(data_root, monkeypatch):
             ds[i]
     assert calls["parse"] == 0
     assert calls["open"] == len(ds.volumes)
+
+
+def test_open_files_are_capped_least_recently_read_first(data_root, copy_folder):
+    """data.max_open_files: never more handles than the cap, the least recently read one
+    closed first, the items unchanged; a file gone since the scan is named."""
+    free = SliceDataset(data_root / "multicoil_train", "multicoil")
+    ds = SliceDataset(data_root / "multicoil_train", "multicoil", max_open_files=2)
+    assert len(ds.volumes) >= 3
+    first = [i for i, (v, s) in enumerate(ds.index) if s == 0]  # slice 0 of each volume
+    for i in first[:2]:
+        ds[i]
+    kept = ds._files[ds.volumes[0].path]
+    ds[first[0]]  # volume 0 read again: volume 1 is now the least recent
+    ds[first[2]]
+    assert list(ds._files) == [ds.volumes[0].path, ds.volumes[2].path]
+    assert kept.id.valid and len(ds._files) == 2
+    for i in range(len(ds)):
+        np.testing.assert_array_equal(ds[i][0], free[i][0])
+        assert len(ds._files) <= 2
+    with pytest.raises(ValueError, match="max_open_files must be >= 0"):
+        SliceDataset(data_root / "multicoil_train", "multicoil", max_open_files=-1)
+    folder = copy_folder("multicoil_train")
+    moved = SliceDataset(folder, "multicoil")
+    moved.volumes[0].path.unlink()
+    with pytest.raises(DataError, match=f"{moved.volumes[0].path.name}: cannot open"):
+        moved[0]
 
 
 def test_stray_files_are_ignored(copy_folder):

@@ -50,6 +50,7 @@ IGNORED = (
     "trainer.enable_progress_bar",
     "data.num_workers",
     "data.pin_memory",
+    "data.max_open_files",
     "data.val_batch_size",
     "trainer.log_every_n_steps",
     "trainer.enable_model_summary",

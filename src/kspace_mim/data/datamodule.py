@@ -166,6 +166,7 @@ class FastMRIDataModule(L.LightningDataModule):
         split_seed: int = 0,
         skip_bad_files: bool = False,
         pin_memory: bool = False,
+        max_open_files: int = 128,
         prepare_on: str = "auto",
         synthetic_root: str | None = None,
         synthetic_set: str = "colin27",
@@ -219,6 +220,7 @@ class FastMRIDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.skip_bad_files = skip_bad_files
         self.pin_memory = pin_memory
+        self.max_open_files = max_open_files
         self.datasets: dict[str, SliceDataset] = {}
 
     def _scan(self, stage: str) -> list[Volume]:
@@ -250,7 +252,11 @@ class FastMRIDataModule(L.LightningDataModule):
             readout=self.readout,
         )
         return SliceDataset(
-            volumes, self.challenge, transform, adjacent_slices=self.adjacent_slices
+            volumes,
+            self.challenge,
+            transform,
+            adjacent_slices=self.adjacent_slices,
+            max_open_files=self.max_open_files,
         )
 
     def _split_files(self, stage: str, files: list[Path]) -> list[Path]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import xml.etree.ElementTree as etree
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,6 +284,9 @@ class SliceDataset(torch.utils.data.Dataset):
         adjacent_slices: N > 0 reads each slice with its N neighbours on either side:
             k-space (2N + 1, *slice_shape), the slice itself in the middle, the edge
             slice repeated at the volume's ends (the target stays the middle slice's).
+        max_open_files: HDF5 handles kept open per process (each loader worker has its
+            own), the least recently read closed first: a folder of thousands of volumes
+            stays within the system's open-file limit. 0: no cap.
     """
 
     def __init__(
@@ -292,10 +296,14 @@ class SliceDataset(torch.utils.data.Dataset):
         transform: Callable | None = None,
         skip_bad_files: bool = False,
         adjacent_slices: int = 0,
+        max_open_files: int = 128,
     ):
         check_challenge(challenge)
         if adjacent_slices < 0:
             raise ValueError(f"data.adjacent_slices must be >= 0, got {adjacent_slices}")
+        if max_open_files < 0:
+            raise ValueError(f"data.max_open_files must be >= 0 (0: no cap), got {max_open_files}")
+        self.max_open_files = max_open_files
         self.adjacent_slices = adjacent_slices
         if isinstance(volumes, (str, os.PathLike)):
             volumes = scan_volumes(list_h5(volumes), challenge, skip_bad_files)
@@ -304,7 +312,7 @@ class SliceDataset(torch.utils.data.Dataset):
         self.recons_key = recons_key(challenge)
         self.transform = transform
         self.index = [(v, s) for v, vol in enumerate(self.volumes) for s in range(vol.num_slices)]
-        self._files: dict[Path, h5py.File] = {}
+        self._files: OrderedDict[Path, h5py.File] = OrderedDict()  # least recent first
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -313,15 +321,23 @@ class SliceDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict[str, Any]:
         # Open HDF5 handles never cross a process boundary (spawned workers, DDP).
         state = self.__dict__.copy()
-        state["_files"] = {}
+        state["_files"] = OrderedDict()
         return state
 
     def _open(self, path: Path) -> h5py.File:
         if self._pid != os.getpid():  # forked worker: the parent's handles are not ours
-            self._files, self._pid = {}, os.getpid()
+            self._files, self._pid = OrderedDict(), os.getpid()
         hf = self._files.get(path)
-        if hf is None:
+        if hf is not None:
+            self._files.move_to_end(path)
+            return hf
+        while self.max_open_files and len(self._files) >= self.max_open_files:
+            _, oldest = self._files.popitem(last=False)
+            oldest.close()
+        try:
             hf = self._files[path] = h5py.File(path, "r")
+        except OSError as err:  # moved, deleted or unreadable since the folder was scanned
+            raise DataError(f"{path}: cannot open ({err})") from None
         return hf
 
     def read(self, i: int) -> tuple:
