@@ -778,6 +778,20 @@ MUTATIONS = (
         ("tests/test_mri_data.py::test_open_files_are_capped_least_recently_read_first",),
     ),
     Mutation(
+        "the best checkpoint's name changes with its epoch (best-epoch=003.ckpt)",
+        "conf/callbacks/default.yaml",
+        "  filename: best\n",
+        "  filename: best-{epoch:03d}\n",
+        ("tests/test_train.py::test_checkpoint_reloads_into_identical_outputs",),
+    ),
+    Mutation(
+        "the held-out checkpoint's name changes with its epoch",
+        "callbacks.py",
+        '        filename="heldout",',
+        '        filename="heldout-{epoch:03d}",',
+        ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

@@ -90,8 +90,8 @@ def test_every_selection_asked_for_is_tested_whatever_file_was_loaded_first(
     )
     metrics = run(compose(overrides), tmp_path / "run")
     also = metrics["also"]
-    assert "best-" in metrics["checkpoint"] and set(also) == {"best", "heldout", "last"}
-    assert "heldout-" in also["heldout"]["checkpoint"] and also["last"]["checkpoint_step"] == 6
+    assert "best.ckpt" in metrics["checkpoint"] and set(also) == {"best", "heldout", "last"}
+    assert "heldout.ckpt" in also["heldout"]["checkpoint"] and also["last"]["checkpoint_step"] == 6
     assert metrics["checkpoint_step"] == also["heldout"]["checkpoint_step"] == 0
     assert also["best"]["checkpoint"] == metrics["checkpoint"]
     assert also["best"]["test"] == metrics["test"]
@@ -99,7 +99,7 @@ def test_every_selection_asked_for_is_tested_whatever_file_was_loaded_first(
 
 
 def test_heldout_selection_beside_the_labelled_one(data_root, tmp_path, small_overrides):
-    """With labelled validation files too: heldout-*.ckpt is kept beside best-*.ckpt and
+    """With labelled validation files too: heldout.ckpt is kept beside best.ckpt and
     evaluation.checkpoint=heldout makes it the one every number is of."""
     overrides = small_overrides(
         data_root / "multicoil_train",
@@ -111,11 +111,11 @@ def test_heldout_selection_beside_the_labelled_one(data_root, tmp_path, small_ov
         "model=swin",
     )
     metrics = run(compose(overrides), tmp_path / "run")
-    assert "heldout-" in metrics["checkpoint"] and "heldout_loss" in metrics
+    assert "heldout.ckpt" in metrics["checkpoint"] and "heldout_loss" in metrics
     # The other selections' numbers beside, each of its own checkpoint (when it differs).
     last = metrics["also"]["last"]
     assert last["checkpoint"].endswith("last.ckpt") and last["checkpoint_step"] == 6
     assert last["test"]["checkpoint"] == last["checkpoint"] and "ssim" in last["val"]
-    assert "best-" in metrics["also"]["best"]["checkpoint"]
-    names = {p.name.split("-")[0] for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt")}
-    assert {"best", "heldout", "last.ckpt"} <= names | {"last.ckpt"} and "best" in names
+    assert "best.ckpt" in metrics["also"]["best"]["checkpoint"]
+    names = {p.name for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt")}
+    assert names == {"best.ckpt", "heldout.ckpt", "last.ckpt"}  # stable names, one each

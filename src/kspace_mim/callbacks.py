@@ -167,14 +167,18 @@ HELDOUT_METRIC = "val/heldout_loss"
 def heldout_checkpoint(
     dirpath: str | Path, heldout: float, optimized_metric: str
 ) -> L.Callback | None:
-    """``heldout-*.ckpt``: the best checkpoint by the label-free held-out loss
+    """``heldout.ckpt``: the best checkpoint by the label-free held-out loss
     (``validation.heldout`` > 0), beside the best by ``optimized_metric``; None when the
     held-out loss is not scored, or is the optimized metric already (the main
     checkpoint callback keeps it then)."""
     if not heldout or optimized_metric == HELDOUT_METRIC:
         return None
     return ModelCheckpoint(
-        dirpath=dirpath, filename="heldout-{epoch:03d}", monitor=HELDOUT_METRIC, mode="min"
+        dirpath=dirpath,
+        filename="heldout",
+        monitor=HELDOUT_METRIC,
+        mode="min",
+        enable_version_counter=False,
     )
 
 

@@ -59,6 +59,8 @@ IGNORED = (
     "trainer.model_registry",
     "checkpoint.every_n_train_steps",
     "callbacks.progress_bar",
+    "callbacks.model_checkpoint.filename",
+    "callbacks.model_checkpoint.enable_version_counter",
     "callbacks.periodic_checkpoint",
     "callbacks.lr_monitor",
 )
