@@ -792,6 +792,13 @@ MUTATIONS = (
         ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
     ),
     Mutation(
+        "no periodic checkpoint unless asked for",
+        "conf/train.yaml",
+        "  every_n_train_steps: 1000\n",
+        "  every_n_train_steps: null\n",
+        ("tests/test_config.py::test_callbacks_group_instantiates_and_entries_drop",),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

@@ -228,7 +228,9 @@ def test_validation_at_log_spaced_steps_keeps_the_best_and_says_so(
     best = log.loc[log["val/ssim"].idxmax()]
     assert metrics["selected_on"] == "val" and metrics["split"] == "val"
     assert metrics["checkpoint_step"] == int(best["time/steps"])
-    assert "best.ckpt" in metrics["checkpoint"] and metrics["ssim"] == pytest.approx(best["val/ssim"])
+    assert "best.ckpt" in metrics["checkpoint"] and metrics["ssim"] == pytest.approx(
+        best["val/ssim"]
+    )
     assert metrics["test"]["split"] == "test"
     assert metrics["test"]["checkpoint"] == metrics["checkpoint"]
 

@@ -197,9 +197,22 @@ def test_callbacks_group_instantiates_and_entries_drop(tmp_path):
     assert kinds == [
         ModelCheckpoint,
         CheckpointOnInterrupt,
+        ModelCheckpoint,  # periodic: last.ckpt every 1,000 steps by default
         AugmentationSchedule,
         LearningRateMonitor,
     ]
+    assert instantiate_callbacks(cfg.callbacks)[2]._every_n_train_steps == 1000
+    off = [f"paths.run_dir={tmp_path}", "checkpoint.every_n_train_steps=null"]
+    assert (
+        len(
+            [
+                c
+                for c in instantiate_callbacks(compose(off).callbacks)
+                if isinstance(c, ModelCheckpoint)
+            ]
+        )
+        == 1
+    )
     cfg = compose([f"paths.run_dir={tmp_path}", "checkpoint.every_n_train_steps=5"])
     callbacks = instantiate_callbacks(cfg.callbacks)
     periodic = [c for c in callbacks if isinstance(c, ModelCheckpoint) and not c.monitor]
