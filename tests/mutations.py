@@ -799,6 +799,13 @@ MUTATIONS = (
         ("tests/test_config.py::test_callbacks_group_instantiates_and_entries_drop",),
     ),
     Mutation(
+        "E2E-VarNet's recipe trains the trainer's 20 epochs, never reaching its decay",
+        "conf/recipe/fastmri_varnet.yaml",
+        "  max_epochs: 50\n",
+        "  max_epochs: 20\n",
+        ("tests/test_optim.py::test_every_step_schedule_reaches_its_decay_within_its_budget",),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

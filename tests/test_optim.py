@@ -53,3 +53,29 @@ def test_bad_recipes_are_named():
         StepDecay(step_size=0)
     with pytest.raises(ValueError, match=r"optim.warmup_fraction must be in \[0, 1\)"):
         WarmupCosine(warmup_fraction=1.0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=varnet"],
+        ["model=unet"],
+        ["model=swin", "recipe=fastmri_varnet"],
+        ["model=unrolled", "recipe=fastmri_unet"],
+        ["model=varnet", "trainer=gpu"],
+    ],
+)
+def test_every_step_schedule_reaches_its_decay_within_its_budget(overrides):
+    """A family's published recipe runs as published: fastMRI's VarNet and U-Net train 50
+    epochs and divide the learning rate by 10 after 40, whatever the trainer."""
+    import hydra
+
+    from kspace_mim.config import compose
+
+    cfg = compose(overrides)
+    recipe = hydra.utils.instantiate(cfg.optim)
+    assert isinstance(recipe, StepDecay)
+    epochs = cfg.trainer.max_epochs
+    assert (epochs, recipe.step_size, recipe.gamma) == (50, 40, 0.1)
+    rates = _rates(recipe(_params(), None), epochs)
+    assert rates[-1] == pytest.approx(0.1 * rates[0])  # the decay happens inside the run
