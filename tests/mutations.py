@@ -806,6 +806,27 @@ MUTATIONS = (
         ("tests/test_optim.py::test_every_step_schedule_reaches_its_decay_within_its_budget",),
     ),
     Mutation(
+        "validation draws each job's training mask whatever evaluation.mask says",
+        "train.py",
+        "        eval_mask=evaluation_mask(cfg)[0],\n",
+        "        eval_mask=None,\n",
+        ("tests/test_datamodule.py::test_a_mask_sweep_is_validated_and_tested_on_one_yardstick",),
+    ),
+    Mutation(
+        "the report leaves out which mask the numbers are on",
+        "report.py",
+        '        row["eval_mask"] = str(metrics.get("evaluation_mask") or "")',
+        "        pass",
+        ("tests/test_report.py::test_the_report_says_which_mask_each_number_is_on",),
+    ),
+    Mutation(
+        "a yardstick equal to the training mask changes old runs' identity",
+        "fingerprint.py",
+        '        flat.pop("evaluation.mask", None)  # what every run did before the key existed',
+        "        pass",
+        ("tests/test_datamodule.py::test_the_yardstick_keeps_old_runs_their_identity",),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

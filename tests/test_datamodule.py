@@ -359,3 +359,53 @@ def test_the_ddp_sampler_follows_the_runs_seed(data_root, monkeypatch):
         assert sampler.seed == seed
         orders[seed] = list(sampler)
     assert orders[0] != orders[1]
+
+
+def test_a_mask_sweep_is_validated_and_tested_on_one_yardstick(data_root):
+    """Jobs that train under different masks (patch masks of two ratios) validate and
+    test on the same acquisition masks (evaluation.mask), so no ratio wins by
+    construction; evaluation.mask=null goes back to each job's own training mask."""
+    folders = [
+        f"data.train_path={data_root}/multicoil_train",
+        f"data.val_path={data_root}/multicoil_val",
+        f"data.test_path={data_root}/multicoil_val",
+        "data=tiny",
+        "data.num_workers=0",
+    ]
+
+    def masks(*overrides: str) -> dict[str, list]:
+        dm = make_datamodule([*folders, *overrides])
+        dm.setup("fit")
+        dm.setup("test")
+        out = {}
+        for split in ("val", "test"):
+            loader = getattr(dm, f"{split}_dataloader")()
+            out[split] = [b.mask.clone() for b in model_batches(dm, loader)]
+        return out
+
+    def same(a: list, b: list) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    low, high = masks("mask=random0.4"), masks("mask=random0.75")
+    acquired = masks("mask=equispaced4x")
+    for split in ("val", "test"):
+        assert same(low[split], high[split]) and same(low[split], acquired[split])
+    own_low = masks("mask=random0.4", "evaluation.mask=null")
+    own_high = masks("mask=random0.75", "evaluation.mask=null")
+    assert not same(own_low["val"], own_high["val"])
+    with pytest.raises(Exception, match="evaluation.mask: no mask option 'equispaced5x'"):
+        make_datamodule([*folders, "evaluation.mask=equispaced5x"])
+
+
+def test_the_yardstick_keeps_old_runs_their_identity():
+    """evaluation.mask naming the training mask (what every run did before the option
+    existed) is not part of a run's identity; a yardstick that differs from it is."""
+    from kspace_mim.fingerprint import fingerprint
+
+    plain = fingerprint(compose([])).identity
+    assert "evaluation.mask" not in plain
+    assert "evaluation.mask" not in fingerprint(compose(["evaluation.mask=null"])).identity
+    patches = fingerprint(compose(["mask=random0.6"])).identity
+    assert patches["evaluation.mask"] == "equispaced4x"
+    own = fingerprint(compose(["mask=random0.6", "evaluation.mask=null"])).identity
+    assert "evaluation.mask" not in own and own != patches

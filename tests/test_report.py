@@ -210,3 +210,23 @@ def test_jobs_one_level_deeper_are_found_and_ordered(tmp_path):
     (tmp_path / "model=swin" / "notes").mkdir()
     found = [str(p.relative_to(tmp_path)) for p in job_dirs(tmp_path)]
     assert found == ["flat", "model=swin/seed=2", "model=swin/seed=10", "model=unrolled/seed=10"]
+
+
+def test_the_report_says_which_mask_each_number_is_on(tmp_path, capsys):
+    """A mask sweep's table has a column with each job's evaluation mask (the one
+    yardstick), which is never mistaken for a swept parameter."""
+    from kspace_mim.report import print_report, swept_parameters
+
+    for n, mask in enumerate(["random0.4", "random0.75"]):
+        job = tmp_path / str(n)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- mask={mask}\n")
+        (job / "status.json").write_text(json.dumps({"status": "finished"}))
+        metrics = {"ssim": 0.5 + n / 10, "evaluation_mask": "equispaced4x"}
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    frame = collect(tmp_path)
+    assert list(frame["eval_mask"]) == ["equispaced4x"] * 2
+    assert swept_parameters(frame) == ["mask"]
+    print_report(frame)
+    out = capsys.readouterr().out
+    assert "eval_mask" in out and out.count("equispaced4x") == 2

@@ -86,6 +86,7 @@ def test_checkpoint_reloads_into_identical_outputs(overfit_dir, tmp_path):
         overrides(overfit_dir, "trainer.max_steps=6", "trainer.check_val_every_n_epoch=1")
     )
     metrics = run(cfg, tmp_path)
+    assert metrics["evaluation_mask"] == "equispaced4x"  # the yardstick, recorded
     # one stable name, whatever validation improved on: no best-v1.ckpt, nothing to quote
     assert [p.name for p in (tmp_path / "checkpoints").glob("best*")] == ["best.ckpt"]
     best = tmp_path / "checkpoints" / "best.ckpt"

@@ -155,6 +155,21 @@ class Fingerprint:
         }
 
 
+def _same_mask(flat: dict[str, Any]) -> bool:
+    """Whether ``evaluation.mask`` names the training mask (or is null): validation then
+    draws what it drew before the option existed."""
+    from kspace_mim.config import CONFIG_DIR
+
+    name = flat.get("evaluation.mask")
+    if not name:
+        return True
+    option = CONFIG_DIR / "mask" / f"{name}.yaml"
+    if not option.is_file():
+        return False
+    mine = {k: v for k, v in flat.items() if k.startswith("mask.")}
+    return _flatten({"mask": OmegaConf.to_container(OmegaConf.load(option))}) == mine
+
+
 def fingerprint(cfg: DictConfig) -> Fingerprint:
     """The fingerprint of a composed training config (resolved; the run directory where
     it is interpolated replaced by a placeholder)."""
@@ -165,6 +180,8 @@ def fingerprint(cfg: DictConfig) -> Fingerprint:
         for group in ("hydra", "logger"):  # never resolved: the logger's may probe the network
             cfg.pop(group, None)
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    if _same_mask(flat):
+        flat.pop("evaluation.mask", None)  # what every run did before the key existed
     budget = {k: v for k, v in flat.items() if _under(k, BUDGET)}
     identity = {
         k: v

@@ -61,6 +61,8 @@ def read_job(job: Path) -> dict:
         if not isinstance(metrics, dict):
             raise ValueError(f"{metrics_file}: not a metrics record")
         row.update({k: float(metrics[k]) for k in METRIC_COLUMNS if k in metrics})
+        # which mask the numbers are on (evaluation.mask: one for the whole sweep)
+        row["eval_mask"] = str(metrics.get("evaluation_mask") or "")
     return row
 
 
@@ -88,7 +90,7 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
 
 
 def swept_parameters(frame: pd.DataFrame) -> list[str]:
-    fixed = {"job", "status", "reason", *METRIC_COLUMNS}
+    fixed = {"job", "status", "reason", "eval_mask", *METRIC_COLUMNS}
     return [c for c in frame.columns if c not in fixed and frame[c].nunique(dropna=False) > 1]
 
 
@@ -115,7 +117,7 @@ def plot_parameters(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 def print_report(frame: pd.DataFrame) -> None:
     """The swept parameters, status and metrics of every job (the files have every column)."""
-    columns = ["job", *swept_parameters(frame), "status", "reason", *METRIC_COLUMNS]
+    columns = ["job", *swept_parameters(frame), "eval_mask", "status", "reason", *METRIC_COLUMNS]
     frame = frame[[c for c in columns if c in frame]]
     rows = (
         ["" if pd.isna(v) else f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]

@@ -46,6 +46,7 @@ def build_datamodule(cfg: DictConfig) -> FastMRIDataModule:
     return hydra.utils.instantiate(
         cfg.data,
         mask=hydra.utils.instantiate(cfg.mask),
+        eval_mask=evaluation_mask(cfg)[0],
         augmentation=hydra.utils.instantiate(cfg.augmentation),
         train_needs_targets=supervision.needs_targets,
     )
@@ -186,6 +187,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     metrics = {
         **results["val"],
         "selected_on": "val" if model.trainable and trains else None,
+        # the yardstick: the mask validation (and a test without test_masks) drew
+        "evaluation_mask": evaluation_mask(cfg)[1],
         "resumed_from": resumed,
         # How the run was spread: processes and who started them (SLURM's srun, Lightning's
         # own launcher, a single process).
@@ -236,13 +239,28 @@ def evaluation_masks(cfg: DictConfig) -> dict[str | None, Any]:
     names = OmegaConf.select(cfg, "evaluation.test_masks")
     if not names:
         return {None: None}
+    return {name: mask_option(name, "evaluation.test_masks") for name in names}
+
+
+def mask_option(name: str, key: str) -> Any:
+    """The mask of an option of the mask group (``conf/mask/<name>.yaml``), built."""
     options = sorted(p.stem for p in (CONFIG_DIR / "mask").glob("*.yaml"))
-    masks = {}
-    for name in names:
-        if name not in options:
-            raise ConfigError(f"evaluation.test_masks: no mask option {name!r}; one of {options}")
-        masks[name] = hydra.utils.instantiate(OmegaConf.load(CONFIG_DIR / "mask" / f"{name}.yaml"))
-    return masks
+    if name not in options:
+        raise ConfigError(f"{key}: no mask option {name!r}; one of {options}")
+    return hydra.utils.instantiate(OmegaConf.load(CONFIG_DIR / "mask" / f"{name}.yaml"))
+
+
+def evaluation_mask(cfg: DictConfig) -> tuple[Any, str]:
+    """The mask validation (and a test without ``evaluation.test_masks``) draws, and its
+    name for the record: ``evaluation.mask``, one yardstick whatever mask training draws
+    (a sweep over training masks is judged on the same acquisitions); null: the training
+    mask. A benchmark split validates on its protocol's masks instead (the datamodule)."""
+    if OmegaConf.select(cfg, "data.split") or OmegaConf.select(cfg, "data.split_file"):
+        return None, "protocol (fastMRI test set: random 4x / 8x by file name)"
+    name = OmegaConf.select(cfg, "evaluation.mask")
+    if not name:
+        return None, "the training mask"
+    return mask_option(name, "evaluation.mask"), str(name)
 
 
 def own_targets(cfg: DictConfig) -> list[str]:

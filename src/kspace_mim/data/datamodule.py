@@ -102,6 +102,8 @@ class FastMRIDataModule(L.LightningDataModule):
         challenge: "singlecoil" or "multicoil".
         mask: a mask from :mod:`kspace_mim.data.masks`, random in training and
             seeded by file name in validation / test.
+        eval_mask: the mask validation and test draw instead (seeded by file name), one
+            yardstick whatever trains; None: ``mask``.
         crop_size: model grid side; None uses each volume's recon size.
         virtual_coils: SVD coil compression to this many coils (None: keep; then
             every volume must have the same coil count).
@@ -156,6 +158,7 @@ class FastMRIDataModule(L.LightningDataModule):
         test_path: str | None = None,
         challenge: str = "multicoil",
         mask: CartesianMask | None = None,
+        eval_mask: CartesianMask | None = None,
         crop_size: int | None = None,
         virtual_coils: int | None = None,
         augmentation: Augmentation | None = None,
@@ -187,7 +190,9 @@ class FastMRIDataModule(L.LightningDataModule):
         self.split_lists = load_split(split, split_file) if split or split_file else None
         # A benchmark split validates as it tests: the protocol's masks (fastMRI's test
         # set: random, 4x / 0.08 or 8x / 0.04, seeded by file name), whatever trains.
-        self.eval_mask = CartesianMask(protocol_mask_func()) if self.split_lists else mask
+        protocol = CartesianMask(protocol_mask_func()) if self.split_lists else None
+        self.eval_mask = protocol if protocol is not None else eval_mask
+        self.eval_mask = mask if self.eval_mask is None else self.eval_mask
         if self.split_lists and not test_path and split_dir:
             test_path = str(Path(os.path.expanduser(split_dir)) / "test")
         if train_volumes is not None and train_volumes < 1:
