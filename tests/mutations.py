@@ -827,6 +827,13 @@ MUTATIONS = (
         ("tests/test_datamodule.py::test_the_yardstick_keeps_old_runs_their_identity",),
     ),
     Mutation(
+        "a pre-training that does not fit names keys, not the override that fits it",
+        "checkpoints.py",
+        '    fix = " ".join(f"model.{k}={value(theirs[k])}" for k in keys)',
+        '    fix = ""',
+        ("tests/test_train.py::test_pretrain_then_finetune",),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

@@ -210,6 +210,10 @@ def test_pretrain_then_finetune(overfit_dir, tmp_path):
     )
     with pytest.raises(ValueError, match="shapes differ from this config"):
         run(wrong, tmp_path / "wrong")
+    # the domain forgotten: the error names the override that builds the checkpoint's network
+    image = compose(overrides(overfit_dir, "trainer.max_steps=2", f"init_from={ckpt}"))
+    with pytest.raises(ValueError, match="trained with model.domain=kspace: add that"):
+        run(image, tmp_path / "image")
 
 
 def clean_env(tmp_path):

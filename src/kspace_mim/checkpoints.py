@@ -245,12 +245,31 @@ def load_pretrained(model: torch.nn.Module, path: str | Path) -> None:
     """Initialise ``model`` from another run's checkpoint (pre-training -> fine-tuning),
     tensors only; a checkpoint that does not fit the model names the keys that differ."""
     # The network of the model being initialised is the user's own choice: trusted.
-    own = getattr(model, "hparams", {}).get("net", {}).get("_target_")
-    state = read_checkpoint(path, trusted=[own] if own else [])["state_dict"]
+    net = dict(getattr(model, "hparams", {}).get("net", {}))
+    own = net.get("_target_")
+    ckpt = read_checkpoint(path, trusted=[own] if own else [])
+    state = ckpt["state_dict"]
+    hint = _net_differences(((ckpt.get("hyper_parameters") or {}).get("net") or {}), net)
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if mismatched:
-        raise ValueError(f"{path}: shapes differ from this config for {mismatched[:5]}")
+        raise ValueError(f"{path}: shapes differ from this config for {mismatched[:5]}{hint}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        raise ValueError(
+            f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}{hint}"
+        )
+
+
+def _net_differences(theirs: dict, mine: dict) -> str:
+    """The model overrides that would build the checkpoint's network (its network
+    settings that differ from this config's), as the fix to name in an error."""
+    keys = [k for k in theirs if k != "_target_" and k in mine and theirs[k] != mine[k]]
+    if not keys:
+        return ""
+
+    def value(v: Any) -> str:
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    fix = " ".join(f"model.{k}={value(theirs[k])}" for k in keys)
+    return f"; the checkpoint's network was trained with {fix}: add that to this command"
