@@ -834,6 +834,13 @@ MUTATIONS = (
         ("tests/test_train.py::test_pretrain_then_finetune",),
     ),
     Mutation(
+        "the knee GPU command trains the CPU preset",
+        "conf/experiment/knee_multicoil.yaml",
+        "  size: base             # the GPU preset",
+        "  size: small            # the GPU preset",
+        ("tests/test_config.py::test_the_knee_command_on_four_gpus_composes_what_its_page_says",),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

@@ -331,3 +331,29 @@ def test_a_misspelt_network_argument_is_named():
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             system_of(family, 4, (32, 32), net={key: 8})
+
+
+@pytest.mark.parametrize("model, size", [("swin", "base"), ("varnet", "base")])
+def test_the_knee_command_on_four_gpus_composes_what_its_page_says(model, size):
+    """docs/how-to/distributed.md's one command: DDP on 4 GPUs in bf16, batch 1 per GPU,
+    the GPU preset, the knee download's folders and the benchmark split; its SLURM twin
+    asks for the same GPUs on one node."""
+    cfg = compose(["experiment=knee_multicoil", "trainer.devices=4", f"model={model}"])
+    t = cfg.trainer
+    assert (t.accelerator, t.strategy, t.devices, t.precision) == ("gpu", "ddp", 4, "bf16-mixed")
+    assert cfg.data.batch_size == 1 and cfg.model.size == size
+    assert cfg.data.train_path.endswith("knee/multicoil_train")
+    assert cfg.data.val_path.endswith("knee/multicoil_val")
+    assert cfg.data.split == "val99_test100" and cfg.data.split_dir.endswith("knee/val99_test100")
+    assert cfg.checkpoint.every_n_train_steps == 1000
+    slurm = compose(
+        [
+            "experiment=knee_multicoil",
+            "trainer.devices=4",
+            "hydra/launcher=slurm",
+            "hydra.launcher.gpus_per_node=4",
+        ],
+        return_hydra_config=True,
+    )
+    launcher = slurm.hydra.launcher
+    assert launcher.gpus_per_node == 4 and launcher.tasks_per_node == 4 and launcher.nodes == 1
