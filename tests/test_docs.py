@@ -103,6 +103,9 @@ def test_every_command_in_the_docs_is_valid(case):
     if line.startswith("make"):
         targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.M)
         assert line.split()[1] in targets, line
+        args = [w.split("=", 1)[1] for w in shlex.split(line) if w.startswith("ARGS=")]
+        if line.split()[1] == "train" and args:  # make train ARGS="...": the train config's
+            compose(first_of_sweeps(shlex.split(args[0])), "train", return_hydra_config=True)
         return
     found = module_and_args(line)
     if found is None:
