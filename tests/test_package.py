@@ -91,7 +91,7 @@ def test_configuration_reference_lists_every_group_option_and_key():
     # a key without a comment of its own: the argument of the option's _target_
     assert "| `accelerator` | `auto` | argument of `lightning.Trainer` |" in text
     # the defaults list, and brackets that are not Markdown links
-    assert "| `defaults` | `[_self_, data: synthetic," in text
+    assert "| `defaults` | `[_self_, trainer: auto, data: synthetic," in text
     assert "\\[key=value ...\\]" in text
 
 
