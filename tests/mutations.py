@@ -841,6 +841,29 @@ MUTATIONS = (
         ("tests/test_config.py::test_the_knee_command_on_four_gpus_composes_what_its_page_says",),
     ),
     Mutation(
+        "the memory estimate counts the weights again among the saved activations",
+        "bench/memory.py",
+        '        if key not in skip and t.device.type != "meta":',
+        '        if t.device.type != "meta":',
+        (
+            "tests/test_memory.py::test_saved_activations_are_counted_once_per_storage_without_the_weights",
+        ),
+    ),
+    Mutation(
+        "the memory estimate leaves out AdamW's state",
+        "bench/memory.py",
+        '        "optimizer_gib": 2 * trainable / 2**30,  # AdamW: two moments per weight',
+        '        "optimizer_gib": 0.0,',
+        ("tests/test_memory.py::test_the_estimate_is_its_parts_and_scales_with_the_batch",),
+    ),
+    Mutation(
+        "the memory estimate ignores the precision asked for",
+        "bench/memory.py",
+        "    autocast = dtype is not None\n",
+        "    autocast = False\n",
+        ("tests/test_memory.py::test_checkpointing_and_bf16_lower_the_estimate",),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

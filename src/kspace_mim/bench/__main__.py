@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kspace_mim.bench import __doc__ as DOC
 from kspace_mim.bench.data import bench_data
+from kspace_mim.bench.memory import knee_grid, memory_markdown, training_memory
 from kspace_mim.bench.tables import write_tables
 from kspace_mim.bench.timing import machine
 from kspace_mim.bench.train import ENCODERS, bench_train, train_step_rate
@@ -40,6 +41,22 @@ def main(argv: list[str] | None = None) -> None:
     sub.choices["_train_one"].add_argument("--device", default="cpu")
     for p in (p_data, p_train):
         p.add_argument("--out", type=Path, help="write the JSON here too")
+    p_memory = sub.add_parser(
+        "memory",
+        help="peak training memory per family and preset (measured on CUDA, else estimated)",
+    )
+    p_memory.add_argument("--families", default=",".join(ENCODERS), help="comma-separated")
+    p_memory.add_argument("--sizes", default="tiny,small,base", help="presets, comma-separated")
+    p_memory.add_argument(
+        "--grid", default="knee", help="HxW, N, or knee: each family's grid on the knee download"
+    )
+    p_memory.add_argument("--coils", type=int, default=15)
+    p_memory.add_argument("--batch", type=int, default=1, help="slices per GPU")
+    p_memory.add_argument(
+        "--precision", default="bf16-mixed", help="32-true | bf16-mixed | 16-mixed"
+    )
+    p_memory.add_argument("--override", action="append", default=[], help="model config override")
+    p_memory.add_argument("--out", type=Path, help="write the JSON here too")
     p_tables = sub.add_parser("tables", help="README / docs/bench.md tables from bench JSON files")
     p_tables.add_argument("json", nargs="+", type=Path, help="outputs of bench data / train")
     p_tables.add_argument("--root", type=Path, default=None, help="repository (default: this)")
@@ -60,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
             tuple(args.override),
         )
         print(json.dumps(row))
+        return
+    if args.what == "memory":
+        memory_command(args)
         return
     if args.what == "data":
         args_ = (args.data, args.workers, args.repeats, args.size, args.coils, args.batch)
@@ -86,3 +106,29 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def memory_command(args: argparse.Namespace) -> dict:
+    """``bench memory``: a row per family and preset, a progress line each, the table."""
+    from tqdm import tqdm
+
+    rows = []
+    cases = [(f, s) for f in args.families.split(",") for s in args.sizes.split(",")]
+    for family, size in tqdm(cases, desc="bench memory", unit="model"):
+        grid = "x".join(map(str, knee_grid(family))) if args.grid == "knee" else args.grid
+        rows.append(
+            training_memory(
+                family,
+                size,
+                grid,
+                args.coils,
+                args.batch,
+                args.precision,
+                tuple(args.override),
+            )
+        )
+    print(memory_markdown(rows))
+    result = {"memory": rows, "machine": machine()}
+    if args.out:
+        write_text(args.out, json.dumps(result, indent=2) + "\n")
+    return result

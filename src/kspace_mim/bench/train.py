@@ -47,18 +47,18 @@ def parse_grid(grid: str | int) -> tuple[int, int]:
     return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 
-def train_step_rate(
+def training_setup(
     name: str,
     size: str,
     grid: str | int,
     coils: int,
     batch: int,
-    repeats: int,
     device: str,
     overrides: tuple[str, ...] = (),
-) -> dict:
-    """One encoder's training step (forward, loss, backward, optimizer) on a random batch.
-    ``overrides``: config overrides of the encoder (e.g. ``model.checkpointing=true``)."""
+) -> tuple:
+    """A family's system (its config's network, loss and recipe) on ``device``, AdamW, and
+    a random batch of ``batch`` slices of ``coils`` coils on ``grid`` (every 4th column and
+    8 centre columns acquired): (model, optimizer, sample, generator)."""
     from omegaconf import OmegaConf
 
     from kspace_mim.config import compose
@@ -94,6 +94,23 @@ def train_step_rate(
         num_low_frequencies=torch.full((batch,), 8),
     )
     sample = KspaceSample(*(x.to(device) if torch.is_tensor(x) else x for x in sample))
+    return model, opt, sample, g
+
+
+def train_step_rate(
+    name: str,
+    size: str,
+    grid: str | int,
+    coils: int,
+    batch: int,
+    repeats: int,
+    device: str,
+    overrides: tuple[str, ...] = (),
+) -> dict:
+    """One encoder's training step (forward, loss, backward, optimizer) on a random batch.
+    ``overrides``: config overrides of the encoder (e.g. ``model.checkpointing=true``)."""
+    h, w = parse_grid(grid)
+    model, opt, sample, g = training_setup(name, size, grid, coils, batch, device, overrides)
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
 
     def step() -> int:
