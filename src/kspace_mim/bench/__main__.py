@@ -104,10 +104,6 @@ def main(argv: list[str] | None = None) -> None:
         write_text(args.out, text)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def memory_command(args: argparse.Namespace) -> dict:
     """``bench memory``: a row per family and preset, a progress line each, the table."""
     from tqdm import tqdm
@@ -132,3 +128,7 @@ def memory_command(args: argparse.Namespace) -> dict:
     if args.out:
         write_text(args.out, json.dumps(result, indent=2) + "\n")
     return result
+
+
+if __name__ == "__main__":
+    main()
