@@ -7,9 +7,11 @@ forward): the weights, their gradients and AdamW's two moments (float32), the ba
 every tensor autograd keeps for the backward pass, counted once per storage in the dtype
 autocast gives it (``torch.autograd.graph.saved_tensors_hooks``; activation checkpointing
 keeps only its regions' inputs, so it counts what a checkpointed run keeps). The transient
-buffers of the backward pass and the allocator's caching are not counted: the estimate
-is a lower bound. Written here because neither Lightning nor torch estimates a step's
-memory without the device.
+buffers of the backward pass and the allocator's caching are not counted, and the CPU's
+autocast and attention kernels save other tensors than CUDA's: against an H100's
+measured peaks (base presets, 320 x 320, 15 coils, bf16) the estimate ranged from 22 %
+below (VarNet, the unrolled network) to 19 % above (ViT). Written here because neither
+Lightning nor torch estimates a step's memory without the device.
 """
 
 from __future__ import annotations
