@@ -65,3 +65,36 @@ def test_the_command_prints_a_table_and_writes_its_json(tmp_path, capsys):
     assert [(r["family"], r["size"]) for r in rows] == [("unet", "tiny"), ("swin", "tiny")]
     text = capsys.readouterr().out
     assert "| unet | tiny | 32x32 | 4 | 1 | bf16-mixed |" in text and "estimate" in text
+
+
+def test_the_bench_page_sets_each_estimate_beside_a_gpus_measured_peak():
+    from kspace_mim.bench.tables import memory_lines
+
+    machine = {"cpu_cores": 2, "cpu": "x86_64", "gpu": None}
+    gpu = {"gpu": "H100", "cpu_cores": 16, "cpu": "x86_64"}
+    row = {"size": "base", "grid": [320, 320], "coils": 15, "batch": 1, "overrides": []}
+    runs = [
+        {"train": {"swin": {**row, "gpu_max_allocated_gb": 2.0}}, "machine": gpu},
+        {
+            "memory": [
+                {
+                    **row,
+                    "family": "swin",
+                    "precision": "bf16-mixed",
+                    "peak_gib": 1.5,
+                    "method": "estimate (CPU: ...)",
+                },
+                {
+                    **row,
+                    "family": "vit",
+                    "precision": "bf16-mixed",
+                    "peak_gib": 1.0,
+                    "method": "estimate (CPU: ...)",
+                },
+            ],
+            "machine": machine,
+        },
+    ]
+    text = "\n".join(memory_lines(runs))
+    assert "| swin | base | 320x320 | 15 | 1 | bf16-mixed | 1.50 | estimate | 2.00 | 0.75 |" in text
+    assert "| vit | base | 320x320 | 15 | 1 | bf16-mixed | 1.00 | estimate | - | - |" in text

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from kspace_mim.bench import __doc__ as DOC
 from kspace_mim.bench.data import bench_data
-from kspace_mim.bench.memory import knee_grid, memory_markdown, training_memory
-from kspace_mim.bench.tables import write_tables
+from kspace_mim.bench.memory import knee_grid, training_memory
+from kspace_mim.bench.tables import memory_lines, write_tables
 from kspace_mim.bench.timing import machine
 from kspace_mim.bench.train import ENCODERS, bench_train, train_step_rate
 from kspace_mim.files import write_text
@@ -123,8 +123,8 @@ def memory_command(args: argparse.Namespace) -> dict:
                 tuple(args.override),
             )
         )
-    print(memory_markdown(rows))
     result = {"memory": rows, "machine": machine()}
+    print("\n".join(memory_lines([result])))
     if args.out:
         write_text(args.out, json.dumps(result, indent=2) + "\n")
     return result

@@ -124,19 +124,3 @@ def knee_grid(name: str) -> tuple[int, int]:
     if cfg.data.grid == "native":
         return 640, 368
     return int(cfg.data.crop_size), int(cfg.data.crop_size)
-
-
-def memory_markdown(rows: list[dict[str, Any]]) -> str:
-    """One table: family, preset, grid, batch, precision, peak (GiB) and how it was had."""
-    lines = [
-        "| family | preset | grid | coils | batch | precision | overrides | peak (GiB) | method |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        grid = "x".join(map(str, r["grid"]))
-        extra = " ".join(r["overrides"]) or "-"
-        lines.append(
-            f"| {r['family']} | {r['size']} | {grid} | {r['coils']} | {r['batch']} "
-            f"| {r['precision']} | {extra} | {r['peak_gib']:.2f} | {r['method'].split(' (')[0]} |"
-        )
-    return "\n".join(lines)

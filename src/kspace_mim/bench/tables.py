@@ -94,7 +94,45 @@ def bench_markdown(runs: list[dict]) -> str:
                 f"{row['slices_per_s']:.1f}: overhead {row['module_overhead_ratio']:.2f}x "
                 "(our step adds the pipeline's units, data consistency and the image losses).",
             ]
+    lines += memory_lines(runs)
     return "\n".join(lines) + "\n"
+
+
+def memory_lines(runs: list[dict]) -> list[str]:
+    """``bench memory`` tables, each estimate beside the peak a GPU measured for the same
+    family, preset, grid, coils and batch in a ``bench train`` run (bf16), when one did."""
+    measured = {
+        (name, row["size"], tuple(row["grid"]), row["coils"], row["batch"]): (
+            row["gpu_max_allocated_gb"]
+        )
+        for r in runs
+        for name, row in r.get("train", {}).items()
+        if row.get("gpu_max_allocated_gb") and not row.get("overrides")
+    }
+    lines = []
+    for r in (r for r in runs if "memory" in r):
+        lines += [
+            "",
+            f"Peak training memory per slice batch (`bench memory` on "
+            f"{_machine_label(r['machine'])}; forward, loss, backward, AdamW; a CPU "
+            "estimate counts weights, gradients, AdamW state, the batch and the activations "
+            "autograd saves):",
+            "",
+            "| family | preset | grid | coils | batch | precision | peak (GiB) | method "
+            "| measured on a GPU (GiB) | estimate / measured |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in r["memory"]:
+            key = (row["family"], row["size"], tuple(row["grid"]), row["coils"], row["batch"])
+            gpu = measured.get(key)
+            ratio = "-" if gpu is None else f"{row['peak_gib'] / gpu:.2f}"
+            lines.append(
+                f"| {row['family']} | {row['size']} | {'x'.join(map(str, row['grid']))} "
+                f"| {row['coils']} | {row['batch']} | {row['precision']} "
+                f"| {row['peak_gib']:.2f} | {row['method'].split(' (')[0]} "
+                f"| {_num(gpu, '.2f')} | {ratio} |"
+            )
+    return lines
 
 
 def write_tables(paths: list[Path], root: Path | None = None) -> Path:
