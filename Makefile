@@ -102,6 +102,8 @@ bench: install
 	mkdir -p docs/bench
 	$(BIN)/python -m kspace_mim.bench data --out docs/bench/data_$(BENCH_NAME).json
 	$(BIN)/python -m kspace_mim.bench train --out docs/bench/train_$(BENCH_NAME).json
+	# each family's peak training memory at its knee grid (15 coils, batch 1, bf16)
+	$(BIN)/python -m kspace_mim.bench memory --out docs/bench/memory_$(BENCH_NAME)_knee.json
 	# GPU only (minutes a step on 2 CPU cores): base models on the knee recon grid, and the
 	# base unrolled network on a whole oversampled 15-coil knee slice, with checkpointing
 	if [ "$(BENCH_NAME)" = gpu ]; then \

@@ -78,3 +78,37 @@ def test_bf16_peaks_by_card_name():
     assert bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
     assert bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
     assert bf16_peak_tflops("Tesla T4") is None  # no bf16 tensor cores: no claim
+
+
+def test_the_device_check_script_runs_on_a_cpu_with_tiny_sizes(tmp_path):
+    """.ci/gpu-check, the one prepared script a GPU machine runs, on the CPU with tiny
+    sizes: the memory table and 2 steps of every family on the native grid, each
+    writing its JSON."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kspace_mim.config import model_names
+
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "SIZE": "16",
+        "COILS": "2",
+        "TRAINER": "cpu",
+        "SIZES": "tiny",
+        "BENCH": "0",
+        "OUT": str(tmp_path),
+        "PY": sys.executable,
+    }
+    result = subprocess.run(
+        [str(root / ".ci" / "gpu-check")], env=env, capture_output=True, text=True, timeout=1200
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "memory_cpu_knee.json").read_text())["memory"]
+    assert {r["family"] for r in rows} == set(model_names(trainable=True))
+    assert all(r["grid"] == [32, 16] for r in rows)
+    for family in model_names(trainable=True):
+        metrics = json.loads((tmp_path / f"steps_cpu_{family}.json").read_text())
+        assert metrics["ssim"] > 0, family
