@@ -130,3 +130,67 @@ def test_commands_are_found_in_the_pages():
     lines = commands(ROOT / "docs" / "how-to" / "distributed.md")
     assert any("hydra/launcher=slurm" in line and "data=fastmri_knee" in line for line in lines)
     assert len(ALL) > 60
+
+
+@pytest.mark.slow
+def test_the_label_free_pair_and_the_benchmark_commands_run_as_written(data_root, tmp_path):
+    """The label-free how-to's block (an undersampled folder, SSDU, masked modeling, then
+    each fine-tuned from its own pre-training) and the benchmark page's reconstruct ->
+    evaluate pair, executed as the pages write them on tiny data: only the data's size,
+    the budget and the run placeholders (<ssdu run>, <run>) are filled in."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KSPACE_MIM")}
+    env["WANDB_MODE"] = "offline"
+    runs = tmp_path / "outputs" / "runs"
+    tiny = {
+        "kspace_mim.data.synthesize": ["--anatomy", "phantom", "--volumes", "2", "--slices", "2"]
+        + ["--coils", "4", "--size", "32"],
+        "kspace_mim.train": [
+            f"data.val_path={data_root}/multicoil_val",
+            "data=tiny",
+            "model.size=tiny",
+            "trainer.max_steps=2",
+            "trainer.enable_progress_bar=false",
+        ],
+    }
+
+    def execute(line: str, fill: dict[str, str]) -> str | None:
+        for placeholder, value in fill.items():
+            line = line.replace(placeholder, value)
+        module, args = module_and_args(line)
+        extra = list(tiny.get(module, []))
+        if module == "kspace_mim.train" and not any(a.startswith("data.train_path") for a in args):
+            extra.append(f"data.train_path={data_root}/multicoil_train")
+        before = set(runs.iterdir()) if runs.is_dir() else set()
+        result = subprocess.run(
+            [sys.executable, "-m", module, *args, *extra],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert result.returncode == 0, f"{line}\n{result.stderr[-3000:]}"
+        made = sorted(set(runs.iterdir()) - before) if runs.is_dir() else []
+        return made[-1].name if made else None
+
+    lines = [line for line in commands(ROOT / "docs" / "how-to" / "self-supervised.md")]
+    block = lines[lines.index(next(x for x in lines if "--undersampled" in x)) :][:5]
+    assert "supervision=ssdu" in block[1] and "supervision=mim" in block[2]
+    execute(block[0], {})
+    named = {"<ssdu run>": execute(block[1], {}), "<mim run>": execute(block[2], {})}
+    for line in block[3:]:
+        assert "<" in line  # a fine-tuning from one of the two runs above
+        execute(line, named)
+
+    bench = commands(ROOT / "docs" / "how-to" / "benchmark.md")
+    recon = next(x for x in bench if x.startswith("python -m kspace_mim.reconstruct"))
+    score = next(x for x in bench if x.startswith("python -m kspace_mim.evaluate"))
+    val = f"{data_root}/multicoil_val"
+    run = runs / named["<ssdu run>"]
+    execute(recon, {"<run>": str(run), "data/knee/val99_test100/test": val})
+    execute(score, {"data/knee/val99_test100/test_full": val})
+    assert list((tmp_path / "predictions" / "bench").glob("*.h5"))
