@@ -864,6 +864,13 @@ MUTATIONS = (
         ("tests/test_memory.py::test_checkpointing_and_bf16_lower_the_estimate",),
     ),
     Mutation(
+        "the knee how-to keeps a stale memory table",
+        "bench/tables.py",
+        '    knee = [r for p, r in named if "memory" in r and "knee" in Path(p).name]',
+        "    knee = []",
+        ("tests/test_memory.py::test_bench_tables_put_the_knee_memory_table_into_the_how_to",),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

@@ -98,3 +98,36 @@ def test_the_bench_page_sets_each_estimate_beside_a_gpus_measured_peak():
     text = "\n".join(memory_lines(runs))
     assert "| swin | base | 320x320 | 15 | 1 | bf16-mixed | 1.50 | estimate | 2.00 | 0.75 |" in text
     assert "| vit | base | 320x320 | 15 | 1 | bf16-mixed | 1.00 | estimate | - | - |" in text
+
+
+def test_bench_tables_put_the_knee_memory_table_into_the_how_to(tmp_path):
+    """The how-to page that plans a knee run carries the knee memory table, written
+    between its markers by the command that writes docs/bench.md."""
+    from kspace_mim.bench.tables import write_tables
+
+    how_to = tmp_path / "docs" / "how-to" / "distributed.md"
+    how_to.parent.mkdir(parents=True)
+    how_to.write_text("before\n<!-- memory:start -->\nold\n<!-- memory:end -->\nafter\n")
+    row = {"size": "base", "grid": [640, 368], "coils": 15, "batch": 1, "overrides": []}
+    run = {
+        "memory": [
+            {
+                **row,
+                "family": "varnet",
+                "precision": "bf16-mixed",
+                "peak_gib": 7.25,
+                "method": "estimate (CPU)",
+            }
+        ],
+        "machine": {"cpu_cores": 2, "cpu": "x86_64", "gpu": None},
+    }
+    path = tmp_path / "memory_cpu_knee.json"
+    path.write_text(json.dumps(run))
+    write_tables([path], tmp_path)
+    text = how_to.read_text()
+    assert "old" not in text and text.startswith("before") and text.endswith("after\n")
+    assert "| varnet | base | 640x368 | 15 | 1 | bf16-mixed | 7.25 | estimate | - | - |" in text
+    assert "7.25" in (tmp_path / "docs" / "bench.md").read_text()
+    how_to.write_text("no markers\n")
+    with pytest.raises(ValueError, match="no <!-- memory:start -->"):
+        write_tables([path], tmp_path)

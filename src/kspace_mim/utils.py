@@ -93,6 +93,18 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 
 
+def write_section(page: Path, name: str, text: str) -> None:
+    """Replace the ``name`` section of ``page`` (between its :func:`markers`) with
+    ``text``; a page without the markers is an error (a generated table has one home)."""
+    start, end = markers(name)
+    content = page.read_text()
+    if start not in content or end not in content:
+        raise ValueError(f"{page}: no {start} ... {end} section to write {name!r} into")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    page.write_text(f"{head}{start}\n{text}{end}{tail}")
+
+
 def write_generated(
     root: Path, name: str, title: str, command: str, text: str, readme_text: str | None = None
 ) -> Path:
@@ -110,7 +122,5 @@ def write_generated(
     start, end = markers(name)
     content = readme.read_text() if readme.is_file() else ""
     if start in content and end in content:
-        head, rest = content.split(start, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{start}\n{readme_text or text}{end}{tail}")
+        write_section(readme, name, readme_text or text)
     return page

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from kspace_mim.config import project_root
-from kspace_mim.utils import write_generated
+from kspace_mim.utils import write_generated, write_section
 
 
 def _machine_label(machine_info: dict) -> str:
@@ -141,6 +141,14 @@ def write_tables(paths: list[Path], root: Path | None = None) -> Path:
     command = "make bench  # python -m kspace_mim.bench tables " + " ".join(
         Path(p).name for p in paths
     )
-    return write_generated(
-        Path(root or project_root()), "bench", "Benchmarks", command, bench_markdown(runs)
-    )
+    root = Path(root or project_root())
+    named = zip(paths, runs, strict=True)
+    knee = [r for p, r in named if "memory" in r and "knee" in Path(p).name]
+    if knee:
+        # the how-to page that plans a knee run carries its memory table too
+        write_section(
+            root / "docs" / "how-to" / "distributed.md",
+            "memory",
+            "\n".join(memory_lines([*knee, *(r for r in runs if "train" in r)])).strip() + "\n",
+        )
+    return write_generated(root, "bench", "Benchmarks", command, bench_markdown(runs))
