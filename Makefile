@@ -139,7 +139,7 @@ wheel-check: install
 # links, every command in a bash block, YAML comments, the configuration page).
 docs: install
 	$(BIN)/python -m kspace_mim.config_reference docs/reference/configuration.md
-	$(BIN)/python -m pytest -m docs tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "docs and not slow" tests $(PYTEST_ARGS)
 	$(BIN)/mkdocs build --strict
 
 # Mutation proof of the tests behind the README's promises (not part of make test): each
