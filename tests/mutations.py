@@ -871,6 +871,13 @@ MUTATIONS = (
         ("tests/test_memory.py::test_bench_tables_put_the_knee_memory_table_into_the_how_to",),
     ),
     Mutation(
+        "the periodic checkpoint writes last-v1.ckpt beside the best callback's last.ckpt",
+        "callbacks.py",
+        "        enable_version_counter=False,\n    )\n\n\ndef progress_bar(",
+        "        enable_version_counter=True,\n    )\n\n\ndef progress_bar(",
+        ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

@@ -69,8 +69,14 @@ def periodic_checkpoint(dirpath: str | Path, every_n_train_steps: int | None) ->
     unset, and then no callback at all (``checkpoint.every_n_train_steps``)."""
     if not every_n_train_steps:
         return None
+    # The best-checkpoint callback writes last.ckpt too: both write the one file (never a
+    # last-v1.ckpt that no resume would find).
     return ModelCheckpoint(
-        dirpath=dirpath, save_last=True, save_top_k=0, every_n_train_steps=every_n_train_steps
+        dirpath=dirpath,
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=every_n_train_steps,
+        enable_version_counter=False,
     )
 
 
