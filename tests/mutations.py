@@ -878,6 +878,13 @@ MUTATIONS = (
         ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
     ),
     Mutation(
+        "a grid traced smaller on the CPU is not scaled back to its pixels",
+        "bench/memory.py",
+        "    saved = saved_for_backward(forward, skip) * (h * w) / (traced[0] * traced[1])",
+        "    saved = saved_for_backward(forward, skip)",
+        ("tests/test_memory.py::test_a_grid_too_large_for_the_cpu_is_traced_smaller_and_scaled",),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

@@ -131,3 +131,18 @@ def test_bench_tables_put_the_knee_memory_table_into_the_how_to(tmp_path):
     how_to.write_text("no markers\n")
     with pytest.raises(ValueError, match="no <!-- memory:start -->"):
         write_tables([path], tmp_path)
+
+
+@pytest.mark.parametrize("family", ["unet", "varnet"])
+def test_a_grid_too_large_for_the_cpu_is_traced_smaller_and_scaled(family):
+    """Activations grow with the pixels: tracing a quarter of the pixels and scaling by 4
+    lands near the full trace (a knee-sized VarNet's CPU forward would not fit)."""
+    full = training_memory(family, "tiny", "128x96", 4, 1, "32-true", device="cpu")
+    scaled = training_memory(
+        family, "tiny", "128x96", 4, 1, "32-true", device="cpu", cpu_pixels=64 * 48
+    )
+    assert scaled["traced_grid"] == [64, 48] and full["traced_grid"] == [128, 96]
+    assert "traced at 64x48 and scaled" in scaled["method"]
+    ratio = scaled["saved_for_backward_gib"] / full["saved_for_backward_gib"]
+    assert 0.95 < ratio < 1.05  # (a grid that its U-Nets pad would count its padding)
+    assert scaled["weights_gib"] == full["weights_gib"]

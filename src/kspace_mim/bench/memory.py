@@ -56,10 +56,15 @@ def training_memory(
     precision: str = "bf16-mixed",
     overrides: tuple[str, ...] = (),
     device: str | None = None,
+    cpu_pixels: int = 320 * 320,
 ) -> dict[str, Any]:
     """Peak training memory (GiB) of family ``name`` at preset ``size`` for ``batch`` slices
     of ``coils`` coils on ``grid`` (``"640x368"``): measured on CUDA, estimated on the CPU
-    (``method`` says which; the parts of an estimate are given too)."""
+    (``method`` says which; the parts of an estimate are given too). On the CPU a grid of
+    more than ``cpu_pixels`` is traced with both sides halved until it has at most that
+    many, its activations scaled by the pixel ratio (convolutional and windowed networks
+    keep activations in proportion to the pixels): a knee-sized VarNet's CPU forward alone
+    would need more memory than a workstation has."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: one of {', '.join(PRECISIONS)}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,10 +74,16 @@ def training_memory(
 
     autocast = dtype is not None
 
-    def forward() -> torch.Tensor:
-        with torch.autocast(device, dtype=dtype or torch.float32, enabled=autocast):
-            return model.loss(sample, model.reconstruct(sample))["loss"]
+    def step_of(system: Any, batch_: Any) -> Any:
+        """One training forward (to the loss) of ``system`` on ``batch_``."""
 
+        def forward() -> torch.Tensor:
+            with torch.autocast(device, dtype=dtype or torch.float32, enabled=autocast):
+                return system.loss(batch_, system.reconstruct(batch_))["loss"]
+
+        return forward
+
+    forward = step_of(model, sample)
     params = [p for p in model.parameters() if p.requires_grad]
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     out: dict[str, Any] = {
@@ -97,8 +108,18 @@ def training_memory(
         out["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         out["method"] = f"measured ({torch.cuda.get_device_name()})"
         return out
+    h, w = parse_grid(grid)
+    traced = (h, w)
+    while traced[0] * traced[1] > cpu_pixels:
+        traced = (traced[0] // 2, traced[1] // 2)
+    if traced != (h, w):
+        model, _, sample_t, _ = training_setup(
+            name, size, f"{traced[0]}x{traced[1]}", coils, batch, device, overrides
+        )
+        model.train()
+        forward = step_of(model, sample_t)
     skip = {_storage_key(p) for p in model.parameters()}
-    saved = saved_for_backward(forward, skip)
+    saved = saved_for_backward(forward, skip) * (h * w) / (traced[0] * traced[1])
     trainable = sum(p.numel() for p in params) * 4  # float32
     batch_bytes = sum(t.numel() * t.element_size() for t in sample if torch.is_tensor(t))
     parts = {
@@ -110,7 +131,9 @@ def training_memory(
     }
     out.update(parts)
     out["peak_gib"] = sum(parts.values())
-    out["method"] = "estimate (CPU: weights, gradients, AdamW state, batch, saved activations)"
+    out["method"] = "estimate (CPU: weights, gradients, AdamW state, batch, saved activations"
+    out["method"] += f", traced at {traced[0]}x{traced[1]} and scaled)" if traced != (h, w) else ")"
+    out["traced_grid"] = list(traced)
     return out
 
 
