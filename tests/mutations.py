@@ -885,6 +885,15 @@ MUTATIONS = (
         ("tests/test_memory.py::test_a_grid_too_large_for_the_cpu_is_traced_smaller_and_scaled",),
     ),
     Mutation(
+        "a recorded fingerprint is read without today's rules (old runs disowned)",
+        "fingerprint.py",
+        '    return Fingerprint(_identity(saved["identity"]), saved["budget"])',
+        '    return Fingerprint(saved["identity"], saved["budget"])',
+        (
+            "tests/test_datamodule.py::test_a_run_recorded_before_a_key_was_ignored_is_still_its_own",
+        ),
+    ),
+    Mutation(
         "a labels page's flatness reads each row at its first N only",
         "tables.py",
         '        once = (label, group) if spec.group_by == "labels" else label\n',

@@ -409,3 +409,27 @@ def test_the_yardstick_keeps_old_runs_their_identity():
     assert patches["evaluation.mask"] == "equispaced4x"
     own = fingerprint(compose(["mask=random0.6", "evaluation.mask=null"])).identity
     assert "evaluation.mask" not in own and own != patches
+
+
+def test_a_run_recorded_before_a_key_was_ignored_is_still_its_own(tmp_path):
+    """A fingerprint written when the best checkpoint's file name was part of a run's
+    identity (and before the yardstick existed) matches the same configuration today:
+    a study's finished jobs are reused, not refused or trained again."""
+    import json
+
+    from kspace_mim.fingerprint import fingerprint, read_fingerprint
+
+    cfg = compose([])
+    today = fingerprint(cfg)
+    old = dict(today.identity)
+    old["callbacks.model_checkpoint.filename"] = "best-{epoch:03d}"
+    old["evaluation.mask"] = "equispaced4x"  # the training mask: what every old run did
+    (tmp_path / "fingerprint.json").write_text(
+        json.dumps({"identity": old, "budget": today.budget})
+    )
+    assert read_fingerprint(tmp_path) == today
+    old["model.embed_dim"] = 7  # a real difference still shows
+    (tmp_path / "fingerprint.json").write_text(
+        json.dumps({"identity": old, "budget": today.budget})
+    )
+    assert read_fingerprint(tmp_path) != today

@@ -180,18 +180,24 @@ def fingerprint(cfg: DictConfig) -> Fingerprint:
         for group in ("hydra", "logger"):  # never resolved: the logger's may probe the network
             cfg.pop(group, None)
     flat = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    budget = {k: v for k, v in flat.items() if _under(k, BUDGET)}
+    return Fingerprint(_identity({k: v for k, v in flat.items() if not _under(k, BUDGET)}), budget)
+
+
+def _identity(flat: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a flattened config (budget aside) that make a run what it is, by
+    today's rules: also applied to a recorded identity, so that a key ignored or made
+    neutral after a run was recorded does not disown it."""
+    flat = dict(flat)
     if _same_mask(flat):
         flat.pop("evaluation.mask", None)  # what every run did before the key existed
-    budget = {k: v for k, v in flat.items() if _under(k, BUDGET)}
-    identity = {
+    return {
         k: v
         for k, v in flat.items()
         if not _under(k, IGNORED)
-        and not _under(k, BUDGET)
         and not (k in NEUTRAL and v == NEUTRAL[k])
         and not (k in UNUSED_WHEN and flat.get(UNUSED_WHEN[k][0]) == UNUSED_WHEN[k][1])
     }
-    return Fingerprint(identity, budget)
 
 
 def read_fingerprint(run_dir: Path) -> Fingerprint | None:
@@ -204,7 +210,7 @@ def read_fingerprint(run_dir: Path) -> Fingerprint | None:
         isinstance(saved.get(k), dict) for k in ("identity", "budget")
     ):
         raise RunDirError(f"{path}: not a run fingerprint; choose a new run directory")
-    return Fingerprint(saved["identity"], saved["budget"])
+    return Fingerprint(_identity(saved["identity"]), saved["budget"])
 
 
 def write_fingerprint(run_dir: Path, mine: Fingerprint) -> None:
