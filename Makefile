@@ -69,13 +69,15 @@ results-label: install data
 # label-free pre-training of each network, then N = 1, 4 and all labelled volumes (random
 # draws, augmented) per row, 3 seeds, each page under two checkpoint selections (labelled
 # validation; held-out acquired samples, no label). SimMIM-Swin alone (FEW_MODELS=swin):
-# about 2 hours on 2 CPU cores; the unrolled network (FEW_MODELS=unrolled) about twice that.
+# about 2 hours on 2 CPU cores; the unrolled network (FEW_MODELS=unrolled) about 3-4 hours.
 FEW_MODELS ?= swin
 results-few-labels: install
 	$(STUDY) experiment=few_labels_pretrain model=zero_filled row=zero_filled seed=0 \
 		'~model.size' $(ARGS)
 	$(STUDY) experiment=few_labels_pretrain model=$(FEW_MODELS) $(ARGS)
 	$(STUDY) experiment=few_labels model=$(FEW_MODELS) $(ARGS)
+	$(STUDY) experiment=few_labels model=$(FEW_MODELS) row=scratch_equal_compute \
+		data.train_volumes=1 $(ARGS)
 	$(PAGE) few_labels
 	$(PAGE) few_labels_heldout
 
