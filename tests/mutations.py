@@ -80,8 +80,8 @@ MUTATIONS = (
     Mutation(
         "the README's lead table compares with the wrong control",
         "study.py",
-        '        (SCRATCH_TOTAL, "zero-filled"),\n',
-        '        (SCRATCH, "zero-filled"),\n',
+        '            (SCRATCH_TOTAL, "zero-filled"),\n            (f"{FEW_SSDU} alone",),',
+        '            (SCRATCH, "zero-filled"),\n            (f"{FEW_SSDU} alone",),',
         ("tests/test_study.py::test_each_generated_page_is_its_row_files_rendering",),
     ),
     Mutation(
@@ -115,8 +115,8 @@ MUTATIONS = (
     Mutation(
         "fine-tuning reads a checkpoint unchecked",
         "checkpoints.py",
-        '    state = read_checkpoint(path, trusted=[own] if own else [])["state_dict"]',
-        '    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]',
+        "    ckpt = read_checkpoint(path, trusted=[own] if own else [])",
+        '    ckpt = torch.load(path, map_location="cpu", weights_only=True)',
         (
             "tests/test_modules.py::test_a_checkpoint_naming_code_is_refused_on_every_path"
             "[init_from-a module outside the package as the class]",
@@ -279,8 +279,9 @@ MUTATIONS = (
     Mutation(
         "the model reconstructs the whole acquisition in self-supervision",
         "modules/reconstruction.py",
+        "        step = self.supervision.prepare(batch)\n"
         "        out = self.reconstruct(step.input)",
-        "        out = self.reconstruct(batch)",
+        "        step = self.supervision.prepare(batch)\n        out = self.reconstruct(batch)",
         (
             "tests/test_supervision.py::test_the_model_sees_only_the_input_set_normalised_as_at_test",
         ),
@@ -387,14 +388,14 @@ MUTATIONS = (
     Mutation(
         "benchmark validation with the training mask",
         "data/datamodule.py",
-        "CartesianMask(protocol_mask_func()) if self.split_lists else mask",
-        "mask",
+        "        protocol = CartesianMask(protocol_mask_func()) if self.split_lists else None",
+        "        protocol = None",
         ("tests/test_grid_coils.py::test_split_validates_with_the_protocol_masks",),
     ),
     Mutation(
         "test slabs shared with train",
         "data/anatomy/__init__.py",
-        "                if PATTERN[i % len(PATTERN)] == split",
+        "                if PATTERN[i % len(PATTERN)] in parts",
         "                if True",
         ("tests/test_anatomy.py::test_splits_take_separate_slabs_with_a_gap",),
     ),
@@ -555,8 +556,8 @@ MUTATIONS = (
     Mutation(
         "label-free rows are tested at the checkpoint a label chose",
         "train.py",
-        '    return best_checkpoint(callbacks, run_dir) if which == "best" else None',
-        "    return best_checkpoint(callbacks, run_dir)",
+        '    if which == "last":\n        last = Path(run_dir) / "checkpoints" / "last.ckpt"',
+        '    if False:\n        last = Path(run_dir) / "checkpoints" / "last.ckpt"',
         ("tests/test_train.py::test_evaluation_checkpoint_chooses_the_best_or_the_last",),
     ),
     Mutation(
@@ -689,8 +690,8 @@ MUTATIONS = (
     Mutation(
         "the job's held-out test ignores evaluation.test_masks",
         "train.py",
-        "                datamodule.eval_mask = mask\n",
-        "                pass\n",
+        "            datamodule.eval_mask = mask\n",
+        "            pass\n",
         ("tests/test_reconstruct.py::test_the_jobs_own_test_equals_reconstruct_then_evaluate",),
     ),
     Mutation(
@@ -997,8 +998,8 @@ MUTATIONS = (
     Mutation(
         "a study's FLOPs count the family's default network, not the job's",
         "study.py",
-        "    overrides = model_overrides(model)\n",
-        "    overrides = ()\n",
+        "        model_overrides(model),\n",
+        "        (),\n",
         ("tests/test_study.py::test_flops_are_of_the_jobs_own_network_and_grid",),
     ),
     Mutation(
