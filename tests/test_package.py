@@ -120,3 +120,23 @@ def test_the_configuration_page_is_up_to_date():
     assert page.read_text() == config_reference.markdown(), (
         "run: python -m kspace_mim.config_reference docs/reference/configuration.md"
     )
+
+
+def test_every_mutation_finds_its_text_once():
+    """`make mutation` breaks each promise by replacing one text: a text the code no longer
+    holds (or holds twice) would stop the whole run, so each is checked here, fast."""
+    import importlib.util
+    import sys
+
+    path = ROOT / "tests" / "mutations.py"
+    spec = importlib.util.spec_from_file_location("kspace_mim_mutations", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    src = ROOT / "src" / "kspace_mim"
+    astray = [
+        f"{m.name} ({m.file}: {(src / m.file).read_text().count(m.old)} times)"
+        for m in module.MUTATIONS
+        if (src / m.file).read_text().count(m.old) != 1
+    ]
+    assert not astray, astray
