@@ -21,9 +21,11 @@ from typing import Any
 import torch
 
 from kspace_mim.bench.train import parse_grid, training_setup
+from kspace_mim.inference import AUTOCAST
 
-# Lightning's precision names -> the autocast dtype of the step (None: float32).
-PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+# Lightning's precision names -> the autocast dtype of the step (None: float32): the table
+# reconstruct uses.
+PRECISIONS = AUTOCAST
 
 
 def _storage_key(t: torch.Tensor) -> tuple[int, int]:
@@ -97,8 +99,8 @@ def training_memory(
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     if device == "cuda":
-        for _ in range(2):  # the first step creates AdamW's state
-            if _ == 1:
+        for step in range(2):  # the first step creates AdamW's state
+            if step == 1:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             forward().backward()
