@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -m pip install --quiet -e '.[dev,optuna,docs]' 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -m pip install --quiet -e '.[dev,optuna,docs,people]' 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import kspace_mim, fastmri, timm, lightning, hydra"
 	touch $(STAMP)
 

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, DistributedSampler
 
-from kspace_mim.data.anatomy import SETS
+from kspace_mim.data.anatomy import SETS, check_people
 from kspace_mim.data.augment import Augmentation
 from kspace_mim.data.masks import CartesianMask
 from kspace_mim.data.mri_data import SliceDataset, Volume, list_h5, scan_volumes
@@ -120,6 +120,8 @@ class FastMRIDataModule(L.LightningDataModule):
         synthetic_set: which embedded set ``synthetic_root`` holds: "colin27" (the
             default: held-out slabs of one brain) or "people" (split by person: the test
             volumes show a person no train or val file shows).
+        people: the people set's heads per split (``{train: [colin27], val: [mni152],
+            test: [itk]}``: the default); a test person may be in no other split.
         split: a benchmark split (``val99_test100``, shipped); validation on the
             ``val_list`` files of ``val_path``, test on the ``test_list`` files of
             ``test_path`` (default ``<split_dir>/test``, masked by
@@ -173,6 +175,7 @@ class FastMRIDataModule(L.LightningDataModule):
         prepare_on: str = "auto",
         synthetic_root: str | None = None,
         synthetic_set: str = "colin27",
+        people: dict[str, list[str]] | None = None,
         adjacent_slices: int = 0,
         train_volumes: int | None = None,
         train_draw: str = "random",
@@ -212,6 +215,9 @@ class FastMRIDataModule(L.LightningDataModule):
         if synthetic_set not in SETS:
             raise ValueError(f"data.synthetic_set={synthetic_set!r}: one of {SETS}")
         self.synthetic_set = synthetic_set
+        if people is not None and synthetic_set != "people":
+            raise ValueError("data.people splits data.synthetic_set=people (data=people) only")
+        self.people = None if people is None else check_people(dict(people))
         self.paths = {"train": train_path, "val": val_path, "test": test_path, "pool": pool_path}
         self.challenge = challenge
         self.mask = mask
@@ -306,20 +312,21 @@ class FastMRIDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Write the synthetic default set on first use: when a configured folder is one of
-        its ``<synthetic_root>/<challenge>_{train,val,test}`` folders and is missing, the
-        missing ones of the three are written (the test folder is the README's
-        ``reconstruct`` example)."""
+        its ``<synthetic_root>/<challenge>_{train,val,test}`` folders, the missing ones of
+        the three are written (the test folder is the README's ``reconstruct`` example)
+        and those already there checked to hold the set this run asks for."""
         if not self.synthetic_root:
             return
         root = Path(os.path.expanduser(self.synthetic_root))
         defaults = split_folders(root, self.challenge)
         configured = {Path(os.path.expanduser(p)) for p in self.paths.values() if p}
-        if any(folder in configured and not folder.exists() for folder in defaults.values()):
-            # The label-free copy of train only where a run reads it.
+        if any(folder in configured for folder in defaults.values()):
+            # The label-free copy of train only where a run reads it. Folders already
+            # there are checked against the set this run asks for (written by it).
             label_free = defaults.pop(LABEL_FREE_TRAIN)
             if label_free in configured:
                 defaults[LABEL_FREE_TRAIN] = label_free
-            ensure_synthetic(defaults, self.challenge, self.synthetic_set)
+            ensure_synthetic(defaults, self.challenge, self.synthetic_set, self.people)
 
     def setup(self, stage: str | None = None) -> None:
         """Scan the folders (every bad file reported at once) and build the datasets."""

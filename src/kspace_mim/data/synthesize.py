@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from kspace_mim.data import anatomy as colin27
 from kspace_mim.data.masks import CartesianMask, seed_from_fname
-from kspace_mim.files import atomic_path
+from kspace_mim.files import atomic_path, read_json, write_json
 from kspace_mim.physics import apply_mask, center_crop, fft2c, ifft2c, rss
 
 log = logging.getLogger(__name__)
@@ -248,13 +248,14 @@ def synthesize(
     accelerations: tuple[int, ...] = (4, 8),
     anatomy: str = "phantom",
     full: bool = False,
+    people: dict[str, tuple[str, ...]] | None = None,
 ) -> list[Path]:
     """Write ``volumes`` fastMRI files into the folder ``out``; returns their paths.
 
     ``anatomy``: ``colin27`` (the brain: one slab of ``slices`` slices 2 mm apart per
     volume, the split's own slabs; ``volumes=None``: all of them), ``people`` (split by
-    person: train and val from Colin27, test from the ITK person;
-    :mod:`kspace_mim.data.anatomy`) or ``phantom``.
+    person: ``people`` maps each split to its heads, by default train Colin27, val the
+    MNI152 template, test the ITK person; :mod:`kspace_mim.data.anatomy`) or ``phantom``.
     ``undersampled`` writes any split in fastMRI's test layout, as a scanner that never
     acquires fully sampled data would: one equispaced Cartesian mask per file (the
     fastMRI test set's centre fractions), its acceleration drawn from ``accelerations``
@@ -274,7 +275,7 @@ def synthesize(
     if slices < 1 or coils < 1 or (volumes is not None and volumes < 1):
         raise ValueError("volumes, slices and coils must be >= 1")
     if anatomy != "phantom":
-        slabs = colin27.slabs(split, slices, anatomy=anatomy)
+        slabs = colin27.slabs(split, slices, anatomy=anatomy, people=people)
         if volumes is not None and volumes > len(slabs):
             raise ValueError(
                 f"the brain has {len(slabs)} {split} slabs of {slices} slices; asked for "
@@ -340,24 +341,70 @@ def synthesize_set(
 DEFAULT_VOLUMES: dict[str, int | None] = {"train": None, "val": None, "test": None}
 
 
+# Written into every folder of an embedded set: what made it, checked on every later use.
+STAMP = "kspace_mim_set.json"
+
+
+def set_stamp(anatomy: str, people: dict[str, tuple[str, ...]] | None = None) -> dict:
+    """What defines an embedded set's content: the set, who is in which split (people
+    set), the grid, coils and slices per volume."""
+    stamp = {**DEFAULT_SET, "anatomy": anatomy}
+    if anatomy == "people":
+        people = colin27.check_people(colin27.PEOPLE if people is None else people)
+        stamp["people"] = {split: list(brains) for split, brains in people.items()}
+    return stamp
+
+
+def check_stamp(folder: Path, stamp: dict) -> None:
+    """Refuse a folder of an embedded set that another definition wrote (another people
+    split, grid, ...): reading it would train or test on other volumes than the run's
+    configuration says. A folder without a stamp predates it: the Colin27 set has not
+    changed since, the people set has (its validation person)."""
+    path = folder / STAMP
+    if not path.is_file():
+        if stamp["anatomy"] == "colin27":
+            return
+        raise ValueError(
+            f"{folder} was written by an earlier kspace_mim (no {STAMP}), whose people set "
+            "validated on Colin27: delete the folder (it is written again on first use) or "
+            "point data.synthetic_root elsewhere"
+        )
+    recorded = read_json(path)
+    if recorded != stamp:
+        keys = sorted(k for k in {*stamp, *recorded} if stamp.get(k) != recorded.get(k))
+        differ = ", ".join(f"{k}: {recorded.get(k)!r} there, {stamp.get(k)!r} here" for k in keys)
+        raise ValueError(
+            f"{folder} holds another data set than this run asks for ({differ}): "
+            "delete the folder (it is written again on first use) or point "
+            "data.synthetic_root elsewhere"
+        )
+
+
 def ensure_synthetic(
-    folders: dict[str, Path], challenge: str, anatomy: str = "colin27"
+    folders: dict[str, Path],
+    challenge: str,
+    anatomy: str = "colin27",
+    people: dict[str, tuple[str, ...]] | None = None,
 ) -> list[Path]:
     """Write the default set's folders (``{split: <root>/<challenge>_<split>}``, split in
-    train, val, test, test_full and :data:`LABEL_FREE_TRAIN`) that are missing; returns the
-    folders this call wrote.
+    train, val, test, test_full and :data:`LABEL_FREE_TRAIN`) that are missing and check
+    the others were written by the same definition (:data:`STAMP`); returns the folders
+    this call wrote.
 
     The embedded default data set (:data:`DEFAULT_SET`: the brain; ``anatomy="people"``:
-    the same, split by person) is written on first use, whatever the entry point.
-    Several processes may ask at once (DDP ranks, concurrent sweeps): each writes into
-    its own temporary folder and renames it into place; the first rename wins and the
-    others discard theirs (the data are the same: the synthesizer is seeded).
+    split by person, ``people`` or the anatomy's default) is written on first use,
+    whatever the entry point. Several processes may ask at once (DDP ranks, concurrent
+    sweeps): each writes into its own temporary folder and renames it into place; the
+    first rename wins and the others discard theirs (the data are the same: the
+    synthesizer is seeded).
     """
     start = time.perf_counter()
+    stamp = set_stamp(anatomy, people)
     folders = {split: Path(folder) for split, folder in folders.items()}
     written = []
     for split, folder in folders.items():
         if folder.is_dir():
+            check_stamp(folder, stamp)
             continue
         tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -372,17 +419,23 @@ def ensure_synthetic(
             full=split == "test_full",
             **{**DEFAULT_SET, "anatomy": anatomy},
             **(label_free if split == LABEL_FREE_TRAIN else {}),
+            people=people,
         )
+        write_json(tmp / STAMP, stamp)
         try:
             tmp.rename(folder)
             written.append(folder)
         except OSError:  # another process was faster
             shutil.rmtree(tmp, ignore_errors=True)
+            check_stamp(folder, stamp)
     if written:
         counts = " + ".join(str(len(list(f.glob("*.h5")))) for f in written)
+        who = {"colin27": "the Colin27 brain"}.get(anatomy) or ", ".join(
+            f"{split} {' + '.join(brains)}" for split, brains in stamp["people"].items()
+        )
         log.info(
             "wrote the default data set (first use; %s): %s volumes to %s in %.1f s",
-            {"colin27": "the Colin27 brain", "people": "Colin27 / the ITK person"}[anatomy],
+            who,
             counts,
             ", ".join(str(f) for f in written),
             time.perf_counter() - start,
@@ -413,7 +466,8 @@ def main(argv: list[str] | None = None) -> None:
         default=DEFAULT_SET["anatomy"],
         choices=ANATOMIES,
         help="colin27: the shipped T1 brain, split by slab (default); people: split by "
-        "person (train / val Colin27, test the ITK person); phantom: ellipses (tiny files)",
+        "person (train Colin27, val the MNI152 template, test the ITK person); phantom: "
+        "ellipses (tiny files)",
     )
     parser.add_argument("--slices", type=int, default=DEFAULT_SET["slices"])
     parser.add_argument("--coils", type=int, default=DEFAULT_SET["coils"])

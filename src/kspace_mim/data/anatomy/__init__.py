@@ -2,15 +2,18 @@
 
 ``colin27``: the Colin27 brain (one subject, the average of 27 scans, 1 mm isotropic);
 ``itk``: one real person's clinical T1 (ITK's example data, 2 x 3 x 2 mm voxels,
-resampled to 1 mm here). ``NOTICE.md`` beside the files: sources and licences.
+resampled to 1 mm here); ``mni152``: the ICBM 2009a nonlinear symmetric T1 template (an
+average of 152 adults, brain only, 1 mm), not shipped but read from an installed nilearn
+(``pip install 'kspace-mim[people]'``), whose wheel carries it. ``NOTICE.md`` beside the
+files: sources and licences.
 
 A volume of a simulated data set is a *slab*: ``slices`` parallel slices, ``spacing`` mm
 apart, in one of three orientations, of one head. The default set (``colin27``) deals
 the slabs of each orientation, laid side by side with a gap, to the splits in the
 pattern train, val, train, test: held-out slabs of one person, never a slice (or a
-neighbour closer than the gap) of another split. The ``people`` set splits by person:
-training and validation slabs from Colin27 (validation: its ``val`` slabs), the test
-volumes every slab of the ITK person, whom no training or validation file shows.
+neighbour closer than the gap) of another split. The ``people`` set splits by person
+(:data:`PEOPLE`): training slabs from Colin27, validation from the MNI152 template, the
+test volumes every slab of the ITK person; no person is in two splits.
 """
 
 from __future__ import annotations
@@ -31,10 +34,15 @@ PATTERN = ("train", "val", "train", "test")
 GAP_MM = 2  # between neighbouring slabs: no slice of one split next to another's
 
 
-BRAINS = {"colin27": "colin27_t1.npz", "itk": "itk_t1.npz"}
+BRAINS = {"colin27": "colin27_t1.npz", "itk": "itk_t1.npz", "mni152": None}
 SETS = ("colin27", "people")
-# The people set: whose slabs each split holds (the test person is in no other split).
-PEOPLE = {"train": ("colin27",), "val": ("colin27",), "test": ("itk",)}
+# The people set: whose slabs each split holds (data.people overrides it). A person in
+# train takes the pattern's train and test slabs, in val its val slabs, in test every
+# slab; a test person may be in no other split.
+PEOPLE = {"train": ("colin27",), "val": ("mni152",), "test": ("itk",)}
+SPLIT_PARTS = {"train": ("test", "train"), "val": ("val",), "test": PATTERN}
+# nilearn's copy of the ICBM 2009a template (inside its wheel: no download).
+MNI152_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 
 
 class Slab(NamedTuple):
@@ -51,9 +59,12 @@ class Slab(NamedTuple):
 def load_t1(brain: str = "colin27") -> np.ndarray:
     """A T1 head as float32 in [0, 1] on a 1 mm grid, axes (z: inferior -> superior,
     y: posterior -> anterior, x: left -> right) as in the NOTICE; Colin27: (181, 217,
-    181); ITK: (256, 186, 256), resampled (linear) from its 2 x 3 x 2 mm voxels."""
+    181); ITK: (256, 186, 256), resampled (linear) from its 2 x 3 x 2 mm voxels; MNI152:
+    (189, 233, 197), from nilearn."""
     if brain not in BRAINS:
         raise ValueError(f"brain must be one of {sorted(BRAINS)}, got {brain!r}")
+    if brain == "mni152":
+        return _mni152()
     with resources.files(__name__).joinpath(BRAINS[brain]).open("rb") as f:
         data = np.load(f)
         t1 = data["t1"].astype(np.float32) / 254.0
@@ -61,6 +72,47 @@ def load_t1(brain: str = "colin27") -> np.ndarray:
     if voxel != (1.0, 1.0, 1.0):
         t1 = ndimage.zoom(t1, voxel, order=1).clip(0, 1)
     return t1
+
+
+def _mni152() -> np.ndarray:
+    """The ICBM 2009a template from nilearn's package data, reoriented to RAS and stored
+    (z, y, x) like the shipped heads, scaled as they are (0..254 in steps of 1/254)."""
+    try:
+        import nibabel
+        from nilearn import datasets
+    except ImportError as err:
+        raise ImportError(
+            "the MNI152 template (the people set's validation person) is read from nilearn, "
+            "which ships it: pip install 'kspace-mim[people]' (or nilearn>=0.10)"
+        ) from err
+    path = resources.files(datasets).joinpath("data", MNI152_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(f"{MNI152_FILE} is not in nilearn's package data ({path})")
+    image = nibabel.as_closest_canonical(nibabel.load(str(path)))
+    volume = np.asarray(image.dataobj, dtype=np.float64).transpose(2, 1, 0)
+    if volume.max() <= 0:
+        raise ValueError(f"{path}: an empty template")
+    # Rounded to the 0..254 steps of the other heads, so every brain is quantised alike.
+    return (np.round(volume / volume.max() * 254) / 254).astype(np.float32)
+
+
+def check_people(people: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """``people`` (split -> brains) checked: the three splits, known brains, each split
+    someone, and the test people in no other split; returned with tuples."""
+    if set(people) != {"train", "val", "test"}:
+        raise ValueError(f"data.people needs exactly train, val and test, got {sorted(people)}")
+    out = {split: tuple(people[split]) for split in ("train", "val", "test")}
+    for split, brains in out.items():
+        unknown = [b for b in brains if b not in BRAINS]
+        if unknown or not brains:
+            raise ValueError(f"data.people.{split}={list(brains)}: one or more of {sorted(BRAINS)}")
+    shared = set(out["test"]) & (set(out["train"]) | set(out["val"]))
+    if shared:
+        raise ValueError(
+            f"data.people: {sorted(shared)} in test and in train or val; a test person "
+            "must be in no other split (data=synthetic splits one brain by slab)"
+        )
+    return out
 
 
 def extent(brain: str, orientation: str) -> tuple[int, int]:
@@ -81,10 +133,16 @@ def notice() -> str:
     return resources.files(__name__).joinpath("NOTICE.md").read_text()
 
 
-def slabs(split: str, slices: int = 4, spacing: int = 2, anatomy: str = "colin27") -> list[Slab]:
+def slabs(
+    split: str,
+    slices: int = 4,
+    spacing: int = 2,
+    anatomy: str = "colin27",
+    people: dict[str, tuple[str, ...]] | None = None,
+) -> list[Slab]:
     """Every slab of ``split`` in the data set ``anatomy`` (``colin27``: the pattern's
-    slabs of the one brain; ``people``: by person, :data:`PEOPLE`), orientations
-    interleaved (the first N cover all three)."""
+    slabs of the one brain; ``people``: by person, ``people`` or :data:`PEOPLE`),
+    orientations interleaved (the first N cover all three)."""
     if split not in PATTERN:
         raise ValueError(f"split must be one of train, val, test, got {split!r}")
     if slices < 1 or spacing < 1:
@@ -92,13 +150,12 @@ def slabs(split: str, slices: int = 4, spacing: int = 2, anatomy: str = "colin27
     if anatomy not in SETS:
         raise ValueError(f"anatomy must be one of {SETS}, got {anatomy!r}")
     if anatomy == "colin27":
+        if people is not None:
+            raise ValueError("data.people splits the people set (data=people), not colin27")
         return _dealt("colin27", (split,), slices, spacing)
-    # People: a training person's train and test-pattern slabs train, its val slabs
-    # validate; the test person's every slab is a test volume.
     out = []
-    for brain in PEOPLE[split]:
-        parts = {"train": ("train", "test"), "val": ("val",), "test": PATTERN}[split]
-        out += _dealt(brain, tuple(sorted(set(parts))), slices, spacing)
+    for brain in check_people(PEOPLE if people is None else people)[split]:
+        out += _dealt(brain, tuple(sorted(set(SPLIT_PARTS[split]))), slices, spacing)
     return out
 
 
