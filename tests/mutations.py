@@ -1096,12 +1096,47 @@ MUTATIONS = (
     Mutation(
         "the people set trains on the test person",
         "data/anatomy/__init__.py",
-        'PEOPLE = {"train": ("colin27",), "val": ("colin27",), "test": ("itk",)}',
-        'PEOPLE = {"train": ("colin27", "itk"), "val": ("colin27",), "test": ("itk",)}',
+        'PEOPLE = {"train": ("colin27",), "val": ("mni152",), "test": ("itk",)}',
+        'PEOPLE = {"train": ("colin27", "itk"), "val": ("mni152",), "test": ("itk",)}',
         (
             "tests/test_anatomy.py::"
             "test_the_people_set_never_shows_the_test_person_outside_the_test",
         ),
+    ),
+    Mutation(
+        "the people set validates on the training person",
+        "data/anatomy/__init__.py",
+        'PEOPLE = {"train": ("colin27",), "val": ("mni152",), "test": ("itk",)}',
+        'PEOPLE = {"train": ("colin27",), "val": ("colin27",), "test": ("itk",)}',
+        (
+            "tests/test_anatomy.py::"
+            "test_the_people_set_never_shows_the_test_person_outside_the_test",
+            "tests/test_datamodule.py::test_data_people_writes_the_set_split_by_person",
+        ),
+    ),
+    Mutation(
+        "data.people may put the test person in training",
+        "data/anatomy/__init__.py",
+        '    shared = set(out["test"]) & (set(out["train"]) | set(out["val"]))\n',
+        "    shared = set()\n",
+        (
+            "tests/test_anatomy.py::"
+            "test_the_people_set_never_shows_the_test_person_outside_the_test",
+        ),
+    ),
+    Mutation(
+        "a people folder of another definition is read as is",
+        "data/synthesize.py",
+        "    wrong = {who: n for who, n in shown.items() if who not in allowed}\n",
+        "    wrong = {}\n",
+        ("tests/test_datamodule.py::test_a_people_folder_of_another_definition_is_refused",),
+    ),
+    Mutation(
+        "the MNI152 template is not rounded as the shipped heads are",
+        "data/anatomy/__init__.py",
+        "    return (np.round(volume / volume.max() * 254) / 254).astype(np.float32)\n",
+        "    return (volume / volume.max()).astype(np.float32)\n",
+        ("tests/test_anatomy.py::test_the_validation_person_is_nilearns_mni152_template",),
     ),
     Mutation(
         "the people set's files do not say whom they show",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -131,20 +132,77 @@ def test_the_second_person_loads_on_a_1mm_grid_with_its_licence():
 
 
 def test_the_people_set_never_shows_the_test_person_outside_the_test():
-    """data=people: train and val slabs are Colin27's, the test slabs all the ITK
-    person's; the default set's slabs are what they were."""
-    for split in ("train", "val"):
-        assert {s.brain for s in anatomy.slabs(split, anatomy="people")} == {"colin27"}
+    """data=people: one person per split (train Colin27, val the MNI152 template, test
+    the ITK person); the default set's slabs are what they were."""
+    brains = {s: {x.brain for x in anatomy.slabs(s, anatomy="people")} for s in anatomy.PATTERN}
+    assert brains == {"train": {"colin27"}, "val": {"mni152"}, "test": {"itk"}}
     test = anatomy.slabs("test", anatomy="people")
-    assert {s.brain for s in test} == {"itk"} and len(test) >= 13
-    assert {s.orientation for s in test} == set(anatomy.ORIENTATIONS)
+    assert len(test) >= 13 and {s.orientation for s in test} == set(anatomy.ORIENTATIONS)
+    assert len(anatomy.slabs("val", anatomy="people")) >= 9
     assert [len(anatomy.slabs(s)) for s in ("train", "val", "test")] == [28, 13, 13]
     assert all(s.brain == "colin27" for s in anatomy.slabs("test"))
-    # The training person's val slabs stay apart from its train slabs (the gap).
-    people_val = {(s.orientation, s.start) for s in anatomy.slabs("val", anatomy="people")}
-    assert people_val == {(s.orientation, s.start) for s in anatomy.slabs("val")}
-    train = anatomy.slabs("train", anatomy="people")
-    assert not people_val & {(s.orientation, s.start) for s in train}
+    # The training person keeps its train and test-pattern slabs (those of the default set).
+    train = {(s.orientation, s.start) for s in anatomy.slabs("train", anatomy="people")}
+    colin = anatomy.slabs("train") + anatomy.slabs("test")
+    assert train == {(s.orientation, s.start) for s in colin}
+    # Another split by person, as data.people writes it; a test person elsewhere refused.
+    both = {"train": ["colin27", "mni152"], "val": ["colin27"], "test": ["itk"]}
+    val = anatomy.slabs("val", anatomy="people", people=both)
+    assert {(s.orientation, s.start) for s in val} == {
+        (s.orientation, s.start) for s in anatomy.slabs("val")
+    }
+    for bad, match in (
+        ({"train": ["itk"], "val": ["colin27"], "test": ["itk"]}, "must be in no other split"),
+        ({"train": ["colin27"], "val": ["itk"], "test": ["itk"]}, "must be in no other split"),
+        ({"train": ["nobody"], "val": ["colin27"], "test": ["itk"]}, "one or more of"),
+        ({"train": [], "val": ["colin27"], "test": ["itk"]}, "one or more of"),
+        ({"train": ["colin27"], "test": ["itk"]}, "exactly train, val and test"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            anatomy.slabs("train", anatomy="people", people=bad)
+    with pytest.raises(ValueError, match="not colin27"):
+        anatomy.slabs("train", people=both)
+
+
+SHARED_MNI = Path(__file__).resolve().parents[2] / "shared/data/anatomy/mni152_2009a_t1.npz"
+
+
+def test_the_validation_person_is_nilearns_mni152_template():
+    """The MNI152 2009a template, read from nilearn's wheel (not shipped): the head's
+    layout of the other brains (z, y, x; superior, anterior, left-right), 1 mm, quantised
+    to 0..254; equal to the reference copy where one is at hand. Without nilearn the
+    error names the extra to install."""
+    head = anatomy.load_t1("mni152")
+    assert head.shape == (189, 233, 197) and head.dtype == np.float32
+    assert head.min() == 0.0 and head.max() == 1.0
+    assert np.allclose(head * 254, np.round(head * 254), atol=1e-4)
+    # Superior: the last axial slices hold less brain than the middle ones; anterior:
+    # the frontal lobe, whose first coronal slices are empty.
+    axial = head.mean(axis=(1, 2))
+    assert axial[-10:].mean() < axial[90] and head[:, :20].max() == 0
+    if SHARED_MNI.is_file():
+        reference = np.load(SHARED_MNI)["t1"]
+        assert np.array_equal(np.round(head * 254).astype(np.uint8), reference)
+    assert "nilearn" in anatomy.notice() and "ICBM 2009a" in anatomy.notice()
+
+
+def test_without_nilearn_the_error_names_the_extra(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_nilearn(name, *args, **kwargs):
+        if name.startswith("nilearn"):
+            raise ImportError("No module named 'nilearn'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_nilearn)
+    anatomy.load_t1.cache_clear()
+    try:
+        with pytest.raises(ImportError, match=r"kspace-mim\[people\]"):
+            anatomy.load_t1("mni152")
+    finally:
+        anatomy.load_t1.cache_clear()
 
 
 def test_no_file_of_the_test_person_is_in_any_pool(tmp_path):

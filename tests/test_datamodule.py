@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import h5py
@@ -257,10 +258,39 @@ def test_data_people_writes_the_set_split_by_person(tmp_path, monkeypatch):
     def people(folder: str) -> set[str]:
         return {h5py.File(p).attrs["anatomy"] for p in (root / f"multicoil_{folder}").glob("*.h5")}
 
-    assert people("train") == people("val") == {"colin27"}
+    assert people("train") == people("train_undersampled4x") == {"colin27"}
+    assert people("val") == {"mni152"}
     assert people("test") == people("test_full") == {"itk"}
     with pytest.raises(InstantiationException, match="data.synthetic_set='nobody'"):
         make_datamodule(["data.synthetic_set=nobody"])
+    with pytest.raises(InstantiationException, match="data.people splits"):
+        make_datamodule(["+data.people={train: [colin27], val: [mni152], test: [itk]}"])
+
+
+def test_a_people_folder_of_another_definition_is_refused(tmp_path, monkeypatch):
+    """A data=people folder already on disk whose files show other people than the run's
+    split holds (an earlier set validated on Colin27, or other data.people) is refused
+    before any step, naming the heads; the matching one is used as is."""
+    from kspace_mim.data import synthesize as synth
+
+    for split, n in (("train", 1), ("val", 1), ("test", 1)):
+        monkeypatch.setitem(synth.DEFAULT_VOLUMES, split, n)
+    base = ["data=people", f"paths.data_dir={tmp_path}", "data.crop_size=32"]
+    make_datamodule(base).setup("fit")  # writes the default split by person
+    val = tmp_path / "people" / "multicoil_val"
+    before = sorted(p.stat().st_mtime_ns for p in val.glob("*.h5"))
+    make_datamodule(base).setup("fit")  # the same people: used as is
+    assert sorted(p.stat().st_mtime_ns for p in val.glob("*.h5")) == before
+    other = "data.people={train: [colin27], val: [itk], test: [mni152]}"
+    with pytest.raises(ValueError, match=r"val split holds \['itk'\]"):
+        make_datamodule([*base, other]).setup("fit")
+    # An older set: validation files of the training person.
+    shutil.rmtree(val)
+    synth.synthesize(
+        val, "multicoil", "train", 1, slices=4, size=64, anatomy="people", progress=False
+    )
+    with pytest.raises(ValueError, match=r"\{'colin27': 1\}.*holds \['mni152'\]"):
+        make_datamodule(base).setup("fit")
 
 
 def test_undersampled_train_files_need_ssdu(data_root):

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from kspace_mim.data import anatomy as colin27
 from kspace_mim.data.masks import CartesianMask, seed_from_fname
-from kspace_mim.files import atomic_path, read_json, write_json
+from kspace_mim.files import atomic_path
 from kspace_mim.physics import apply_mask, center_crop, fft2c, ifft2c, rss
 
 log = logging.getLogger(__name__)
@@ -341,42 +341,29 @@ def synthesize_set(
 DEFAULT_VOLUMES: dict[str, int | None] = {"train": None, "val": None, "test": None}
 
 
-# Written into every folder of an embedded set: what made it, checked on every later use.
-STAMP = "kspace_mim_set.json"
-
-
-def set_stamp(anatomy: str, people: dict[str, tuple[str, ...]] | None = None) -> dict:
-    """What defines an embedded set's content: the set, who is in which split (people
-    set), the grid, coils and slices per volume."""
-    stamp = {**DEFAULT_SET, "anatomy": anatomy}
-    if anatomy == "people":
-        people = colin27.check_people(colin27.PEOPLE if people is None else people)
-        stamp["people"] = {split: list(brains) for split, brains in people.items()}
-    return stamp
-
-
-def check_stamp(folder: Path, stamp: dict) -> None:
-    """Refuse a folder of an embedded set that another definition wrote (another people
-    split, grid, ...): reading it would train or test on other volumes than the run's
-    configuration says. A folder without a stamp predates it: the Colin27 set has not
-    changed since, the people set has (its validation person)."""
-    path = folder / STAMP
-    if not path.is_file():
-        if stamp["anatomy"] == "colin27":
-            return
+def check_folder(
+    folder: Path, split: str, anatomy: str, people: dict[str, tuple[str, ...]] | None = None
+) -> None:
+    """Refuse a people-set folder whose files show other people than the run's split
+    holds (each file names whom it shows: ``anatomy``): reading it would train, select or
+    test on other people than its configuration says (an older people set validated on
+    Colin27). The Colin27 set is one brain: nothing to check."""
+    if anatomy != "people":
+        return
+    allowed = set(colin27.check_people(colin27.PEOPLE if people is None else people)[split])
+    shown: dict[str, int] = {}
+    for path in sorted(folder.glob("*.h5")):
+        with h5py.File(path, "r") as f:
+            who = f.attrs.get("anatomy", "nobody named")
+        who = who.decode() if isinstance(who, bytes) else str(who)
+        shown[who] = shown.get(who, 0) + 1
+    wrong = {who: n for who, n in shown.items() if who not in allowed}
+    if wrong:
         raise ValueError(
-            f"{folder} was written by an earlier kspace_mim (no {STAMP}), whose people set "
-            "validated on Colin27: delete the folder (it is written again on first use) or "
-            "point data.synthetic_root elsewhere"
-        )
-    recorded = read_json(path)
-    if recorded != stamp:
-        keys = sorted(k for k in {*stamp, *recorded} if stamp.get(k) != recorded.get(k))
-        differ = ", ".join(f"{k}: {recorded.get(k)!r} there, {stamp.get(k)!r} here" for k in keys)
-        raise ValueError(
-            f"{folder} holds another data set than this run asks for ({differ}): "
-            "delete the folder (it is written again on first use) or point "
-            "data.synthetic_root elsewhere"
+            f"{folder}: files of {wrong} (volumes per head), but the people set's {split} "
+            f"split holds {sorted(allowed)}: written by another definition (an earlier "
+            "kspace_mim validated on Colin27, or other data.people); delete the folder (it "
+            "is written again on first use) or point data.synthetic_root elsewhere"
         )
 
 
@@ -388,8 +375,8 @@ def ensure_synthetic(
 ) -> list[Path]:
     """Write the default set's folders (``{split: <root>/<challenge>_<split>}``, split in
     train, val, test, test_full and :data:`LABEL_FREE_TRAIN`) that are missing and check
-    the others were written by the same definition (:data:`STAMP`); returns the folders
-    this call wrote.
+    the others show the split's people (:func:`check_folder`); returns the folders this
+    call wrote.
 
     The embedded default data set (:data:`DEFAULT_SET`: the brain; ``anatomy="people"``:
     split by person, ``people`` or the anatomy's default) is written on first use,
@@ -399,16 +386,15 @@ def ensure_synthetic(
     synthesizer is seeded).
     """
     start = time.perf_counter()
-    stamp = set_stamp(anatomy, people)
     folders = {split: Path(folder) for split, folder in folders.items()}
     written = []
     for split, folder in folders.items():
+        base = {"test_full": "test", LABEL_FREE_TRAIN: "train"}.get(split, split)
         if folder.is_dir():
-            check_stamp(folder, stamp)
+            check_folder(folder, base, anatomy, people)
             continue
         tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        base = {"test_full": "test", LABEL_FREE_TRAIN: "train"}.get(split, split)
         label_free = {"undersampled": True, "accelerations": (4,)}
         synthesize(
             tmp,
@@ -421,17 +407,16 @@ def ensure_synthetic(
             **(label_free if split == LABEL_FREE_TRAIN else {}),
             people=people,
         )
-        write_json(tmp / STAMP, stamp)
         try:
             tmp.rename(folder)
             written.append(folder)
         except OSError:  # another process was faster
             shutil.rmtree(tmp, ignore_errors=True)
-            check_stamp(folder, stamp)
     if written:
         counts = " + ".join(str(len(list(f.glob("*.h5")))) for f in written)
         who = {"colin27": "the Colin27 brain"}.get(anatomy) or ", ".join(
-            f"{split} {' + '.join(brains)}" for split, brains in stamp["people"].items()
+            f"{split} {' + '.join(brains)}"
+            for split, brains in colin27.check_people(people or colin27.PEOPLE).items()
         )
         log.info(
             "wrote the default data set (first use; %s): %s volumes to %s in %.1f s",
