@@ -1239,6 +1239,36 @@ MUTATIONS = (
         "        for which, path in {}.items():",
         ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
     ),
+    Mutation(
+        "the last step's SSIM column shows nothing",
+        "tables.py",
+        '                *([_number(r.get("ssim_last"))] if last else []),',
+        '                *(["-"] if last else []),',
+        (
+            "tests/test_tables.py::"
+            "test_a_hierarchical_page_shows_each_seeds_own_test_and_the_last_step",
+        ),
+    ),
+    Mutation(
+        "every seed reads as significant alone",
+        "tables.py",
+        '"✓" if r["significant"] else "·" for _, r in',
+        '"✓" for _, r in',
+        (
+            "tests/test_tables.py::"
+            "test_a_hierarchical_page_shows_each_seeds_own_test_and_the_last_step",
+        ),
+    ),
+    Mutation(
+        "the study reads no last-step evaluation",
+        "study.py",
+        '    found = evaluations(job, spec.name, fixed, "last").get(group)',
+        "    found = None",
+        (
+            "tests/test_study.py::"
+            "test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows",
+        ),
+    ),
 )
 
 

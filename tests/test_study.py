@@ -253,6 +253,9 @@ def test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows
             scratch + (0.001 if selection == "best" else 0.0) + mean
         )
         assert records[("from scratch", "1")]["checkpoint_steps"] == [scratch_step] * 2
+        # the last step's test beside the chosen checkpoint's, under either selection
+        assert records[("from scratch", "1")]["ssim_last"] == pytest.approx(0.48 + mean)
+        assert records[("SSDU alone", "1")]["ssim_last"] is None  # none evaluated
         tuned = records[("SSDU + fine-tuned", "1")]
         assert tuned["steps"] == 900 and tuned["ssim"] == pytest.approx(0.651 + mean)
         assert tuned["checkpoint_steps"] == [800, 800]  # 200 + the 600 of pre-training

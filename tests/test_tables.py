@@ -297,3 +297,36 @@ def test_a_page_reads_the_same_whatever_order_its_records_come_in(records):
     backwards = dict(reversed(list(with_curves.items())))
     text = page(SPEC, with_curves)
     assert "Validation SSIM gained" in text and page(SPEC, backwards) == text
+
+
+def test_a_hierarchical_page_shows_each_seeds_own_test_and_the_last_step():
+    """Pairing by seed and volume: the table marks each seed's own Wilcoxon test (here
+    seed 1 gains nothing: · in its place), the page reads each seed's difference and p,
+    the README's sentence does not; the last step's SSIM stands beside the chosen one."""
+    spec = TableSpec(**{**SPEC.__dict__, "pairing": "hierarchical"})
+    better = runs(0.6, 0.05, noise=0.002)
+    for i, name in enumerate(VOLUMES):  # seed 1: a zero mean difference
+        better[1]["volumes"][name]["ssim"] = 0.6 + 0.01 * i + 0.003 * (-1) ** i
+    for r, last in zip(better, (0.61, 0.62, 0.66), strict=True):
+        r["ssim_last"] = last
+    recs = {
+        ("ref", "4x"): record("ref", "4x", runs(0.6, 0.0, noise=0.001)),
+        ("better", "4x"): record("better", "4x", better),
+        ("same", "4x"): record("same", "4x", runs(0.6, 0.0, noise=0.002)),
+    }
+    assert recs[("better", "4x")]["ssim_last"] == pytest.approx(0.63)
+    assert recs[("ref", "4x")]["ssim_last"] is None
+    text, found = table(spec, recs)
+    head = [c.strip() for c in text.splitlines()[0].split("|")[1:-1]]
+    rows = {line.split("|")[2].strip(): line.split("|")[1:-1] for line in text.splitlines()[2:]}
+    cells = dict(zip(head, [c.strip() for c in rows["better"]], strict=True))
+    assert cells["SSIM, last step"] == "0.6300" and cells["sig. per seed"] == "✓ · ✓"
+    assert dict(zip(head, [c.strip() for c in rows["ref"]], strict=True))["SSIM, last step"] == "-"
+    stat = next(s for _, label, s, _ in found if label == "better")
+    assert [r["significant"] for _, r in sorted(stat["per_run"].items())] == [True, False, True]
+    full = page(spec, recs)
+    sentence = next(line for line in full.splitlines() if line.startswith("better against same"))
+    assert sentence.count("per seed") == 1 and sentence.count("(p = ") == 3
+    # A page whose records hold no last step and pair by volume keeps its columns.
+    plain, _ = table(SPEC, {k: {**v, "ssim_last": None} for k, v in recs.items()})
+    assert "SSIM, last step" not in plain and "sig. per seed" not in plain

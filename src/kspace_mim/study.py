@@ -20,6 +20,7 @@ Pages: ``results`` (``make results``), ``swin_variants`` (``make results-swin``)
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -603,6 +604,7 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
             mine = curve(job["dir"], offset, offset_s) if trains else []
             seconds = job["metrics"].get("train_seconds") or (mine[-1]["train_s"] if mine else None)
             step = (selected(job, spec.selection) or {}).get("checkpoint_step")
+            last = _last_ssim(job, spec, row.group, group) if trains else None
             runs.append(
                 {
                     "seed": job["config"].get("seed"),
@@ -613,6 +615,7 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
                     "train_s": seconds,
                     "train_flops": flops if trains else None,
                     "chosen_on_val": chosen,
+                    "ssim_last": last,
                 }
             )
         split = "val" if EVALUATION[spec.name] == "val" else "test"
@@ -620,6 +623,17 @@ def row_records(spec: TableSpec, row: RowSpec, study_jobs: list[dict[str, Any]])
         for other in row.also_groups:
             records[(row.label, other)] = {**records[(row.label, group)], "group": other}
     return records
+
+
+def _last_ssim(job: dict, spec: TableSpec, fixed: str | None, group: str) -> float | None:
+    """The job's test SSIM (mean over volumes) at its last step, where the page chooses
+    checkpoints and the job evaluated its last one too (``evaluation.also``)."""
+    if spec.selection is None or "last" not in (job["metrics"].get("also") or {}):
+        return None
+    found = evaluations(job, spec.name, fixed, "last").get(group)
+    if not found:
+        return None
+    return statistics.fmean(v["ssim"] for v in found["volumes"].values())
 
 
 def _validation_score(job: dict, selection: str | None) -> float:

@@ -113,8 +113,9 @@ def record(
 ) -> dict[str, Any]:
     """The row record of ``runs`` (one per seed: ``seed``, ``volumes``, optional
     ``steps``, ``checkpoint_step``, ``curve``, ``train_s``, ``train_flops``,
-    ``chosen_on_val``): means over volumes of the per-volume seed means, per-seed SSIM,
-    steps, cost, the curves and how much their last interval still gained."""
+    ``chosen_on_val``, ``ssim_last``: its test SSIM at the last step): means over
+    volumes of the per-volume seed means, per-seed SSIM, the last step's SSIM, steps,
+    cost, the curves and how much their last interval still gained."""
     from kspace_mim.compare import seed_mean_volumes
 
     runs = sorted(runs, key=lambda r: (r.get("seed") is None, r.get("seed") or 0))
@@ -129,6 +130,12 @@ def record(
         "seeds": [r.get("seed") for r in runs],
         **{m: statistics.fmean(v[m] for v in volumes.values()) for m in METRICS},
         "ssim_per_seed": [statistics.fmean(v["ssim"] for v in r["volumes"].values()) for r in runs],
+        # the last step's checkpoint beside the chosen one (where every run evaluated it)
+        "ssim_last": (
+            statistics.fmean(r["ssim_last"] for r in runs)
+            if all(r.get("ssim_last") is not None for r in runs)
+            else None
+        ),
         "steps": runs[0].get("steps"),
         "checkpoint_steps": [r.get("checkpoint_step") for r in runs],
         "train_flops": runs[0].get("train_flops"),
@@ -243,6 +250,18 @@ def _delta(stat: dict | None) -> tuple[str, str]:
     )
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _per_run(stat: dict | None) -> str:
+    """Each run's (seed's, with its own labelled draw) own Wilcoxon test over the volumes,
+    in the runs' order: ✓ significant, · not."""
+    if stat is None or "per_run" not in stat:
+        return ""
+    return " ".join("✓" if r["significant"] else "·" for _, r in sorted(stat["per_run"].items()))
+
+
 def _verdict(stat: dict) -> str:
     if not significant(stat):
         return "not distinguishable from"
@@ -254,6 +273,8 @@ def table(spec: TableSpec, records: Records) -> tuple[str, list[tuple]]:
     """The Markdown table and the comparisons it made: (group, label, stat vs
     reference, stat vs control)."""
     control = [spec.control] if spec.control else []
+    last = any(r.get("ssim_last") is not None for r in records.values())
+    per_run = spec.pairing == "hierarchical"
     head = [
         *([spec.group_title] if spec.group_by else []),
         "model",
@@ -261,8 +282,10 @@ def table(spec: TableSpec, records: Records) -> tuple[str, list[tuple]]:
         "PSNR",
         "NMSE",
         "SSIM per seed",
+        *(["SSIM, last step"] if last else []),
         "Δ SSIM vs ref. [95 % CI]",
         "sig.",
+        *(["sig. per seed"] if per_run else []),
         *(f"Δ SSIM vs {c} [95 % CI]" for c in control),
         *("sig." for _ in control),
         "steps",
@@ -301,8 +324,10 @@ def table(spec: TableSpec, records: Records) -> tuple[str, list[tuple]]:
                 f"{r['psnr']:.2f}",
                 f"{r['nmse']:.4f}",
                 per_seed if len(r.get("ssim_per_seed") or []) > 1 else "-",
+                *([_number(r.get("ssim_last"))] if last else []),
                 delta,
                 mark,
+                *([_per_run(stat)] if per_run else []),
                 *versus[:1],
                 *versus[1:],
                 str(r.get("steps") or "-"),
@@ -350,9 +375,14 @@ def reading(spec: TableSpec, records: Records, found: list[tuple]) -> str:
 
 
 def contrast_readings(
-    spec: TableSpec, records: Records, contrasts: tuple[tuple[str, str], ...]
+    spec: TableSpec,
+    records: Records,
+    contrasts: tuple[tuple[str, str], ...],
+    per_seed: bool = True,
 ) -> list[str]:
-    """One sentence per contrast (A, B): B - A paired, per group, significant or not."""
+    """One sentence per contrast (A, B): B - A paired, per group, significant or not
+    (``per_seed``: and each seed's own mean difference and Wilcoxon p, where the pairing
+    is hierarchical)."""
     parts = []
     for a, b in contrasts:
         said = []
@@ -364,7 +394,17 @@ def contrast_readings(
             delta, _ = _delta(stat)
             sig = "significant" if significant(stat) else "not significant"
             at = f"{_group_text(spec, group)}: " if spec.group_by else ""
-            said.append(f"{at}{delta} ({sig}, p = {stat['wilcoxon_p']:.3g})")
+            runs = (stat.get("per_run") or {}) if per_seed else {}
+            alone = (
+                "; per seed "
+                + ", ".join(
+                    f"{r['mean_difference']:+.4f} (p = {r['wilcoxon_p']:.2g})"
+                    for _, r in sorted(runs.items())
+                )
+                if len(runs) > 1
+                else ""
+            )
+            said.append(f"{at}{delta} ({sig}, p = {stat['wilcoxon_p']:.3g}{alone})")
         if said:
             parts.append(f"{b} against {a} (paired): " + "; ".join(said) + ".")
     return parts
@@ -559,7 +599,7 @@ def write_page(spec: TableSpec, records: Records, root: Path, picture: bool = Tr
             f"The full table, steps, FLOPs and curves: [docs/{spec.name}.md](docs/{spec.name}.md)."
             f"\n\n![{spec.title}](docs/{spec.name}.png)\n"
         )
-        readings = contrast_readings(spec, records, spec.readme_contrasts)
+        readings = contrast_readings(spec, records, spec.readme_contrasts, per_seed=False)
         if readings:
             summary = summary.replace("\n\n![", "\n\n" + "\n\n".join(readings) + "\n\n![", 1)
     return write_generated(root, spec.name, spec.title, spec.command, text, summary)
