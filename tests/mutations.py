@@ -1240,6 +1240,13 @@ MUTATIONS = (
         ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
     ),
     Mutation(
+        "a step already tested is tested again under another selection",
+        "train.py",
+        "            numbers = None if step is None else done.get(step)\n",
+        "            numbers = None\n",
+        ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
+    ),
+    Mutation(
         "the last step's SSIM column shows nothing",
         "tables.py",
         '                *([_number(r.get("ssim_last"))] if last else []),',

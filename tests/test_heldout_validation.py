@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import kspace_mim.train as train_module
 from helpers.overrides import stepwise
 from kspace_mim.config import ConfigError, compose
 from kspace_mim.modules.reconstruction import system_of
@@ -95,10 +96,14 @@ def test_every_selection_asked_for_is_tested_whatever_file_was_loaded_first(
     assert metrics["checkpoint_step"] == also["heldout"]["checkpoint_step"] == 0
     assert also["best"]["checkpoint"] == metrics["checkpoint"]
     assert also["best"]["test"] == metrics["test"]
-    assert also["heldout"]["test"]["checkpoint"] == also["heldout"]["checkpoint"]
+    # the held-out choice is of the same step: the same weights, tested once
+    assert also["heldout"]["test"] == metrics["test"]
+    assert also["last"]["test"]["checkpoint"] == also["last"]["checkpoint"]
 
 
-def test_heldout_selection_beside_the_labelled_one(data_root, tmp_path, small_overrides):
+def test_heldout_selection_beside_the_labelled_one(
+    data_root, tmp_path, small_overrides, monkeypatch
+):
     """With labelled validation files too: heldout.ckpt is kept beside best.ckpt and
     evaluation.checkpoint=heldout makes it the one every number is of."""
     overrides = small_overrides(
@@ -110,12 +115,31 @@ def test_heldout_selection_beside_the_labelled_one(data_root, tmp_path, small_ov
         f"data.test_path={data_root}/multicoil_val",
         "model=swin",
     )
+    tested = []
+    real_test = train_module.held_out_test
+
+    def counted(trainer, model, datamodule, masks, source):
+        tested.append(source["checkpoint_step"])
+        return real_test(trainer, model, datamodule, masks, source)
+
+    monkeypatch.setattr(train_module, "held_out_test", counted)
     metrics = run(compose(overrides), tmp_path / "run")
     assert "heldout.ckpt" in metrics["checkpoint"] and "heldout_loss" in metrics
-    # The other selections' numbers beside, each of its own checkpoint (when it differs).
+    # The other selections' numbers beside, each of its own checkpoint; a step already
+    # tested (the same weights) is read again, not tested twice.
     last = metrics["also"]["last"]
     assert last["checkpoint"].endswith("last.ckpt") and last["checkpoint_step"] == 6
-    assert last["test"]["checkpoint"] == last["checkpoint"] and "ssim" in last["val"]
-    assert "best.ckpt" in metrics["also"]["best"]["checkpoint"]
+    assert "best.ckpt" in metrics["also"]["best"]["checkpoint"] and "ssim" in last["val"]
+    steps = [
+        metrics["checkpoint_step"],
+        *(metrics["also"][w]["checkpoint_step"] for w in ("best", "last")),
+    ]
+    assert sorted(tested) == sorted(set(steps))
+    for which in ("best", "last"):
+        mine = metrics["also"][which]
+        if mine["checkpoint_step"] == metrics["checkpoint_step"]:
+            assert mine["test"] == metrics["test"]
+        else:
+            assert mine["test"]["checkpoint"] == mine["checkpoint"]
     names = {p.name for p in (tmp_path / "run" / "checkpoints").glob("*.ckpt")}
     assert names == {"best.ckpt", "heldout.ckpt", "last.ckpt"}  # stable names, one each

@@ -156,32 +156,37 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     results.update({"test": test} if test else {})
     results.update({f"test {name}": entry for name, entry in tests.items()})
     # The same numbers of the other selections asked for (evaluation.also: last beside
-    # best, ...), each from its own checkpoint: validation and the held-out test (the
-    # main numbers again where the selection chose the same file).
+    # best, ...), each from its own checkpoint: validation and the held-out test. Two
+    # files of this run at the same step hold the same weights (no step between them),
+    # so a selection that chose the main one's step, or another's, reads its numbers
+    # again instead of testing the same weights twice.
     also = {}
     if model.trainable and trains:
+        done = {
+            source["checkpoint_step"]: {
+                "val": results["val"],
+                **({"test": test} if test else {}),
+                **({"tests": tests} if tests else {}),
+            }
+        }
         for which, path in others.items():
             if path is None:
                 continue
-            if path == chosen:  # the main selection's file: its numbers again
-                also[which] = {
-                    **source,
-                    "val": results["val"],
-                    **({"test": test} if test else {}),
-                    **({"tests": tests} if tests else {}),
+            step = checkpoint_step(path, trusted)
+            other = {"checkpoint": path, "checkpoint_step": step}
+            numbers = None if step is None else done.get(step)
+            if numbers is None:
+                trainer.validate(
+                    model, datamodule=datamodule, ckpt_path=path, verbose=False, weights_only=True
+                )
+                extra, extras = held_out_test(trainer, model, datamodule, held_out_masks, other)
+                numbers = {
+                    "val": {**model.last_metrics["val"], "split": "val"},
+                    **({"test": extra} if extra else {}),
+                    **({"tests": extras} if extras else {}),
                 }
-                continue
-            trainer.validate(
-                model, datamodule=datamodule, ckpt_path=path, verbose=False, weights_only=True
-            )
-            other = {"checkpoint": path, "checkpoint_step": checkpoint_step(path, trusted)}
-            extra, extras = held_out_test(trainer, model, datamodule, held_out_masks, other)
-            also[which] = {
-                **other,
-                "val": {**model.last_metrics["val"], "split": "val"},
-                **({"test": extra} if extra else {}),
-                **({"tests": extras} if extras else {}),
-            }
+                done.update({step: numbers} if step is not None else {})
+            also[which] = {**other, **numbers}
 
     environment = getattr(trainer.strategy, "cluster_environment", None)
     metrics = {
