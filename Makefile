@@ -71,14 +71,17 @@ results-label: install data
 # seeds, each page under two checkpoint selections (labelled validation; held-out
 # acquired samples, no label). Both networks (SimMIM-Swin and the unrolled network):
 # about 5 hours on 2 CPU cores, a third of it SimMIM-Swin (FEW_MODELS=swin alone).
+# FEW_BUDGET=gpu: the converged version on a GPU (8 times the steps, a 128 x 128 grid).
 FEW_MODELS ?= swin,unrolled
+FEW_BUDGET ?= cpu
+FEW := budget=$(FEW_BUDGET) $(ARGS)
 results-few-labels: install
 	$(STUDY) experiment=few_labels_pretrain model=zero_filled row=zero_filled seed=0 \
-		'~model.size' $(ARGS)
-	$(STUDY) experiment=few_labels_pretrain model=$(FEW_MODELS) $(ARGS)
-	$(STUDY) experiment=few_labels model=$(FEW_MODELS) $(ARGS)
+		'~model.size' $(FEW)
+	$(STUDY) experiment=few_labels_pretrain model=$(FEW_MODELS) $(FEW)
+	$(STUDY) experiment=few_labels model=$(FEW_MODELS) $(FEW)
 	$(STUDY) experiment=few_labels model=$(FEW_MODELS) row=scratch_equal_compute \
-		data.train_volumes=1 $(ARGS)
+		data.train_volumes=1 $(FEW)
 	$(PAGE) few_labels
 	$(PAGE) few_labels_heldout
 

@@ -463,3 +463,22 @@ def test_a_run_recorded_before_a_key_was_ignored_is_still_its_own(tmp_path):
         json.dumps({"identity": old, "budget": today.budget})
     )
     assert read_fingerprint(tmp_path) != today
+
+
+def test_the_embedded_set_is_written_on_its_grid(tmp_path, monkeypatch):
+    """data.synthetic_size: the embedded set at another grid, in its own folder (the
+    64 x 64 one is left alone), its files' targets of that size."""
+    from kspace_mim.data import synthesize as synth
+
+    for split, n in (("train", 1), ("val", 1), ("test", 1)):
+        monkeypatch.setitem(synth.DEFAULT_VOLUMES, split, n)
+    dm = make_datamodule(
+        [f"paths.data_dir={tmp_path}", "data.synthetic_size=96", "data.crop_size=96"]
+    )
+    dm.setup("fit")
+    assert not (tmp_path / "colin27").exists()
+    files = sorted((tmp_path / "colin27_96" / "multicoil_train").glob("*.h5"))
+    with h5py.File(files[0]) as f:
+        assert f["reconstruction_rss"].shape[-2:] == (96, 96)
+    with pytest.raises(InstantiationException, match="synthetic_size must be even"):
+        make_datamodule(["data.synthetic_size=15"])

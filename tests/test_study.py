@@ -339,6 +339,43 @@ def test_few_labels_fine_tunes_its_own_networks_pre_training(network, hydra_job_
     assert joint.hydra.sweep.subdir == f"model={network}/n=1,row=joint,seed=2"
 
 
+def test_the_gpu_budget_scales_every_step_count_and_the_grid(hydra_job_config):
+    """budget=gpu: every step count of the few-labels study (pre-training, fine-tuning,
+    the equal-steps and compute controls, joint) 8 times, on a 128 x 128 embedded set of
+    its own folder; budget=cpu leaves what the committed tables ran with, and out of the
+    run's identity (their jobs stay their own)."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    from kspace_mim.fingerprint import fingerprint
+
+    runs = {
+        "pretrain": ["experiment=few_labels_pretrain", "row=ssdu"],
+        "tuned": ["experiment=few_labels", "row=ssdu_tuned"],
+        "total": ["experiment=few_labels", "row=scratch_equal_total"],
+        "joint": ["experiment=few_labels", "row=joint"],
+        "compute": ["experiment=few_labels", "row=scratch_equal_compute"],
+    }
+    cpu = {"pretrain": 600, "tuned": 300, "total": 900, "joint": 900, "compute": 1800}
+    for name, overrides in runs.items():
+        base = [*overrides, "model=unrolled", "paths.data_dir=/d", "paths.output_dir=/o"]
+        gpu = hydra_job_config([*base, "budget=gpu"])
+        gpu_identity = fingerprint(gpu).identity
+        mine = hydra_job_config(base)
+        assert mine.trainer.max_steps == cpu[name] and gpu.trainer.max_steps == 8 * cpu[name]
+        assert mine.data.synthetic_root == "/d/people" and mine.data.crop_size == 64
+        assert gpu.data.synthetic_root == "/d/people_128"
+        assert gpu.data.crop_size == gpu.data.synthetic_size == 128
+        identity = fingerprint(mine).identity
+        assert "budget.steps" not in identity and "data.synthetic_size" not in identity
+        assert gpu_identity["budget.steps"] == 8
+    # the default set follows its grid too; a budget of no steps is refused
+    assert compose(["data.synthetic_size=96", "paths.data_dir=/d"]).data.synthetic_root == (
+        "/d/colin27_96"
+    )
+    with pytest.raises(InterpolationResolutionError, match="budget.steps must be > 0"):
+        compose([*runs["tuned"], "budget.steps=0"]).trainer.max_steps  # noqa: B018
+
+
 def test_every_page_row_names_a_row_config():
     options = {p.stem for p in (ROOT / "src" / "kspace_mim" / "conf" / "row").glob("*.yaml")}
     for spec in study.PAGES.values():
@@ -541,6 +578,38 @@ def test_the_few_labels_study_runs_its_commands_on_tiny_budgets(people_env):
         assert "| 0 | zero-filled |" in page and "| 1 | SSDU + fine-tuned |" in page
         assert "SSDU + fine-tuned against SSDU alone (paired): N = 1:" in page
         assert records[("SSDU + fine-tuned", "1")]["steps"] == 6  # 4 label-free + 2
+
+
+@pytest.mark.slow
+def test_the_gpu_budget_runs_on_the_cpu_with_tiny_steps(people_env):
+    """``make results-few-labels FEW_BUDGET=gpu``'s jobs, on the CPU with the budget's
+    factor shrunk: the 128 x 128 grid (its own folder) pre-trains and fine-tunes."""
+    from kspace_mim.data.synthesize import LABEL_FREE_TRAIN, split_folders, synthesize
+
+    root = Path(people_env["KSPACE_MIM_DATA"]) / "people_128"
+    size = {"slices": 2, "coils": 4, "size": 128, "progress": False, "anatomy": "people"}
+    synthesize_set(root, volumes=2, **size)
+    pool = split_folders(root, "multicoil")[LABEL_FREE_TRAIN]
+    synthesize(pool, "multicoil", "train", 2, undersampled=True, accelerations=(4,), **size)
+    tiny = ("budget=gpu", "budget.steps=0.004", "data.num_workers=0", "validation.points=2")
+    args = ("model=swin", "seed=0", *tiny)
+    run(people_env, "kspace_mim.train", "-m", "experiment=few_labels_pretrain", "row=ssdu", *args)
+    run(
+        people_env,
+        "kspace_mim.train",
+        "-m",
+        "experiment=few_labels",
+        "row=ssdu_tuned",
+        "data.train_volumes=1",
+        *args,
+    )
+    out = Path(people_env["KSPACE_MIM_OUTPUT"]) / "studies"
+    tuned = out / "few_labels" / "model=swin" / "n=1,row=ssdu_tuned,seed=0"
+    config = yaml.safe_load((tuned / "config.yaml").read_text())
+    assert config["data"]["crop_size"] == 128 and config["data"]["synthetic_root"] == str(root)
+    assert config["trainer"]["max_steps"] == 1  # 300 x 0.004, at least one
+    metrics = json.loads((tuned / "metrics.json").read_text())
+    assert metrics["checkpoint_step"] is not None and metrics["tests"]["equispaced4x"]["ssim"] > 0
 
 
 def test_training_flops_count_each_folder_on_its_grid_and_the_pre_training(

@@ -74,6 +74,20 @@ def auto_device(what: str) -> str:
     raise ConfigError(f"kspace_mim_auto: {what!r} is not accelerator or precision")
 
 
+def scaled_steps(steps: int, factor: float) -> int:
+    """``${kspace_mim_steps:600,${budget.steps}}``: a study's step count times the budget's
+    factor (budget=cpu: 1, the committed tables' budgets; budget=gpu: longer), at least 1."""
+    if float(factor) <= 0:
+        raise ConfigError(f"budget.steps must be > 0, got {factor}")
+    return max(1, round(int(steps) * float(factor)))
+
+
+def grid_suffix(size: int) -> str:
+    """``${kspace_mim_grid_suffix:${data.synthetic_size}}``: the embedded set's folder at
+    another grid than the default 64 x 64 (``people_128``), so two grids never share one."""
+    return "" if int(size) == 64 else f"_{int(size)}"
+
+
 def register_resolvers() -> None:
     """Register the OmegaConf resolvers the configs use (idempotent)."""
     if not OmegaConf.has_resolver("kspace_mim_root"):
@@ -84,6 +98,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("kspace_mim_mkdir", make_dir)
     if not OmegaConf.has_resolver("kspace_mim_auto"):
         OmegaConf.register_new_resolver("kspace_mim_auto", auto_device)
+    if not OmegaConf.has_resolver("kspace_mim_steps"):
+        OmegaConf.register_new_resolver("kspace_mim_steps", scaled_steps)
+    if not OmegaConf.has_resolver("kspace_mim_grid_suffix"):
+        OmegaConf.register_new_resolver("kspace_mim_grid_suffix", grid_suffix)
 
 
 # Registered on import: every entry point, a submitit job unpickling its task and a notebook

@@ -92,6 +92,8 @@ NEUTRAL: dict[str, Any] = {
     "callbacks.heldout_checkpoint.optimized_metric": "val/ssim",
     "optimized_mode": "max",
     "evaluation.also": [],
+    "budget.steps": 1,
+    "data.synthetic_size": 64,
 }
 # Keys that change nothing while another key has this value: left out of the identity then.
 UNUSED_WHEN: dict[str, tuple[str, Any]] = {

@@ -120,6 +120,7 @@ class FastMRIDataModule(L.LightningDataModule):
         synthetic_set: which embedded set ``synthetic_root`` holds: "colin27" (the
             default: held-out slabs of one brain) or "people" (split by person: the test
             volumes show a person no train or val file shows).
+        synthetic_size: the embedded set's grid (recon size, 64: the default).
         people: the people set's heads per split (``{train: [colin27], val: [mni152],
             test: [itk]}``: the default); a test person may be in no other split.
         split: a benchmark split (``val99_test100``, shipped); validation on the
@@ -176,6 +177,7 @@ class FastMRIDataModule(L.LightningDataModule):
         synthetic_root: str | None = None,
         synthetic_set: str = "colin27",
         people: dict[str, list[str]] | None = None,
+        synthetic_size: int = 64,
         adjacent_slices: int = 0,
         train_volumes: int | None = None,
         train_draw: str = "random",
@@ -218,6 +220,9 @@ class FastMRIDataModule(L.LightningDataModule):
         if people is not None and synthetic_set != "people":
             raise ValueError("data.people splits data.synthetic_set=people (data=people) only")
         self.people = None if people is None else check_people(dict(people))
+        if synthetic_size < 16 or synthetic_size % 2:
+            raise ValueError(f"data.synthetic_size must be even and >= 16, got {synthetic_size}")
+        self.synthetic_size = synthetic_size
         self.paths = {"train": train_path, "val": val_path, "test": test_path, "pool": pool_path}
         self.challenge = challenge
         self.mask = mask
@@ -326,7 +331,9 @@ class FastMRIDataModule(L.LightningDataModule):
             label_free = defaults.pop(LABEL_FREE_TRAIN)
             if label_free in configured:
                 defaults[LABEL_FREE_TRAIN] = label_free
-            ensure_synthetic(defaults, self.challenge, self.synthetic_set, self.people)
+            ensure_synthetic(
+                defaults, self.challenge, self.synthetic_set, self.people, self.synthetic_size
+            )
 
     def setup(self, stage: str | None = None) -> None:
         """Scan the folders (every bad file reported at once) and build the datasets."""

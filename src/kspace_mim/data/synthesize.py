@@ -372,6 +372,7 @@ def ensure_synthetic(
     challenge: str,
     anatomy: str = "colin27",
     people: dict[str, tuple[str, ...]] | None = None,
+    size: int = DEFAULT_SET["size"],
 ) -> list[Path]:
     """Write the default set's folders (``{split: <root>/<challenge>_<split>}``, split in
     train, val, test, test_full and :data:`LABEL_FREE_TRAIN`) that are missing and check
@@ -379,9 +380,9 @@ def ensure_synthetic(
     call wrote.
 
     The embedded default data set (:data:`DEFAULT_SET`: the brain; ``anatomy="people"``:
-    split by person, ``people`` or the anatomy's default) is written on first use,
-    whatever the entry point. Several processes may ask at once (DDP ranks, concurrent
-    sweeps): each writes into its own temporary folder and renames it into place; the
+    split by person, ``people`` or the anatomy's default; ``size``: its grid) is written
+    on first use, whatever the entry point. Several processes may ask at once (DDP ranks,
+    concurrent sweeps): each writes into its own temporary folder and renames it into place; the
     first rename wins and the others discard theirs (the data are the same: the
     synthesizer is seeded).
     """
@@ -403,7 +404,7 @@ def ensure_synthetic(
             volumes=DEFAULT_VOLUMES[base],
             progress=False,
             full=split == "test_full",
-            **{**DEFAULT_SET, "anatomy": anatomy},
+            **{**DEFAULT_SET, "anatomy": anatomy, "size": size},
             **(label_free if split == LABEL_FREE_TRAIN else {}),
             people=people,
         )
