@@ -1275,6 +1275,13 @@ MUTATIONS = (
         ("tests/test_datamodule.py::test_the_embedded_set_is_written_on_its_grid",),
     ),
     Mutation(
+        "a README section of readings alone shows the table too",
+        "tables.py",
+        "    if spec.readme and not spec.readme_table:\n",
+        "    if False:\n",
+        ("tests/test_tables.py::test_a_readme_section_of_readings_alone",),
+    ),
+    Mutation(
         "the last step's SSIM column shows nothing",
         "tables.py",
         '                *([_number(r.get("ssim_last"))] if last else []),',

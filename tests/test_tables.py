@@ -330,3 +330,22 @@ def test_a_hierarchical_page_shows_each_seeds_own_test_and_the_last_step():
     # A page whose records hold no last step and pair by volume keeps its columns.
     plain, _ = table(SPEC, {k: {**v, "ssim_last": None} for k, v in recs.items()})
     assert "SSIM, last step" not in plain and "sig. per seed" not in plain
+
+
+def test_a_readme_section_of_readings_alone(tmp_path, records):
+    """readme_table=False: the README's section is the contrasts' sentences and the link,
+    no table and no picture (a second selection of the same rows, read in a line)."""
+    (tmp_path / "README.md").write_text("<!-- demo:start -->\n<!-- demo:end -->\n")
+    spec = TableSpec(
+        **{
+            **SPEC.__dict__,
+            "readme": (("ref",), ("better",)),
+            "readme_contrasts": (("same", "better"),),
+            "readme_table": False,
+        }
+    )
+    write_page(spec, records, tmp_path, picture=False)
+    readme = (tmp_path / "README.md").read_text()
+    assert "better against same (paired): 4x: +0.05" in readme and "(docs/demo.md)" in readme
+    assert "| accel. |" not in readme and "![" not in readme
+    assert "| accel. |" in (tmp_path / "docs" / "demo.md").read_text()

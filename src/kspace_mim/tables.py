@@ -78,7 +78,8 @@ class TableSpec:
     ``evaluation.checkpoint``); contrasts: further pairs read out per group (label A,
     label B: B - A); readme: the README's short form, a column per tuple of alternative labels (the
     first found per group), the first tuple the reference; readme_contrasts: contrasts
-    whose reading the README's short form repeats; flops: the FLOPs column."""
+    whose reading the README's short form repeats (with ``readme_table=False`` the
+    short form is those readings alone, no table); flops: the FLOPs column."""
 
     name: str
     title: str
@@ -96,6 +97,7 @@ class TableSpec:
     readme_contrasts: tuple[tuple[str, str], ...] = ()
     flops: bool = True
     selection: str | None = None
+    readme_table: bool = True
 
     def labels(self, tabled: bool = True) -> list[str]:
         return [r.label for r in self.rows if not (tabled and r.curve_only)]
@@ -592,7 +594,13 @@ def write_page(spec: TableSpec, records: Records, root: Path, picture: bool = Tr
         plot(spec, records, root / "docs" / f"{spec.name}.png")
     summary = readme_summary(spec, records)
     text = page(spec, records)
-    if summary:
+    if spec.readme and not spec.readme_table:
+        readings = contrast_readings(spec, records, spec.readme_contrasts, per_seed=False)
+        summary = "\n\n".join(readings) + (
+            f"\n\nThe full table, steps, FLOPs and curves: [docs/{spec.name}.md]"
+            f"(docs/{spec.name}.md).\n"
+        )
+    elif summary:
         summary = (
             f"{summary}\nIn brackets: the paired difference against the first column (✓ "
             "significant: Wilcoxon p < 0.05 and the 95 % bootstrap CI excludes 0; · not). "
