@@ -581,7 +581,7 @@ def test_the_few_labels_study_runs_its_commands_on_tiny_budgets(people_env):
 
 
 @pytest.mark.slow
-def test_the_gpu_budget_runs_on_the_cpu_with_tiny_steps(people_env):
+def test_the_gpu_budget_runs_on_the_cpu_with_tiny_steps(people_env, tmp_path):
     """``make results-few-labels FEW_BUDGET=gpu``'s jobs, on the CPU with the budget's
     factor shrunk: the 128 x 128 grid (its own folder) pre-trains and fine-tunes."""
     from kspace_mim.data.synthesize import LABEL_FREE_TRAIN, split_folders, synthesize
@@ -591,19 +591,13 @@ def test_the_gpu_budget_runs_on_the_cpu_with_tiny_steps(people_env):
     synthesize_set(root, volumes=2, **size)
     pool = split_folders(root, "multicoil")[LABEL_FREE_TRAIN]
     synthesize(pool, "multicoil", "train", 2, undersampled=True, accelerations=(4,), **size)
+    env = {**people_env, "KSPACE_MIM_OUTPUT": str(tmp_path / "out")}  # other runs' folders
     tiny = ("budget=gpu", "budget.steps=0.004", "data.num_workers=0", "validation.points=2")
-    args = ("model=swin", "seed=0", *tiny)
-    run(people_env, "kspace_mim.train", "-m", "experiment=few_labels_pretrain", "row=ssdu", *args)
-    run(
-        people_env,
-        "kspace_mim.train",
-        "-m",
-        "experiment=few_labels",
-        "row=ssdu_tuned",
-        "data.train_volumes=1",
-        *args,
-    )
-    out = Path(people_env["KSPACE_MIM_OUTPUT"]) / "studies"
+    sweep = ("-m", "model=swin", "seed=0", *tiny)
+    run(env, "kspace_mim.train", *sweep, "experiment=few_labels_pretrain", "row=ssdu")
+    tuned_args = ("experiment=few_labels", "row=ssdu_tuned", "data.train_volumes=1")
+    run(env, "kspace_mim.train", *sweep, *tuned_args)
+    out = tmp_path / "out" / "studies"
     tuned = out / "few_labels" / "model=swin" / "n=1,row=ssdu_tuned,seed=0"
     config = yaml.safe_load((tuned / "config.yaml").read_text())
     assert config["data"]["crop_size"] == 128 and config["data"]["synthetic_root"] == str(root)
