@@ -249,13 +249,16 @@ def synthesize(
     anatomy: str = "phantom",
     full: bool = False,
     people: dict[str, tuple[str, ...]] | None = None,
+    pool: bool = False,
 ) -> list[Path]:
     """Write ``volumes`` fastMRI files into the folder ``out``; returns their paths.
 
     ``anatomy``: ``colin27`` (the brain: one slab of ``slices`` slices 2 mm apart per
     volume, the split's own slabs; ``volumes=None``: all of them), ``people`` (split by
     person: ``people`` maps each split to its heads, by default train Colin27, val the
-    MNI152 template, test the ITK person; :mod:`kspace_mim.data.anatomy`) or ``phantom``.
+    MNI152 template, test the ITK person; :mod:`kspace_mim.data.anatomy`) or ``phantom``;
+    ``pool``: the label-free pool's slabs instead of the split's (``split="train"``: its
+    train volumes first, the same files, then the pool's other heads).
     ``undersampled`` writes any split in fastMRI's test layout, as a scanner that never
     acquires fully sampled data would: one equispaced Cartesian mask per file (the
     fastMRI test set's centre fractions), its acceleration drawn from ``accelerations``
@@ -275,7 +278,8 @@ def synthesize(
     if slices < 1 or coils < 1 or (volumes is not None and volumes < 1):
         raise ValueError("volumes, slices and coils must be >= 1")
     if anatomy != "phantom":
-        slabs = colin27.slabs(split, slices, anatomy=anatomy, people=people)
+        which = "pool" if pool else split
+        slabs = colin27.slabs(which, slices, anatomy=anatomy, people=people)
         if volumes is not None and volumes > len(slabs):
             raise ValueError(
                 f"the brain has {len(slabs)} {split} slabs of {slices} slices; asked for "
@@ -337,8 +341,9 @@ def synthesize_set(
     return Path(out)
 
 
-# Volumes per split of the default set (None: every slab); tests shrink it.
-DEFAULT_VOLUMES: dict[str, int | None] = {"train": None, "val": None, "test": None}
+# Volumes per split of the default set (None: every slab; pool: the people set's
+# label-free pool, the colin27 set's is its train volumes); tests shrink it.
+DEFAULT_VOLUMES: dict[str, int | None] = {"train": None, "val": None, "test": None, "pool": None}
 
 
 def check_folder(
@@ -391,8 +396,9 @@ def ensure_synthetic(
     written = []
     for split, folder in folders.items():
         base = {"test_full": "test", LABEL_FREE_TRAIN: "train"}.get(split, split)
+        pool = split == LABEL_FREE_TRAIN and anatomy == "people"
         if folder.is_dir():
-            check_folder(folder, base, anatomy, people)
+            check_folder(folder, "pool" if pool else base, anatomy, people)
             continue
         tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -401,12 +407,13 @@ def ensure_synthetic(
             tmp,
             challenge,
             base,
-            volumes=DEFAULT_VOLUMES[base],
+            volumes=DEFAULT_VOLUMES["pool" if pool else base],
             progress=False,
             full=split == "test_full",
             **{**DEFAULT_SET, "anatomy": anatomy, "size": size},
             **(label_free if split == LABEL_FREE_TRAIN else {}),
             people=people,
+            pool=pool,
         )
         try:
             tmp.rename(folder)

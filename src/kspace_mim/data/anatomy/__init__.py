@@ -12,8 +12,9 @@ apart, in one of three orientations, of one head. The default set (``colin27``) 
 the slabs of each orientation, laid side by side with a gap, to the splits in the
 pattern train, val, train, test: held-out slabs of one person, never a slice (or a
 neighbour closer than the gap) of another split. The ``people`` set splits by person
-(:data:`PEOPLE`): training slabs from Colin27, validation from the MNI152 template, the
-test volumes every slab of the ITK person; no person is in two splits.
+(:data:`PEOPLE`): labelled training and validation slabs from Colin27, the label-free
+pool Colin27's training slabs and every slab of the MNI152 template, the test volumes
+every slab of the ITK person, whom no other split shows.
 """
 
 from __future__ import annotations
@@ -36,10 +37,17 @@ GAP_MM = 2  # between neighbouring slabs: no slice of one split next to another'
 
 BRAINS = {"colin27": "colin27_t1.npz", "itk": "itk_t1.npz", "mni152": None}
 SETS = ("colin27", "people")
-# The people set: whose slabs each split holds (data.people overrides it). A person in
+# The people set: whose slabs each split holds (data.people overrides it). A head in
 # train takes the pattern's train and test slabs, in val its val slabs, in test every
-# slab; a test person may be in no other split.
-PEOPLE = {"train": ("colin27",), "val": ("mni152",), "test": ("itk",)}
+# slab; the label-free pool (the undersampled-only scans) holds its train heads' train
+# slabs (the same volumes, first) and every slab of its other heads. A test head may be
+# in no other split, the pool included.
+PEOPLE = {
+    "train": ("colin27",),
+    "pool": ("colin27", "mni152"),
+    "val": ("colin27",),
+    "test": ("itk",),
+}
 SPLIT_PARTS = {"train": ("test", "train"), "val": ("val",), "test": PATTERN}
 # nilearn's copy of the ICBM 2009a template (inside its wheel: no download).
 MNI152_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
@@ -97,19 +105,25 @@ def _mni152() -> np.ndarray:
 
 
 def check_people(people: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
-    """``people`` (split -> brains) checked: the three splits, known brains, each split
-    someone, and the test people in no other split; returned with tuples."""
-    if set(people) != {"train", "val", "test"}:
-        raise ValueError(f"data.people needs exactly train, val and test, got {sorted(people)}")
-    out = {split: tuple(people[split]) for split in ("train", "val", "test")}
+    """``people`` (split -> heads) checked: train, val and test (and the label-free pool;
+    without it, the train heads), known heads, each split someone, and the test heads in
+    no other split; returned with tuples."""
+    if not {"train", "val", "test"} <= set(people) <= {"train", "pool", "val", "test"}:
+        raise ValueError(
+            f"data.people needs train, val and test (and may have pool), got {sorted(people)}"
+        )
+    out = {split: tuple(people.get(split) or people["train"]) for split in ("train", "pool")}
+    out.update({split: tuple(people[split]) for split in ("val", "test")})
     for split, brains in out.items():
         unknown = [b for b in brains if b not in BRAINS]
         if unknown or not brains:
-            raise ValueError(f"data.people.{split}={list(brains)}: one or more of {sorted(BRAINS)}")
-    shared = set(out["test"]) & (set(out["train"]) | set(out["val"]))
+            raise ValueError(
+                f"data.people.{split}={list(brains)}: one or more of {sorted(BRAINS)}"
+            )
+    shared = set(out["test"]) & (set(out["train"]) | set(out["pool"]) | set(out["val"]))
     if shared:
         raise ValueError(
-            f"data.people: {sorted(shared)} in test and in train or val; a test person "
+            f"data.people: {sorted(shared)} in test and in train, pool or val; a test person "
             "must be in no other split (data=synthetic splits one brain by slab)"
         )
     return out
@@ -142,9 +156,10 @@ def slabs(
 ) -> list[Slab]:
     """Every slab of ``split`` in the data set ``anatomy`` (``colin27``: the pattern's
     slabs of the one brain; ``people``: by person, ``people`` or :data:`PEOPLE`),
-    orientations interleaved (the first N cover all three)."""
-    if split not in PATTERN:
-        raise ValueError(f"split must be one of train, val, test, got {split!r}")
+    orientations interleaved (the first N cover all three). ``pool``: the label-free
+    pool's slabs (the colin27 set: its train slabs)."""
+    if split not in (*PATTERN, "pool"):
+        raise ValueError(f"split must be one of train, val, test, pool, got {split!r}")
     if slices < 1 or spacing < 1:
         raise ValueError(f"slices and spacing must be >= 1, got {slices}, {spacing}")
     if anatomy not in SETS:
@@ -152,10 +167,19 @@ def slabs(
     if anatomy == "colin27":
         if people is not None:
             raise ValueError("data.people splits the people set (data=people), not colin27")
-        return _dealt("colin27", (split,), slices, spacing)
+        return _dealt("colin27", ("train" if split == "pool" else split,), slices, spacing)
+    people = check_people(PEOPLE if people is None else people)
     out = []
-    for brain in check_people(PEOPLE if people is None else people)[split]:
-        out += _dealt(brain, tuple(sorted(set(SPLIT_PARTS[split]))), slices, spacing)
+    for brain in people[split]:
+        if split != "pool":
+            parts = SPLIT_PARTS[split]
+        else:  # a labelled or validation head lends its train slabs; another, every slab
+            known = brain in people["train"] or brain in people["val"]
+            parts = SPLIT_PARTS["train"] if known else PATTERN
+        out += _dealt(brain, tuple(sorted(set(parts))), slices, spacing)
+    if split == "pool":  # the train volumes first, as the undersampled copy of train
+        train = slabs("train", slices, spacing, anatomy, people)
+        out = train + [s for s in out if s not in train]
     return out
 
 
