@@ -65,8 +65,9 @@ results-label: install data
 	$(PAGE) label_efficiency
 	$(PAGE) label_free_variants
 
-# The few-labels study, split by person (data=people: train Colin27, validation the
-# MNI152 template, the test a real person no pool saw): label-free pre-training of each
+# The few-labels study, split by person (data=people: labels and validation Colin27, the
+# label-free pool Colin27 and the MNI152 template, the test a real person no pool saw):
+# label-free pre-training of each
 # network, then N = 1, 4 and all labelled volumes (random draws, augmented) per row, 3
 # seeds, each page under two checkpoint selections (labelled validation; held-out
 # acquired samples, no label). Both networks (SimMIM-Swin and the unrolled network):

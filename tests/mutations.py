@@ -1096,18 +1096,18 @@ MUTATIONS = (
     Mutation(
         "the people set trains on the test person",
         "data/anatomy/__init__.py",
-        'PEOPLE = {"train": ("colin27",), "val": ("mni152",), "test": ("itk",)}',
-        'PEOPLE = {"train": ("colin27", "itk"), "val": ("mni152",), "test": ("itk",)}',
+        '    "train": ("colin27",),\n    "pool": ("colin27", "mni152"),\n',
+        '    "train": ("colin27", "itk"),\n    "pool": ("colin27", "mni152"),\n',
         (
             "tests/test_anatomy.py::"
             "test_the_people_set_never_shows_the_test_person_outside_the_test",
         ),
     ),
     Mutation(
-        "the people set validates on the training person",
+        "the label-free pool holds the test person",
         "data/anatomy/__init__.py",
-        'PEOPLE = {"train": ("colin27",), "val": ("mni152",), "test": ("itk",)}',
-        'PEOPLE = {"train": ("colin27",), "val": ("colin27",), "test": ("itk",)}',
+        '    "pool": ("colin27", "mni152"),\n',
+        '    "pool": ("colin27", "itk"),\n',
         (
             "tests/test_anatomy.py::"
             "test_the_people_set_never_shows_the_test_person_outside_the_test",
@@ -1115,10 +1115,17 @@ MUTATIONS = (
         ),
     ),
     Mutation(
+        "the label-free pool is the labelled volumes only",
+        "data/synthesize.py",
+        '        pool = split == LABEL_FREE_TRAIN and anatomy == "people"\n',
+        "        pool = False\n",
+        ("tests/test_datamodule.py::test_data_people_writes_the_set_split_by_person",),
+    ),
+    Mutation(
         "data.people may put the test person in training",
         "data/anatomy/__init__.py",
-        '    shared = set(out["test"]) & (set(out["train"]) | set(out["val"]))\n',
-        "    shared = set()\n",
+        '    shared = set(out["test"]) & (',
+        "    shared = set() & (",
         (
             "tests/test_anatomy.py::"
             "test_the_people_set_never_shows_the_test_person_outside_the_test",

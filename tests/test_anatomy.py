@@ -132,46 +132,62 @@ def test_the_second_person_loads_on_a_1mm_grid_with_its_licence():
 
 
 def test_the_people_set_never_shows_the_test_person_outside_the_test():
-    """data=people: one person per split (train Colin27, val the MNI152 template, test
-    the ITK person); the default set's slabs are what they were."""
-    brains = {s: {x.brain for x in anatomy.slabs(s, anatomy="people")} for s in anatomy.PATTERN}
-    assert brains == {"train": {"colin27"}, "val": {"mni152"}, "test": {"itk"}}
+    """data=people: labelled and validation slabs of Colin27 (the default set's, apart),
+    the label-free pool Colin27's train slabs (first, the same volumes) and every slab of
+    the MNI152 template, the test every slab of the ITK person and no other split's."""
+    brains = {
+        s: {x.brain for x in anatomy.slabs(s, anatomy="people")}
+        for s in ("train", "pool", "val", "test")
+    }
+    assert brains == {
+        "train": {"colin27"},
+        "pool": {"colin27", "mni152"},
+        "val": {"colin27"},
+        "test": {"itk"},
+    }
+    train, pool = anatomy.slabs("train", anatomy="people"), anatomy.slabs("pool", anatomy="people")
+    assert pool[: len(train)] == train and len(set(pool)) == len(pool)
+    assert {s.orientation for s in pool if s.brain == "mni152"} == set(anatomy.ORIENTATIONS)
     test = anatomy.slabs("test", anatomy="people")
     assert len(test) >= 13 and {s.orientation for s in test} == set(anatomy.ORIENTATIONS)
-    assert len(anatomy.slabs("val", anatomy="people")) >= 9
     assert [len(anatomy.slabs(s)) for s in ("train", "val", "test")] == [28, 13, 13]
+    assert anatomy.slabs("pool") == anatomy.slabs("train")  # the colin27 set's pool
     assert all(s.brain == "colin27" for s in anatomy.slabs("test"))
-    # The training person keeps its train and test-pattern slabs (those of the default set).
-    train = {(s.orientation, s.start) for s in anatomy.slabs("train", anatomy="people")}
-    colin = anatomy.slabs("train") + anatomy.slabs("test")
-    assert train == {(s.orientation, s.start) for s in colin}
-    # Another split by person, as data.people writes it; a test person elsewhere refused.
-    both = {"train": ["colin27", "mni152"], "val": ["colin27"], "test": ["itk"]}
-    val = anatomy.slabs("val", anatomy="people", people=both)
-    assert {(s.orientation, s.start) for s in val} == {
-        (s.orientation, s.start) for s in anatomy.slabs("val")
-    }
+    # The training head's val slabs stay apart from its train and pool slabs (the gap).
+    val = {(s.orientation, s.start) for s in anatomy.slabs("val", anatomy="people")}
+    assert val == {(s.orientation, s.start) for s in anatomy.slabs("val")}
+    colin = {(s.orientation, s.start) for s in pool if s.brain == "colin27"}
+    assert not val & colin and colin == {(s.orientation, s.start) for s in train}
+    # Another split by person, as data.people writes it (no pool: the train heads'); a
+    # test head anywhere else is refused.
+    other = {"train": ["colin27"], "val": ["mni152"], "test": ["itk"]}
+    assert {s.brain for s in anatomy.slabs("pool", anatomy="people", people=other)} == {"colin27"}
+    assert {s.brain for s in anatomy.slabs("val", anatomy="people", people=other)} == {"mni152"}
     for bad, match in (
         ({"train": ["itk"], "val": ["colin27"], "test": ["itk"]}, "must be in no other split"),
+        (
+            {"train": ["colin27"], "pool": ["itk"], "val": ["colin27"], "test": ["itk"]},
+            "must be in no other split",
+        ),
         ({"train": ["colin27"], "val": ["itk"], "test": ["itk"]}, "must be in no other split"),
         ({"train": ["nobody"], "val": ["colin27"], "test": ["itk"]}, "one or more of"),
         ({"train": [], "val": ["colin27"], "test": ["itk"]}, "one or more of"),
-        ({"train": ["colin27"], "test": ["itk"]}, "exactly train, val and test"),
+        ({"train": ["colin27"], "test": ["itk"]}, "train, val and test"),
     ):
         with pytest.raises(ValueError, match=match):
             anatomy.slabs("train", anatomy="people", people=bad)
     with pytest.raises(ValueError, match="not colin27"):
-        anatomy.slabs("train", people=both)
+        anatomy.slabs("train", people=other)
 
 
 SHARED_MNI = Path(__file__).resolve().parents[2] / "shared/data/anatomy/mni152_2009a_t1.npz"
 
 
-def test_the_validation_person_is_nilearns_mni152_template():
-    """The MNI152 2009a template, read from nilearn's wheel (not shipped): the head's
-    layout of the other brains (z, y, x; superior, anterior, left-right), 1 mm, quantised
-    to 0..254; equal to the reference copy where one is at hand. Without nilearn the
-    error names the extra to install."""
+def test_the_pools_second_head_is_nilearns_mni152_template():
+    """The MNI152 2009a template (the pool's second head), read from nilearn's wheel (not
+    shipped): the layout of the other heads (z, y, x; superior, anterior, left-right),
+    1 mm, quantised to 0..254; equal to the reference copy where one is at hand. Without
+    nilearn the error names the extra to install."""
     head = anatomy.load_t1("mni152")
     assert head.shape == (189, 233, 197) and head.dtype == np.float32
     assert head.min() == 0.0 and head.max() == 1.0

@@ -247,9 +247,11 @@ def test_data_people_writes_the_set_split_by_person(tmp_path, monkeypatch):
     show a person (patient_id) that no train or val file shows."""
     from kspace_mim.data import synthesize as synth
 
-    for split, n in (("train", 2), ("val", 1), ("test", 2)):
+    for split, n in (("train", 2), ("val", 1), ("test", 2)):  # the pool: every slab
         monkeypatch.setitem(synth.DEFAULT_VOLUMES, split, n)
-    dm = make_datamodule(["data=people", f"paths.data_dir={tmp_path}", "data.crop_size=32"])
+    dm = make_datamodule(
+        ["data=people", f"paths.data_dir={tmp_path}", "data.crop_size=32", "supervision=joint"]
+    )
     dm.setup("fit")
     root = tmp_path / "people"
     assert dm.synthetic_set == "people" and (root / "multicoil_train").is_dir()
@@ -258,8 +260,8 @@ def test_data_people_writes_the_set_split_by_person(tmp_path, monkeypatch):
     def people(folder: str) -> set[str]:
         return {h5py.File(p).attrs["anatomy"] for p in (root / f"multicoil_{folder}").glob("*.h5")}
 
-    assert people("train") == people("train_undersampled4x") == {"colin27"}
-    assert people("val") == {"mni152"}
+    assert people("train") == people("val") == {"colin27"}
+    assert people("train_undersampled4x") == {"colin27", "mni152"}  # the label-free pool
     assert people("test") == people("test_full") == {"itk"}
     with pytest.raises(InstantiationException, match="data.synthetic_set='nobody'"):
         make_datamodule(["data.synthetic_set=nobody"])
@@ -273,7 +275,7 @@ def test_a_people_folder_of_another_definition_is_refused(tmp_path, monkeypatch)
     before any step, naming the heads; the matching one is used as is."""
     from kspace_mim.data import synthesize as synth
 
-    for split, n in (("train", 1), ("val", 1), ("test", 1)):
+    for split, n in (("train", 1), ("val", 1), ("test", 1), ("pool", 1)):
         monkeypatch.setitem(synth.DEFAULT_VOLUMES, split, n)
     base = ["data=people", f"paths.data_dir={tmp_path}", "data.crop_size=32"]
     make_datamodule(base).setup("fit")  # writes the default split by person
@@ -281,15 +283,15 @@ def test_a_people_folder_of_another_definition_is_refused(tmp_path, monkeypatch)
     before = sorted(p.stat().st_mtime_ns for p in val.glob("*.h5"))
     make_datamodule(base).setup("fit")  # the same people: used as is
     assert sorted(p.stat().st_mtime_ns for p in val.glob("*.h5")) == before
-    other = "data.people={train: [colin27], val: [itk], test: [mni152]}"
+    other = "data.people={train: [colin27], pool: [colin27], val: [itk], test: [mni152]}"
     with pytest.raises(ValueError, match=r"val split holds \['itk'\]"):
         make_datamodule([*base, other]).setup("fit")
-    # An older set: validation files of the training person.
+    # A folder of another definition: validation files of the test head.
     shutil.rmtree(val)
     synth.synthesize(
-        val, "multicoil", "train", 1, slices=4, size=64, anatomy="people", progress=False
+        val, "multicoil", "test", 1, slices=4, size=64, anatomy="people", progress=False, full=True
     )
-    with pytest.raises(ValueError, match=r"\{'colin27': 1\}.*holds \['mni152'\]"):
+    with pytest.raises(ValueError, match=r"\{'itk': 1\}.*holds \['colin27'\]"):
         make_datamodule(base).setup("fit")
 
 

@@ -271,8 +271,8 @@ PARITY = TableSpec(
 
 NETWORKS = {"swin": "SimMIM-Swin `tiny`", "unrolled": "the unrolled network `tiny`"}
 SELECTIONS = {
-    "best": "the checkpoint with the best SSIM on the 10 fully sampled validation volumes "
-    "of the validation head (labels used for selection)",
+    "best": "the checkpoint with the best SSIM on the 13 fully sampled validation volumes "
+    "(labels used for selection)",
     "heldout": "the checkpoint with the lowest loss on a held-out 20 % of the validation "
     "scans' acquired samples (no fully sampled scan used for selection: no more labels "
     "than training had)",
@@ -298,14 +298,14 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
         + ("selected on labelled validation" if selection == "best" else "selected without labels"),
         command="make results-few-labels",
         caption=(
-            f"Split by person (`data=people`, one head per split): labelled volumes and "
-            f"the label-free pool from the Colin27 brain; validation, which chooses every "
-            f"checkpoint and the learning rate, from a second head (the MNI152 template); "
-            f"the held-out test every slab of a third, real person (ITK's clinical T1) "
-            f"whom neither saw. {NETWORKS[network]}, 4x "
+            f"Split by person (`data=people`): labelled volumes and validation from the "
+            f"Colin27 brain (held-out slabs), the label-free pool (undersampled-only scans) "
+            f"Colin27's 41 train volumes and every slab of a second head (the MNI152 "
+            f"template, 82 in all), the held-out test every slab of a third, real person "
+            f"(ITK's clinical T1) whom no pool saw. {NETWORKS[network]}, 4x "
             f"equispaced, batch 1, {{seeds}} seeds. Label-free pre-training "
             f"(`experiment=few_labels_pretrain`): {{steps[{FEW_SSDU} alone]}} steps on the "
-            "undersampled-only copy of the 41 train volumes; then "
+            "pool; then "
             "(`experiment=few_labels`) supervised steps on N fully sampled volumes drawn at "
             "random per seed (stratified by orientation; N = 41: all), with MRAugment-style "
             "augmentation, from scratch ({steps[from scratch]} steps, and at the "

@@ -90,7 +90,7 @@ def _mni152() -> np.ndarray:
         from nilearn import datasets
     except ImportError as err:
         raise ImportError(
-            "the MNI152 template (the people set's validation person) is read from nilearn, "
+            "the MNI152 template (the people set's second label-free head) is read from nilearn, "
             "which ships it: pip install 'kspace-mim[people]' (or nilearn>=0.10)"
         ) from err
     path = resources.files(datasets).joinpath("data", MNI152_FILE)
