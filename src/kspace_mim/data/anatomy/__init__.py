@@ -117,9 +117,7 @@ def check_people(people: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...
     for split, brains in out.items():
         unknown = [b for b in brains if b not in BRAINS]
         if unknown or not brains:
-            raise ValueError(
-                f"data.people.{split}={list(brains)}: one or more of {sorted(BRAINS)}"
-            )
+            raise ValueError(f"data.people.{split}={list(brains)}: one or more of {sorted(BRAINS)}")
     shared = set(out["test"]) & (set(out["train"]) | set(out["pool"]) | set(out["val"]))
     if shared:
         raise ValueError(
