@@ -298,14 +298,12 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
         + ("selected on labelled validation" if selection == "best" else "selected without labels"),
         command="make results-few-labels",
         caption=(
-            f"Split by person (`data=people`): labelled volumes and validation from the "
-            f"Colin27 brain (held-out slabs), the label-free pool (undersampled-only scans) "
-            f"Colin27's 41 train volumes and every slab of a second head (the MNI152 "
-            f"template, 82 in all), the held-out test every slab of a third, real person "
-            f"(ITK's clinical T1) whom no pool saw. {NETWORKS[network]}, 4x "
+            f"Split by person (`data=people`): labelled volumes, label-free pool and "
+            f"validation from the Colin27 brain, the held-out test every slab of another, "
+            f"real person (ITK's clinical T1) whom no pool saw. {NETWORKS[network]}, 4x "
             f"equispaced, batch 1, {{seeds}} seeds. Label-free pre-training "
             f"(`experiment=few_labels_pretrain`): {{steps[{FEW_SSDU} alone]}} steps on the "
-            "pool; then "
+            "undersampled-only copy of the 41 train volumes; then "
             "(`experiment=few_labels`) supervised steps on N fully sampled volumes drawn at "
             "random per seed (stratified by orientation; N = 41: all), with MRAugment-style "
             "augmentation, from scratch ({steps[from scratch]} steps, and at the "
