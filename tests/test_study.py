@@ -540,9 +540,10 @@ def people_env(tmp_path_factory) -> dict[str, str]:
 @pytest.mark.slow
 def test_the_few_labels_study_runs_its_commands_on_tiny_budgets(people_env):
     """``make results-few-labels``'s commands with tiny budgets (the GPU run is the same
-    with its own): zero-filling, a label-free pre-training, fine-tuning from it, from
-    scratch and joint at N = 1; each job holds every selection's test; both pages pair
-    the rows by seed and volume and read out what the label added."""
+    with its own), the fine-tuning sweep's jobs side by side: zero-filling, a label-free
+    pre-training, fine-tuning from it, from scratch and joint at N = 1; each job holds
+    every selection's test; both pages pair the rows by seed and volume and read out what
+    the label added."""
     tiny = ("data.crop_size=32", "data.num_workers=0", "validation.points=2")
     study_args = ("-m", "experiment=few_labels_pretrain", "seed=0", *tiny)
     zero = ("model=zero_filled", "row=zero_filled", "~model.size")  # it has no sizes
@@ -561,6 +562,9 @@ def test_the_few_labels_study_runs_its_commands_on_tiny_budgets(people_env):
         "seed=0",
         "data.train_volumes=1",
         "trainer.max_steps=2",
+        # as make results-few-labels runs them: two jobs side by side (joblib)
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
         *tiny,
     )
     out = Path(people_env["KSPACE_MIM_OUTPUT"]) / "studies"
@@ -638,3 +642,21 @@ def test_training_flops_count_each_folder_on_its_grid_and_the_pre_training(
     )
     assert study._train_flops(joint) == pytest.approx(2 * 5 * (labelled + on_pool), rel=1e-9)
     assert study._train_flops(job("trainer.max_steps=5")) == pytest.approx(5 * labelled)
+
+
+@pytest.mark.parametrize(("budget", "jobs"), [("cpu", "2"), ("gpu", "1")])
+def test_make_runs_the_few_labels_jobs_side_by_side_on_a_cpu(budget, jobs):
+    """``make results-few-labels``: on a CPU two jobs at a time, each on its share of the
+    cores; with the GPU budget one at a time; every sweep under the budget asked for."""
+    out = subprocess.run(
+        ["make", "-n", "results-few-labels", f"FEW_BUDGET={budget}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.replace("\\\n", " ")  # continued lines joined
+    sweeps = [line for line in out.splitlines() if "kspace_mim.train -m" in line]
+    assert len(sweeps) == 4
+    for line in sweeps:
+        assert line.startswith("OMP_NUM_THREADS=") and f"budget={budget}" in out
+        assert "hydra/launcher=joblib" in line and f"hydra.launcher.n_jobs={jobs}" in line
