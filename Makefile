@@ -71,7 +71,7 @@ results-label: install data
 # network, then N = 1, 4 and all labelled volumes (random draws, augmented) per row, 3
 # seeds, each page under two checkpoint selections (labelled validation; held-out
 # acquired samples, no label). Both networks (SimMIM-Swin and the unrolled network):
-# about 5 hours on 2 CPU cores, a third of it SimMIM-Swin (FEW_MODELS=swin alone).
+# about 8 hours on 2 CPU cores, a quarter of it SimMIM-Swin (FEW_MODELS=swin alone).
 # FEW_BUDGET=gpu: the converged version on a GPU (8 times the steps, a 128 x 128 grid).
 # FEW_JOBS jobs run side by side (Hydra's joblib launcher), each on an equal share of the
 # cores: on a CPU two single-threaded jobs train faster than one job on two threads.
