@@ -1289,6 +1289,16 @@ MUTATIONS = (
         ("tests/test_tables.py::test_a_readme_section_of_readings_alone",),
     ),
     Mutation(
+        "settings chosen by several rows read as one row's",
+        "tables.py",
+        '            where = f"{label}, {_group_text(spec, g)}" if len(choosing) > 1 else g\n',
+        "            where = g\n",
+        (
+            "tests/test_tables.py::"
+            "test_settings_chosen_on_validation_name_their_row_when_several_chose",
+        ),
+    ),
+    Mutation(
         "the last step's SSIM column shows nothing",
         "tables.py",
         '                *([_number(r.get("ssim_last"))] if last else []),',

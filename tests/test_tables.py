@@ -349,3 +349,18 @@ def test_a_readme_section_of_readings_alone(tmp_path, records):
     assert "better against same (paired): 4x: +0.05" in readme and "(docs/demo.md)" in readme
     assert "| accel. |" not in readme and "![" not in readme
     assert "| accel. |" in (tmp_path / "docs" / "demo.md").read_text()
+
+
+def test_settings_chosen_on_validation_name_their_row_when_several_chose():
+    """One row choosing its setting: "group: setting" (the results page's CS row); several:
+    each named with its row, so a reader knows whose learning rate it was."""
+    base = {"setting": "learning rate 0.001", "val_ssim": 0.7, "val_grid": {}}
+    recs = {
+        ("ref", "4x"): record("ref", "4x", runs(0.6, 0.0)),
+        ("better", "4x"): {**record("better", "4x", runs(0.6, 0.05)), "chosen_on_val": base},
+    }
+    assert "Settings chosen on validation (4x: learning rate 0.001)." in page(SPEC, recs)
+    other = {**base, "setting": "learning rate 0.0003"}
+    recs[("same", "4x")] = {**record("same", "4x", runs(0.6, 0.0)), "chosen_on_val": other}
+    text = page(SPEC, recs)
+    assert "better, 4x: learning rate 0.001" in text and "same, 4x: learning rate 0.0003" in text
