@@ -121,8 +121,9 @@ class FastMRIDataModule(L.LightningDataModule):
             default: held-out slabs of one brain) or "people" (split by person: the test
             volumes show a person no train or val file shows).
         synthetic_size: the embedded set's grid (recon size, 64: the default).
-        people: the people set's heads per split (``{train: [colin27], val: [mni152],
-            test: [itk]}``: the default); a test person may be in no other split.
+        people: the people set's heads per split (``{train: [colin27], pool: [colin27,
+            mni152], val: [colin27], test: [itk]}``: the default); a test head may be in
+            no other split.
         split: a benchmark split (``val99_test100``, shipped); validation on the
             ``val_list`` files of ``val_path``, test on the ``test_list`` files of
             ``test_path`` (default ``<split_dir>/test``, masked by

@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import h5py
@@ -255,8 +256,9 @@ def synthesize(
 
     ``anatomy``: ``colin27`` (the brain: one slab of ``slices`` slices 2 mm apart per
     volume, the split's own slabs; ``volumes=None``: all of them), ``people`` (split by
-    person: ``people`` maps each split to its heads, by default train Colin27, val the
-    MNI152 template, test the ITK person; :mod:`kspace_mim.data.anatomy`) or ``phantom``;
+    person: ``people`` maps each split to its heads, by default labels and validation
+    Colin27, the pool Colin27 and the MNI152 template, test the ITK person;
+    :mod:`kspace_mim.data.anatomy`) or ``phantom``;
     ``pool``: the label-free pool's slabs instead of the split's (``split="train"``: its
     train volumes first, the same files, then the pool's other heads).
     ``undersampled`` writes any split in fastMRI's test layout, as a scanner that never
@@ -351,24 +353,23 @@ def check_folder(
 ) -> None:
     """Refuse a people-set folder whose files show other people than the run's split
     holds (each file names whom it shows: ``anatomy``): reading it would train, select or
-    test on other people than its configuration says (an older people set validated on
-    Colin27). The Colin27 set is one brain: nothing to check."""
+    test on other people than its configuration says. The Colin27 set is one brain:
+    nothing to check."""
     if anatomy != "people":
         return
     allowed = set(colin27.check_people(colin27.PEOPLE if people is None else people)[split])
-    shown: dict[str, int] = {}
+    shown: Counter[str] = Counter()
     for path in sorted(folder.glob("*.h5")):
         with h5py.File(path, "r") as f:
             who = f.attrs.get("anatomy", "nobody named")
-        who = who.decode() if isinstance(who, bytes) else str(who)
-        shown[who] = shown.get(who, 0) + 1
+        shown[who.decode() if isinstance(who, bytes) else str(who)] += 1
     wrong = {who: n for who, n in shown.items() if who not in allowed}
     if wrong:
         raise ValueError(
             f"{folder}: files of {wrong} (volumes per head), but the people set's {split} "
             f"split holds {sorted(allowed)}: written by another definition (an earlier "
-            "kspace_mim validated on Colin27, or other data.people); delete the folder (it "
-            "is written again on first use) or point data.synthetic_root elsewhere"
+            "kspace_mim, or other data.people); delete the folder (it is written again on "
+            "first use) or point data.synthetic_root elsewhere"
         )
 
 
@@ -459,8 +460,8 @@ def main(argv: list[str] | None = None) -> None:
         default=DEFAULT_SET["anatomy"],
         choices=ANATOMIES,
         help="colin27: the shipped T1 brain, split by slab (default); people: split by "
-        "person (train Colin27, val the MNI152 template, test the ITK person); phantom: "
-        "ellipses (tiny files)",
+        "person (labels and validation Colin27, the label-free pool Colin27 and the MNI152 "
+        "template, test the ITK person); phantom: ellipses (tiny files)",
     )
     parser.add_argument("--slices", type=int, default=DEFAULT_SET["slices"])
     parser.add_argument("--coils", type=int, default=DEFAULT_SET["coils"])
