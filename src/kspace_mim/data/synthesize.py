@@ -349,27 +349,33 @@ DEFAULT_VOLUMES: dict[str, int | None] = {"train": None, "val": None, "test": No
 
 
 def check_folder(
-    folder: Path, split: str, anatomy: str, people: dict[str, tuple[str, ...]] | None = None
+    folder: Path,
+    split: str,
+    anatomy: str,
+    people: dict[str, tuple[str, ...]] | None = None,
+    volumes: int | None = None,
 ) -> None:
-    """Refuse a people-set folder whose files show other people than the run's split
-    holds (each file names whom it shows: ``anatomy``): reading it would train, select or
-    test on other people than its configuration says. The Colin27 set is one brain:
-    nothing to check."""
+    """Refuse a people-set folder whose files are not the volumes the definition writes
+    for ``split`` (``volumes`` of its slabs, ``None``: all): per head (each file names
+    whom it shows: ``anatomy``) as many files as the definition's slabs of that head.
+    Another head, or one missing (a pool written before it held a second head), would
+    train, select or test on other people than the configuration says. The Colin27 set
+    is one brain: nothing to check."""
     if anatomy != "people":
         return
-    allowed = set(colin27.check_people(colin27.PEOPLE if people is None else people)[split])
+    slabs = colin27.slabs(split, DEFAULT_SET["slices"], anatomy=anatomy, people=people)
+    expected = Counter(slab.brain for slab in slabs[:volumes])
     shown: Counter[str] = Counter()
     for path in sorted(folder.glob("*.h5")):
         with h5py.File(path, "r") as f:
             who = f.attrs.get("anatomy", "nobody named")
         shown[who.decode() if isinstance(who, bytes) else str(who)] += 1
-    wrong = {who: n for who, n in shown.items() if who not in allowed}
-    if wrong:
+    if shown != expected:
         raise ValueError(
-            f"{folder}: files of {wrong} (volumes per head), but the people set's {split} "
-            f"split holds {sorted(allowed)}: written by another definition (an earlier "
-            "kspace_mim, or other data.people); delete the folder (it is written again on "
-            "first use) or point data.synthetic_root elsewhere"
+            f"{folder}: files of {dict(sorted(shown.items()))} (volumes per head), but the "
+            f"people set's {split} split holds {dict(sorted(expected.items()))}: written by "
+            "another definition (an earlier kspace_mim, or other data.people); delete the "
+            "folder (it is written again on first use) or point data.synthetic_root elsewhere"
         )
 
 
@@ -399,7 +405,8 @@ def ensure_synthetic(
         base = {"test_full": "test", LABEL_FREE_TRAIN: "train"}.get(split, split)
         pool = split == LABEL_FREE_TRAIN and anatomy == "people"
         if folder.is_dir():
-            check_folder(folder, "pool" if pool else base, anatomy, people)
+            which = "pool" if pool else base
+            check_folder(folder, which, anatomy, people, DEFAULT_VOLUMES[which])
             continue
         tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
