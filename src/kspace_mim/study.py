@@ -382,8 +382,7 @@ PAGES = {
         LABEL_EFFICIENCY,
         LABEL_FREE_VARIANTS,
         PARITY,
-        FEW_LABELS,
-        FEW_LABELS_HELDOUT,
+        *(few_labels_spec(network, selection) for network in NETWORKS for selection in SELECTIONS),
     )
 }
 # The evaluation a page reads from each job: its held-out test under this mask
