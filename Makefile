@@ -90,8 +90,6 @@ results-few-labels: install
 		data.train_volumes=1 $(FEW)
 	$(PAGE) few_labels
 	$(PAGE) few_labels_heldout
-	$(PAGE) few_labels_unrolled
-	$(PAGE) few_labels_unrolled_heldout
 
 # Reference parity: fastMRI's own E2E-VarNet loop beside model=varnet and model=unrolled
 # (and their grid / recipe variants, the U-Net's and SimMIM-Swin's grids), 600 equal
@@ -106,7 +104,7 @@ parity: install data
 # training, seconds.
 tables: install
 	for page in results swin_variants label_efficiency label_free_variants parity \
-		few_labels few_labels_heldout few_labels_unrolled few_labels_unrolled_heldout; do \
+		few_labels few_labels_heldout; do \
 		$(BIN)/python -m kspace_mim.study $$page --row-files || exit 1; done
 
 # Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them
