@@ -523,17 +523,24 @@ def test_flops_are_of_the_jobs_own_network_and_grid(data_root):
     assert 3.5 < large / small < 4.5
 
 
-@pytest.fixture(scope="module")
-def people_env(tmp_path_factory) -> dict[str, str]:
-    """``data=people`` at test size: 2 volumes a split (2 slices, 4 coils, 32 x 32), and
-    the undersampled-only copy of train that the label-free pool reads."""
+def write_people(root: Path, size: int) -> None:
+    """``data=people`` at test size under ``root``: 2 volumes a split (2 slices, 4 coils,
+    ``size`` x ``size``), and the label-free pool's first 2 (undersampled-only)."""
     from kspace_mim.data.synthesize import LABEL_FREE_TRAIN, split_folders, synthesize
 
+    kw = {"slices": 2, "coils": 4, "size": size, "progress": False, "anatomy": "people"}
+    synthesize_set(root, volumes=2, **kw)
+    pool = split_folders(root, "multicoil")[LABEL_FREE_TRAIN]
+    synthesize(
+        pool, "multicoil", "train", 2, undersampled=True, accelerations=(4,), pool=True, **kw
+    )
+
+
+@pytest.fixture(scope="module")
+def people_env(tmp_path_factory) -> dict[str, str]:
+    """``data=people`` at test size (:func:`write_people`, 32 x 32)."""
     root = tmp_path_factory.mktemp("people")
-    size = {"slices": 2, "coils": 4, "size": 32, "progress": False, "anatomy": "people"}
-    synthesize_set(root / "data" / "people", volumes=2, **size)
-    folder = split_folders(root / "data" / "people", "multicoil")[LABEL_FREE_TRAIN]
-    synthesize(folder, "multicoil", "train", 2, undersampled=True, accelerations=(4,), **size)
+    write_people(root / "data" / "people", 32)
     return {
         **os.environ,
         "KSPACE_MIM_DATA": str(root / "data"),
@@ -594,13 +601,8 @@ def test_the_few_labels_study_runs_its_commands_on_tiny_budgets(people_env):
 def test_the_gpu_budget_runs_on_the_cpu_with_tiny_steps(people_env, tmp_path):
     """``make results-few-labels FEW_BUDGET=gpu``'s jobs, on the CPU with the budget's
     factor shrunk: the 128 x 128 grid (its own folder) pre-trains and fine-tunes."""
-    from kspace_mim.data.synthesize import LABEL_FREE_TRAIN, split_folders, synthesize
-
     root = Path(people_env["KSPACE_MIM_DATA"]) / "people_128"
-    size = {"slices": 2, "coils": 4, "size": 128, "progress": False, "anatomy": "people"}
-    synthesize_set(root, volumes=2, **size)
-    pool = split_folders(root, "multicoil")[LABEL_FREE_TRAIN]
-    synthesize(pool, "multicoil", "train", 2, undersampled=True, accelerations=(4,), **size)
+    write_people(root, 128)
     env = {**people_env, "KSPACE_MIM_OUTPUT": str(tmp_path / "out")}  # other runs' folders
     tiny = ("budget=gpu", "budget.steps=0.004", "data.num_workers=0", "validation.points=2")
     sweep = ("-m", "model=swin", "seed=0", *tiny)

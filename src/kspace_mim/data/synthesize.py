@@ -150,12 +150,14 @@ def synthesize_volume(
     slab: colin27.Slab | None = None,
     full: bool = False,
     by_person: bool = False,
+    heads: tuple[str, ...] = (),
 ) -> None:
     """Write one fastMRI volume to ``path``: in the test layout (masked k-space, its
     ``mask``, no target) for the test split (unless ``full``: its fully sampled twin)
     or when ``undersampled``. ``slab``: the brain slab to image (its slice count wins);
     None: the phantom. ``by_person``: the file's ``patient_id`` names the head it shows
-    (a split by person can be checked from the files), not the file."""
+    (a split by person can be checked from the files), not the file, and ``split_heads``
+    the heads of the split it was written for (``heads``)."""
     gen = torch.Generator().manual_seed(seed)
     rows = 2 * size  # 2x readout oversampling, as the knee data (640 -> 320)
     cols = 2 * round(size * 1.15 / 2) + 4 * int(torch.randint(0, 2, (), generator=gen))
@@ -213,6 +215,7 @@ def synthesize_volume(
     if slab is not None and by_person:
         attrs.update(
             anatomy=slab.brain,
+            split_heads=",".join(heads),
             patient_id=hashlib.sha256(f"person:{slab.brain}".encode()).hexdigest()[:16],
         )
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as hf:
@@ -282,6 +285,8 @@ def synthesize(
     if anatomy != "phantom":
         which = "pool" if pool else split
         slabs = colin27.slabs(which, slices, anatomy=anatomy, people=people)
+        if anatomy == "people":
+            heads = colin27.check_people(colin27.PEOPLE if people is None else people)[which]
         if volumes is not None and volumes > len(slabs):
             raise ValueError(
                 f"the brain has {len(slabs)} {split} slabs of {slices} slices; asked for "
@@ -308,6 +313,7 @@ def synthesize(
             slabs[i],
             full,
             anatomy == "people",
+            heads if anatomy == "people" else (),
         )
     return paths
 
@@ -349,33 +355,35 @@ DEFAULT_VOLUMES: dict[str, int | None] = {"train": None, "val": None, "test": No
 
 
 def check_folder(
-    folder: Path,
-    split: str,
-    anatomy: str,
-    people: dict[str, tuple[str, ...]] | None = None,
-    volumes: int | None = None,
+    folder: Path, split: str, anatomy: str, people: dict[str, tuple[str, ...]] | None = None
 ) -> None:
-    """Refuse a people-set folder whose files are not the volumes the definition writes
-    for ``split`` (``volumes`` of its slabs, ``None``: all): per head (each file names
-    whom it shows: ``anatomy``) as many files as the definition's slabs of that head.
-    Another head, or one missing (a pool written before it held a second head), would
-    train, select or test on other people than the configuration says. The Colin27 set
-    is one brain: nothing to check."""
+    """Refuse a people-set folder whose files were written for another split definition:
+    each file names whom it shows (``anatomy``) and the heads of the split it was written
+    for (``split_heads``). A head the split must not hold, or a folder of the same heads
+    written when the split held fewer (a pool from before it held a second head: the same
+    first files, the second head missing), would train, select or test on other people
+    than the configuration says. A smaller set of today's definition (``volumes=N``)
+    passes. The Colin27 set is one brain: nothing to check."""
     if anatomy != "people":
         return
-    slabs = colin27.slabs(split, DEFAULT_SET["slices"], anatomy=anatomy, people=people)
-    expected = Counter(slab.brain for slab in slabs[:volumes])
-    shown: Counter[str] = Counter()
+    heads = colin27.check_people(colin27.PEOPLE if people is None else people)[split]
+    shown: Counter[tuple[str, str]] = Counter()
     for path in sorted(folder.glob("*.h5")):
         with h5py.File(path, "r") as f:
-            who = f.attrs.get("anatomy", "nobody named")
-        shown[who.decode() if isinstance(who, bytes) else str(who)] += 1
-    if shown != expected:
+            who, written = (f.attrs.get(k, "") for k in ("anatomy", "split_heads"))
+        text = (x.decode() if isinstance(x, bytes) else str(x) for x in (who, written))
+        shown[tuple(text)] += 1
+    wrong = {
+        f"{who or 'nobody named'} (written for {written or 'an unrecorded split'})": n
+        for (who, written), n in shown.items()
+        if who not in heads or written != ",".join(heads)
+    }
+    if wrong:
         raise ValueError(
-            f"{folder}: files of {dict(sorted(shown.items()))} (volumes per head), but the "
-            f"people set's {split} split holds {dict(sorted(expected.items()))}: written by "
-            "another definition (an earlier kspace_mim, or other data.people); delete the "
-            "folder (it is written again on first use) or point data.synthetic_root elsewhere"
+            f"{folder}: files of {wrong} (volumes), but the people set's {split} split "
+            f"holds {list(heads)}: written by another definition (an earlier kspace_mim, "
+            "or other data.people); delete the folder (it is written again on first use) "
+            "or point data.synthetic_root elsewhere"
         )
 
 
@@ -405,8 +413,7 @@ def ensure_synthetic(
         base = {"test_full": "test", LABEL_FREE_TRAIN: "train"}.get(split, split)
         pool = split == LABEL_FREE_TRAIN and anatomy == "people"
         if folder.is_dir():
-            which = "pool" if pool else base
-            check_folder(folder, which, anatomy, people, DEFAULT_VOLUMES[which])
+            check_folder(folder, "pool" if pool else base, anatomy, people)
             continue
         tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
