@@ -504,10 +504,12 @@ def page(spec: TableSpec, records: Records) -> str:
     blocks.append(flatness(spec, records))
     choosing = {label for (label, _), r in records.items() if r.get("chosen_on_val")}
     chosen = []
-    for (label, g), r in records.items():
-        if r.get("chosen_on_val"):  # the row named where more than one chose its setting
-            where = f"{label}, {_group_text(spec, g)}" if len(choosing) > 1 else g
-            chosen.append(f"{where}: {r['chosen_on_val']['setting']}")
+    for label in spec.labels():  # the table's order, whatever order the records came in
+        for g in groups(records):
+            r = records.get((label, g), {})
+            if r.get("chosen_on_val"):  # the row named where more than one chose its setting
+                where = f"{label}, {_group_text(spec, g)}" if len(choosing) > 1 else g
+                chosen.append(f"{where}: {r['chosen_on_val']['setting']}")
     if chosen:
         blocks.append(f"Settings chosen on validation ({'; '.join(chosen)}).")
     blocks.append(f"![{spec.title}: test SSIM and learning curves](docs/{spec.name}.png)")
