@@ -1134,14 +1134,14 @@ MUTATIONS = (
     Mutation(
         "a people folder of another definition is read as is",
         "data/synthesize.py",
-        "        if who not in heads or written != \",\".join(heads)\n",
+        '        if who not in heads or written != ",".join(heads)\n',
         "        if who not in heads and False\n",
         ("tests/test_datamodule.py::test_a_people_folder_of_another_definition_is_refused",),
     ),
     Mutation(
         "a people folder written when its split held fewer heads is read as is",
         "data/synthesize.py",
-        "        if who not in heads or written != \",\".join(heads)\n",
+        '        if who not in heads or written != ",".join(heads)\n',
         "        if who not in heads\n",
         ("tests/test_datamodule.py::test_a_people_folder_missing_a_head_is_refused",),
     ),
