@@ -372,8 +372,6 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
     )
 
 
-FEW_LABELS = few_labels_spec("swin", "best")
-FEW_LABELS_HELDOUT = few_labels_spec("swin", "heldout")
 PAGES = {
     s.name: s
     for s in (
