@@ -463,6 +463,13 @@ MUTATIONS = (
         ("tests/test_tables.py::test_the_table_marks_what_is_significant_and_reads_it_out",),
     ),
     Mutation(
+        "the README's contrast sentences lose their interval and mark",
+        "tables.py",
+        "                said.append(f\"{at}{stat['mean_difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {mark}\")",
+        "                said.append(f\"{at}{stat['mean_difference']:+.3f}\")",
+        ("tests/test_tables.py::test_the_readme_repeats_the_contrasts_it_is_asked_to",),
+    ),
+    Mutation(
         "pre-training steps not counted in the curve",
         "study.py",
         '    steps = int(_yaml(source / "config.yaml")["trainer"]["max_steps"])',
@@ -911,8 +918,8 @@ MUTATIONS = (
     Mutation(
         "the README leaves out the contrasts it is asked to repeat",
         "tables.py",
-        "per_seed=False)\n        if readings:\n",
-        "per_seed=False)\n        if False:\n",
+        "short=True)\n        if readings:\n",
+        "short=True)\n        if False:\n",
         ("tests/test_tables.py::test_the_readme_repeats_the_contrasts_it_is_asked_to",),
     ),
     Mutation(

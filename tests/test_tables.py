@@ -268,7 +268,8 @@ def test_a_page_is_written_with_its_row_files_picture_and_readme_section(tmp_pat
 
 def test_the_readme_repeats_the_contrasts_it_is_asked_to(tmp_path, records):
     """A contrast named in ``readme_contrasts`` is read out in the README's section too
-    (the same sentence as the page's), others stay on the page."""
+    (the page's sentence in short: difference, CI and mark; its p on the page), others
+    stay on the page."""
     (tmp_path / "README.md").write_text("<!-- demo:start -->\n<!-- demo:end -->\n")
     spec = TableSpec(
         **{
@@ -283,9 +284,15 @@ def test_the_readme_repeats_the_contrasts_it_is_asked_to(tmp_path, records):
     sentence = next(
         line for line in readme.splitlines() if line.startswith("better against same (paired)")
     )
-    assert "4x: +0.050" in sentence and "(significant" in sentence
-    assert sentence in (tmp_path / "docs" / "demo.md").read_text()
-    assert "worse against ref" not in readme
+    page = (tmp_path / "docs" / "demo.md").read_text()
+    stat = paired(records[("same", "4x")], records[("better", "4x")], spec.pairing)
+    lo, hi = stat["ci95"]
+    assert sentence.startswith(
+        f"better against same (paired): 4x: +0.050 [{lo:+.3f}, {hi:+.3f}] ✓;"
+    )
+    mean = stat["mean_difference"]
+    assert f"4x: {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] (significant, p = " in page
+    assert "worse against ref" not in readme and "worse against ref (paired)" in page
 
 
 def test_a_page_reads_the_same_whatever_order_its_records_come_in(records):

@@ -380,11 +380,12 @@ def contrast_readings(
     spec: TableSpec,
     records: Records,
     contrasts: tuple[tuple[str, str], ...],
-    per_seed: bool = True,
+    short: bool = False,
 ) -> list[str]:
-    """One sentence per contrast (A, B): B - A paired, per group, significant or not
-    (``per_seed``: and each seed's own mean difference and Wilcoxon p, where the pairing
-    is hierarchical)."""
+    """One sentence per contrast (A, B): B - A paired, per group, significant or not, its
+    Wilcoxon p and each seed's own mean difference and p where the pairing is
+    hierarchical; ``short`` (the README): the difference, its CI and the table's mark
+    (✓ / ·) alone, the p values left to the page."""
     parts = []
     for a, b in contrasts:
         said = []
@@ -393,10 +394,14 @@ def contrast_readings(
             if ra is None or rb is None:
                 continue
             stat = paired(ra, rb, spec.pairing)
-            delta, _ = _delta(stat)
-            sig = "significant" if significant(stat) else "not significant"
+            delta, mark = _delta(stat)
             at = f"{_group_text(spec, group)}: " if spec.group_by else ""
-            runs = (stat.get("per_run") or {}) if per_seed else {}
+            if short:
+                lo, hi = stat["ci95"]
+                said.append(f"{at}{stat['mean_difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {mark}")
+                continue
+            sig = "significant" if significant(stat) else "not significant"
+            runs = stat.get("per_run") or {}
             alone = (
                 "; per seed "
                 + ", ".join(
@@ -597,20 +602,17 @@ def write_page(spec: TableSpec, records: Records, root: Path, picture: bool = Tr
         plot(spec, records, root / "docs" / f"{spec.name}.png")
     summary = readme_summary(spec, records)
     text = page(spec, records)
+    marks = "✓ significant: Wilcoxon p < 0.05 and the 95 % bootstrap CI excludes 0; · not"
+    more = f"The full table, steps, FLOPs and curves: [docs/{spec.name}.md](docs/{spec.name}.md)."
     if spec.readme and not spec.readme_table:
-        readings = contrast_readings(spec, records, spec.readme_contrasts, per_seed=False)
-        summary = "\n\n".join(readings) + (
-            f"\n\nThe full table, steps, FLOPs and curves: [docs/{spec.name}.md]"
-            f"(docs/{spec.name}.md).\n"
-        )
+        readings = contrast_readings(spec, records, spec.readme_contrasts, short=True)
+        summary = "\n\n".join(readings) + f"\n\nPaired differences [95 % CI] ({marks}). {more}\n"
     elif summary:
         summary = (
-            f"{summary}\nIn brackets: the paired difference against the first column (✓ "
-            "significant: Wilcoxon p < 0.05 and the 95 % bootstrap CI excludes 0; · not). "
-            f"The full table, steps, FLOPs and curves: [docs/{spec.name}.md](docs/{spec.name}.md)."
-            f"\n\n![{spec.title}](docs/{spec.name}.png)\n"
+            f"{summary}\nIn brackets: the paired difference against the first column "
+            f"({marks}). {more}\n\n![{spec.title}](docs/{spec.name}.png)\n"
         )
-        readings = contrast_readings(spec, records, spec.readme_contrasts, per_seed=False)
+        readings = contrast_readings(spec, records, spec.readme_contrasts, short=True)
         if readings:
             summary = summary.replace("\n\n![", "\n\n" + "\n\n".join(readings) + "\n\n![", 1)
     return write_generated(root, spec.name, spec.title, spec.command, text, summary)
