@@ -465,8 +465,8 @@ MUTATIONS = (
     Mutation(
         "the README's contrast sentences lose their interval and mark",
         "tables.py",
-        '[{lo:+.3f}, {hi:+.3f}] {mark}")',
-        '[{lo:+.3f}, ")',  # the interval's end and the mark dropped
+        'said.append(f"{at}{delta} {mark}")',
+        'said.append(f"{at}")',
         ("tests/test_tables.py::test_the_readme_repeats_the_contrasts_it_is_asked_to",),
     ),
     Mutation(

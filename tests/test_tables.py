@@ -286,11 +286,10 @@ def test_the_readme_repeats_the_contrasts_it_is_asked_to(tmp_path, records):
     )
     page = (tmp_path / "docs" / "demo.md").read_text()
     stat = paired(records[("same", "4x")], records[("better", "4x")], spec.pairing)
-    lo, hi = stat["ci95"]
+    (lo, hi), mean = stat["ci95"], stat["mean_difference"]
     assert sentence.startswith(
-        f"better against same (paired): 4x: +0.050 [{lo:+.3f}, {hi:+.3f}] ✓;"
+        f"better against same (paired): 4x: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] ✓;"
     )
-    mean = stat["mean_difference"]
     assert f"4x: {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] (significant, p = " in page
     assert "worse against ref" not in readme and "worse against ref (paired)" in page
 

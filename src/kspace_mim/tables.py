@@ -242,12 +242,12 @@ def groups(records: Records) -> list[str]:
     return sorted(found, key=key)
 
 
-def _delta(stat: dict | None) -> tuple[str, str]:
+def _delta(stat: dict | None, digits: int = 4) -> tuple[str, str]:
     if stat is None:
         return "-", ""
     lo, hi = stat["ci95"]
     return (
-        f"{stat['mean_difference']:+.4f} [{lo:+.4f}, {hi:+.4f}]",
+        f"{stat['mean_difference']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]",
         "✓" if significant(stat) else "·",
     )
 
@@ -394,11 +394,10 @@ def contrast_readings(
             if ra is None or rb is None:
                 continue
             stat = paired(ra, rb, spec.pairing)
-            delta, mark = _delta(stat)
+            delta, mark = _delta(stat, 3 if short else 4)
             at = f"{_group_text(spec, group)}: " if spec.group_by else ""
             if short:
-                lo, hi = stat["ci95"]
-                said.append(f"{at}{stat['mean_difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] {mark}")
+                said.append(f"{at}{delta} {mark}")
                 continue
             sig = "significant" if significant(stat) else "not significant"
             runs = stat.get("per_run") or {}

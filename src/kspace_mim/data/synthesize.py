@@ -282,6 +282,7 @@ def synthesize(
         raise ValueError(f"size must be an even number >= 16, got {size}")
     if slices < 1 or coils < 1 or (volumes is not None and volumes < 1):
         raise ValueError("volumes, slices and coils must be >= 1")
+    heads: tuple[str, ...] = ()  # the people set: the heads of the split written
     if anatomy != "phantom":
         which = "pool" if pool else split
         slabs = colin27.slabs(which, slices, anatomy=anatomy, people=people)
@@ -313,7 +314,7 @@ def synthesize(
             slabs[i],
             full,
             anatomy == "people",
-            heads if anatomy == "people" else (),
+            heads,
         )
     return paths
 
