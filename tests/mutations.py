@@ -1342,6 +1342,34 @@ MUTATIONS = (
             "test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows",
         ),
     ),
+    Mutation(
+        "a resumed run's curve is its last part only",
+        "study.py",
+        'logs = sorted(Path(job).glob("csv/*/metrics.csv"), key=_version)',
+        'logs = sorted(Path(job).glob("csv/*/metrics.csv"), key=_version)[-1:]',
+        ("tests/test_study.py::test_a_resumed_runs_curve_and_seconds_are_the_whole_runs",),
+    ),
+    Mutation(
+        "a resumed part's seconds restart at 0",
+        "study.py",
+        'seconds = frame["time/train_s"] + _seconds_at(points, start)',
+        'seconds = frame["time/train_s"]',
+        ("tests/test_study.py::test_a_resumed_runs_curve_and_seconds_are_the_whole_runs",),
+    ),
+    Mutation(
+        "a resumed run forgets the seconds its checkpoint recorded",
+        "callbacks.py",
+        'self._before_s, self._restored = float(state_dict["train_s_total"]), True',
+        "self._restored = True",
+        ("tests/test_callbacks.py::test_a_resumed_run_counts_its_training_seconds_from_step_0",),
+    ),
+    Mutation(
+        "a run resumed without the record logs a total anyway",
+        "callbacks.py",
+        "self._before_s = math.nan  # resumed from a checkpoint without the record",
+        "pass",
+        ("tests/test_callbacks.py::test_a_resumed_run_counts_its_training_seconds_from_step_0",),
+    ),
 )
 
 

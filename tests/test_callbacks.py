@@ -235,6 +235,53 @@ def test_validation_at_log_spaced_steps_keeps_the_best_and_says_so(
     assert metrics["test"]["checkpoint"] == metrics["checkpoint"]
 
 
+def test_a_resumed_run_counts_its_training_seconds_from_step_0(tmp_path):
+    """ValidateAtSteps keeps its seconds in the checkpoint: a run resumed from it logs
+    ``time/train_s_total`` continuing the first part's; resumed from a checkpoint without
+    that record it logs no total (the page estimates it) rather than a wrong one."""
+    import lightning as L
+    import pandas as pd
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from lightning.pytorch.loggers import CSVLogger
+
+    from kspace_mim.callbacks import ValidateAtSteps
+
+    def fit(steps: int, version: int, ckpt: Path | None = None) -> pd.DataFrame:
+        trainer = L.Trainer(
+            max_steps=steps,
+            callbacks=[ValidateAtSteps(steps=[2, 4, 6, 8])],
+            check_val_every_n_epoch=None,
+            val_check_interval=1,
+            logger=CSVLogger(tmp_path, name="csv", version=version),
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=1,
+        )
+        trainer.fit(BoringModel(), ckpt_path=ckpt)
+        trainer.save_checkpoint(tmp_path / f"v{version}.ckpt")
+        return pd.read_csv(tmp_path / "csv" / f"version_{version}" / "metrics.csv").dropna(
+            subset=["time/steps"]
+        )
+
+    first = fit(4, 0)
+    assert first["time/train_s_total"].tolist() == first["time/train_s"].tolist()
+    resumed = fit(8, 1, tmp_path / "v0.ckpt")
+    assert resumed["time/steps"].tolist() == [6, 8]
+    before = first["time/train_s_total"].iloc[-1]
+    assert resumed["time/train_s_total"].tolist() == pytest.approx(
+        (resumed["time/train_s"] + before).tolist()
+    )
+    assert before > 0 and resumed["time/train_s_total"].iloc[0] > before
+    ckpt = torch.load(tmp_path / "v0.ckpt", weights_only=True)
+    ckpt["callbacks"] = {}  # a checkpoint written before the seconds were recorded
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    unknown = fit(8, 2, tmp_path / "old.ckpt")
+    assert unknown["time/steps"].tolist() == [6, 8]
+    assert "time/train_s_total" not in unknown or unknown["time/train_s_total"].isna().all()
+
+
 def test_validation_at_steps_needs_the_step_based_trainer(data_root, tmp_path, small_overrides):
     from kspace_mim.config import compose
     from kspace_mim.train import run

@@ -305,6 +305,47 @@ def test_fine_tuning_reads_its_pre_training_by_interpolation():
     assert label_free.evaluation.checkpoint == "last"
 
 
+def write_log(job: Path, version: int, rows: list[dict]) -> None:
+    """A CSV log of a run's validations, as Lightning's CSVLogger writes one per process."""
+    import pandas as pd
+
+    folder = job / "csv" / f"version_{version}"
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "metrics.csv", index=False)
+
+
+def test_a_resumed_runs_curve_and_seconds_are_the_whole_runs(tmp_path):
+    """A resumed run logs to a new CSV version: the curve has every validation of both
+    parts (a later one replacing an earlier one at the same step, version_10 after
+    version_9), and its seconds continue: exactly where the logs carry the total, at
+    the earlier part's rate up to the resume step (metrics.json) where they do not."""
+
+    def point(step: int, seconds: float, ssim: float, total: float | None = None) -> dict:
+        row = {"time/steps": step, "time/train_s": seconds, "val/ssim": ssim, "step": step}
+        return row if total is None else {**row, "time/train_s_total": total}
+
+    old = tmp_path / "old"  # logs without totals: the seconds restart at the resume
+    write_log(old, 0, [point(0, 0.0, 0.5), point(10, 2.0, 0.6), point(30, 6.0, 0.65)])
+    write_log(old, 1, [point(100, 4.0, 0.7)])
+    (old / "metrics.json").write_text(json.dumps({"resumed_from": {"step": 80}}))
+    got = study.curve(old)
+    assert [p["step"] for p in got] == [0, 10, 30, 100]
+    assert [p["ssim"] for p in got] == [0.5, 0.6, 0.65, 0.7]
+    assert got[-1]["train_s"] == pytest.approx(6.0 * 80 / 30 + 4.0)  # 0.2 s a step, then 4 s
+
+    new = tmp_path / "new"  # totals logged: exact, whatever metrics.json says
+    write_log(new, 9, [point(0, 0.0, 0.5, 0.0), point(10, 2.0, 0.6, 2.0), point(30, 6, 0.4, 6)])
+    write_log(new, 10, [point(30, 1.0, 0.65, 7.0), point(100, 9.0, 0.7, 15.0)])
+    (new / "metrics.json").write_text(json.dumps({"resumed_from": {"step": 25}}))
+    got = study.curve(new, offset_steps=5, offset_s=1.0)
+    assert [(p["step"], p["train_s"], p["ssim"]) for p in got] == [
+        (5, 1.0, 0.5),
+        (15, 3.0, 0.6),
+        (35, 8.0, 0.65),
+        (105, 16.0, 0.7),
+    ]
+
+
 def compose_job(overrides: list[str]):
     """A study job's config as Hydra's launcher resolves it (``${hydra:...}`` set)."""
     from hydra.core.hydra_config import HydraConfig

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -112,9 +113,11 @@ def log_spaced_steps(max_steps: int, points: int) -> list[int]:
 class ValidateAtSteps(L.Callback):
     """Validate after exactly these optimizer steps, not every N batches or epochs
     (Lightning validates at a fixed interval only): learning curves at log-spaced steps
-    for the price of a few validations. Also logs ``time/train_s``, the wall-clock spent
-    training (validation excluded), and ``time/steps``, the optimizer steps, at each
-    validation. Needs the Trainer built with
+    for the price of a few validations. Also logs, at each validation, ``time/steps`` (the
+    optimizer steps), ``time/train_s`` (the wall-clock seconds this process spent
+    training, validation excluded) and ``time/train_s_total`` (the same since step 0, over
+    every resume: the checkpoint carries it; not logged when a run resumes from a
+    checkpoint that did not record it). Needs the Trainer built with
     ``check_val_every_n_epoch=None`` and ``val_check_interval=1`` (``validation=steps``)."""
 
     NEVER = 10**12
@@ -122,6 +125,14 @@ class ValidateAtSteps(L.Callback):
     def __init__(self, steps: list[int] | None = None, max_steps: int = -1, points: int = 6):
         self.steps = set(steps) if steps else set(log_spaced_steps(max_steps, points))
         self._train_s, self._since = 0.0, None
+        # seconds trained before this process started (NaN: unknown, an older checkpoint)
+        self._before_s, self._restored = 0.0, False
+
+    def state_dict(self) -> dict[str, float]:
+        return {"train_s_total": self._before_s + self._train_s}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._before_s, self._restored = float(state_dict["train_s_total"]), True
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.check_val_every_n_epoch is not None:
@@ -129,6 +140,8 @@ class ValidateAtSteps(L.Callback):
                 "ValidateAtSteps needs trainer.check_val_every_n_epoch=null and "
                 "trainer.val_check_interval=1"
             )
+        if trainer.global_step > 0 and not self._restored:
+            self._before_s = math.nan  # resumed from a checkpoint without the record
         trainer.val_check_batch = 1 if trainer.global_step in self.steps else self.NEVER
 
     def on_train_batch_start(self, trainer: L.Trainer, *args) -> None:
@@ -143,6 +156,10 @@ class ValidateAtSteps(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.state.fn == "fit":
             pl_module.log("time/train_s", self._train_s, rank_zero_only=True)
+            if not math.isnan(self._before_s):
+                pl_module.log(
+                    "time/train_s_total", self._before_s + self._train_s, rank_zero_only=True
+                )
             pl_module.log("time/steps", float(trainer.global_step), rank_zero_only=True)
 
 

@@ -434,24 +434,55 @@ def finished_jobs(study_dir: Path) -> list[dict[str, Any]]:
     return jobs
 
 
+def _version(log: Path) -> tuple[int, str]:
+    """Order of a CSV log's ``version_N`` folder (numeric: version_10 after version_9)."""
+    number = log.parent.name.removeprefix("version_")
+    return (int(number) if number.isdigit() else -1, log.parent.name)
+
+
+def _seconds_at(points: dict[int, tuple[float, float]], step: int) -> float:
+    """Training seconds at ``step`` from the points before it, at their mean rate (a run
+    resumed from a checkpoint that did not record its seconds; exact when ``step`` was
+    validated)."""
+    earlier = [s for s in points if s <= step]
+    if not earlier:
+        return 0.0
+    last = max(earlier)
+    seconds = points[last][0]
+    return seconds * step / last if last else seconds
+
+
 def curve(job: Path, offset_steps: int = 0, offset_s: float = 0.0) -> list[dict]:
-    """Validation SSIM at each scheduled step: steps, training seconds (the CSV log)."""
+    """Validation SSIM at each scheduled step: steps, training seconds (the CSV logs).
+
+    A resumed run logs to a new ``version_N``: the versions are read in order, a later
+    one's point replacing an earlier one's at the same step, so the curve is the whole
+    run's. Seconds are ``time/train_s_total`` where logged; a version without it (a run
+    resumed from a checkpoint that did not record it) adds its own seconds to the
+    earlier ones', estimated at the step it resumed from (``metrics.json``'s
+    ``resumed_from``, else its predecessor's last point)."""
     import pandas as pd
 
-    logs = sorted(Path(job).glob("csv/*/metrics.csv"))
-    if not logs:
-        return []
-    frame = pd.read_csv(logs[-1])
-    if "time/steps" not in frame:
-        return []
-    frame = frame.dropna(subset=["time/steps"])
+    logs = sorted(Path(job).glob("csv/*/metrics.csv"), key=_version)
+    metrics = Path(job) / "metrics.json"
+    resumed = (read_json(metrics).get("resumed_from") if metrics.is_file() else None) or {}
+    points: dict[int, tuple[float, float]] = {}  # step: (seconds, validation SSIM)
+    for i, log in enumerate(logs):
+        frame = pd.read_csv(log)
+        if "time/steps" not in frame:
+            continue
+        frame = frame.dropna(subset=["time/steps"])
+        if "time/train_s_total" in frame and frame["time/train_s_total"].notna().all():
+            seconds = frame["time/train_s_total"]
+        else:
+            last = i == len(logs) - 1 and isinstance(resumed.get("step"), int)
+            start = resumed["step"] if last else max(points, default=0)
+            seconds = frame["time/train_s"] + _seconds_at(points, start)
+        for step, second, ssim in zip(frame["time/steps"], seconds, frame["val/ssim"], strict=True):
+            points[int(step)] = (float(second), float(ssim))
     return [
-        {
-            "step": int(r["time/steps"]) + offset_steps,
-            "train_s": float(r["time/train_s"]) + offset_s,
-            "ssim": float(r["val/ssim"]),
-        }
-        for _, r in frame.iterrows()
+        {"step": step + offset_steps, "train_s": second + offset_s, "ssim": ssim}
+        for step, (second, ssim) in sorted(points.items())
     ]
 
 
