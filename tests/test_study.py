@@ -279,6 +279,9 @@ def test_few_labels_rows_read_the_pages_selection_and_repeat_the_label_free_rows
     best = study.few_labels_spec("swin", "best")
     assert [r.option for r in best.rows[-2:]] == ["joint", "scratch_equal_compute"]
     assert (study.SCRATCH_COMPUTE, study.JOINT) in best.contrasts  # compute held equal
+    unrolled = study.few_labels_spec("unrolled", "best")
+    assert unrolled.title == "Few labels: the unrolled network, selected on labelled validation"
+    assert "saw. The unrolled network `tiny`, 4x" in unrolled.caption  # a sentence's start
 
 
 def test_the_command_line_refuses_a_missing_study_in_one_line(tmp_path, capsys):

@@ -270,6 +270,13 @@ PARITY = TableSpec(
 )
 
 NETWORKS = {"swin": "SimMIM-Swin `tiny`", "unrolled": "the unrolled network `tiny`"}
+
+
+def sentence(text: str) -> str:
+    """``text`` starting a sentence: its first letter upper-case, the rest unchanged."""
+    return text[:1].upper() + text[1:]
+
+
 SELECTIONS = {
     "best": "the checkpoint with the best SSIM on the 13 fully sampled validation volumes "
     "(labels used for selection)",
@@ -301,7 +308,7 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
             f"Colin27 brain (held-out slabs), the label-free pool (undersampled-only scans) "
             f"Colin27's 41 train volumes and every slab of a second head (the MNI152 "
             f"template, 82 in all), the held-out test every slab of a third, real person "
-            f"(ITK's clinical T1) whom no pool saw. {NETWORKS[network]}, 4x "
+            f"(ITK's clinical T1) whom no pool saw. {sentence(NETWORKS[network])}, 4x "
             f"equispaced, batch 1, {{seeds}} seeds. Label-free pre-training "
             f"(`experiment=few_labels_pretrain`): {{steps[{FEW_SSDU} alone]}} steps on the "
             "pool; then "
