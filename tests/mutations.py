@@ -916,6 +916,13 @@ MUTATIONS = (
         ("tests/test_tables.py::test_a_page_reads_the_same_whatever_order_its_records_come_in",),
     ),
     Mutation(
+        "the README calls rows by their full labels",
+        "tables.py",
+        "return self.readme_names.get(label, label)",
+        "return label",
+        ("tests/test_tables.py::test_the_readme_repeats_the_contrasts_it_is_asked_to",),
+    ),
+    Mutation(
         "the README leaves out the contrasts it is asked to repeat",
         "tables.py",
         "short=True)\n        if readings:\n",

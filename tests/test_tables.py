@@ -269,7 +269,8 @@ def test_a_page_is_written_with_its_row_files_picture_and_readme_section(tmp_pat
 def test_the_readme_repeats_the_contrasts_it_is_asked_to(tmp_path, records):
     """A contrast named in ``readme_contrasts`` is read out in the README's section too
     (the page's sentence in short: difference, CI and mark; its p on the page), others
-    stay on the page."""
+    stay on the page. The README calls rows by their ``readme_names`` where given (table
+    and sentences), the page by their full labels."""
     (tmp_path / "README.md").write_text("<!-- demo:start -->\n<!-- demo:end -->\n")
     spec = TableSpec(
         **{
@@ -277,19 +278,22 @@ def test_the_readme_repeats_the_contrasts_it_is_asked_to(tmp_path, records):
             "readme": (("ref",), ("better",)),
             "contrasts": (("same", "better"), ("ref", "worse")),
             "readme_contrasts": (("same", "better"),),
+            "readme_names": {"better": "the better one"},
         }
     )
     write_page(spec, records, tmp_path, picture=False)
     readme = (tmp_path / "README.md").read_text()
     sentence = next(
-        line for line in readme.splitlines() if line.startswith("better against same (paired)")
+        line for line in readme.splitlines() if line.startswith("The better one against same:")
     )
     page = (tmp_path / "docs" / "demo.md").read_text()
     stat = paired(records[("same", "4x")], records[("better", "4x")], spec.pairing)
     (lo, hi), mean = stat["ci95"], stat["mean_difference"]
     assert sentence.startswith(
-        f"better against same (paired): 4x: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] ✓;"
+        f"The better one against same: 4x: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] ✓;"
     )
+    assert "| accel. | ref | the better one |" in readme
+    assert "better against same (paired): 4x: " in page and "the better one" not in page
     assert f"4x: {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] (significant, p = " in page
     assert "worse against ref" not in readme and "worse against ref (paired)" in page
 
@@ -352,7 +356,7 @@ def test_a_readme_section_of_readings_alone(tmp_path, records):
     )
     write_page(spec, records, tmp_path, picture=False)
     readme = (tmp_path / "README.md").read_text()
-    assert "better against same (paired): 4x: +0.05" in readme and "(docs/demo.md)" in readme
+    assert "Better against same: 4x: +0.05" in readme and "(docs/demo.md)" in readme
     assert "| accel. |" not in readme and "![" not in readme
     assert "| accel. |" in (tmp_path / "docs" / "demo.md").read_text()
 

@@ -29,7 +29,15 @@ import yaml
 
 from kspace_mim.files import read_json
 from kspace_mim.report import job_dirs
-from kspace_mim.tables import Records, RowSpec, TableSpec, read_records, record, write_page
+from kspace_mim.tables import (
+    Records,
+    RowSpec,
+    TableSpec,
+    read_records,
+    record,
+    sentence,
+    write_page,
+)
 
 # --- the pages -----------------------------------------------------------------------
 REFERENCE = "E2E-VarNet, fastMRI recipe"
@@ -272,11 +280,6 @@ PARITY = TableSpec(
 NETWORKS = {"swin": "SimMIM-Swin `tiny`", "unrolled": "the unrolled network `tiny`"}
 
 
-def sentence(text: str) -> str:
-    """``text`` starting a sentence: its first letter upper-case, the rest unchanged."""
-    return text[:1].upper() + text[1:]
-
-
 SELECTIONS = {
     "best": "the checkpoint with the best SSIM on the 13 fully sampled validation volumes "
     "(labels used for selection)",
@@ -376,6 +379,11 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
         ),
         selection=selection,
         readme_table=selection == "best",
+        readme_names={
+            JOINT: "joint training",
+            SCRATCH_COMPUTE: "from scratch, joint's compute",
+            f"{FEW_MIM} + fine-tuned": "masked modeling + fine-tuned",
+        },
     )
 
 

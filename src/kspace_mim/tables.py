@@ -79,7 +79,8 @@ class TableSpec:
     label B: B - A); readme: the README's short form, a column per tuple of alternative labels (the
     first found per group), the first tuple the reference; readme_contrasts: contrasts
     whose reading the README's short form repeats (with ``readme_table=False`` the
-    short form is those readings alone, no table); flops: the FLOPs column."""
+    short form is those readings alone, no table); readme_names: shorter names the README
+    gives rows (the page keeps the full ones); flops: the FLOPs column."""
 
     name: str
     title: str
@@ -98,6 +99,10 @@ class TableSpec:
     flops: bool = True
     selection: str | None = None
     readme_table: bool = True
+    readme_names: dict[str, str] = field(default_factory=dict)
+
+    def readme_name(self, label: str) -> str:
+        return self.readme_names.get(label, label)
 
     def labels(self, tabled: bool = True) -> list[str]:
         return [r.label for r in self.rows if not (tabled and r.curve_only)]
@@ -411,9 +416,17 @@ def contrast_readings(
                 else ""
             )
             said.append(f"{at}{delta} ({sig}, p = {stat['wilcoxon_p']:.3g}{alone})")
-        if said:
+        if said and short:  # the README's names; its legend says the pairing
+            names = f"{sentence(spec.readme_name(b))} against {spec.readme_name(a)}"
+            parts.append(f"{names}: " + "; ".join(said) + ".")
+        elif said:
             parts.append(f"{b} against {a} (paired): " + "; ".join(said) + ".")
     return parts
+
+
+def sentence(text: str) -> str:
+    """``text`` starting a sentence: its first letter upper-case, the rest unchanged."""
+    return text[:1].upper() + text[1:]
 
 
 def _group_text(spec: TableSpec, group: str) -> str:
@@ -467,7 +480,7 @@ def readme_summary(spec: TableSpec, records: Records) -> str | None:
     others with their paired difference against it."""
     if not spec.readme:
         return None
-    head = [spec.group_title, *(alternatives[0] for alternatives in spec.readme)]
+    head = [spec.group_title, *(spec.readme_name(alts[0]) for alts in spec.readme)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for group in groups(records):
         found = [
