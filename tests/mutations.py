@@ -916,6 +916,24 @@ MUTATIONS = (
         ("tests/test_tables.py::test_a_page_reads_the_same_whatever_order_its_records_come_in",),
     ),
     Mutation(
+        "a row's minutes are the mean over seeds",
+        "tables.py",
+        "return statistics.median(seconds) / 60 if seconds and all(seconds) else None",
+        "return statistics.fmean(seconds) / 60 if seconds and all(seconds) else None",
+        (
+            "tests/test_tables.py::test_a_rows_minutes_are_the_median_over_seeds_also_from_older_row_files",
+        ),
+    ),
+    Mutation(
+        "older row files keep their mean minutes",
+        "tables.py",
+        '                rec["train_minutes"] = train_minutes(last)\n',
+        "                pass\n",
+        (
+            "tests/test_tables.py::test_a_rows_minutes_are_the_median_over_seeds_also_from_older_row_files",
+        ),
+    ),
+    Mutation(
         "the README calls rows by their full labels",
         "tables.py",
         "return self.readme_names.get(label, label)",

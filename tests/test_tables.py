@@ -236,6 +236,25 @@ def test_flatness_reads_every_n_on_a_labels_page():
     assert "Still rising (more than 0.005 over the last interval): scratch (N = 41):" in text
 
 
+def test_a_rows_minutes_are_the_median_over_seeds_also_from_older_row_files(tmp_path):
+    """A seed that stood paused (600 s against 60 s) does not move a row's minutes: the
+    median over seeds; a row file written when they were the mean of its curves' last
+    seconds reads as the median; minutes from elsewhere (no curve) stay as written."""
+    curve = [{"step": 1, "train_s": 1.0, "ssim": 0.5}]
+    seeds = runs(0.7, 0.0, curve=curve)
+    for run, seconds in zip(seeds, (60.0, 60.0, 600.0), strict=True):
+        run["train_s"] = seconds
+        run["curve"] = [{**curve[0], "train_s": seconds}]
+    rec = record("ref", "4x", seeds)
+    assert rec["train_minutes"] == pytest.approx(1.0)
+    assert "the median over seeds" in page(SPEC, {("ref", "4x"): rec})
+    folder = tmp_path / "rows"
+    write_records(SPEC, {("ref", "4x"): {**rec, "train_minutes": 4.0}}, folder)  # the mean
+    assert read_records(folder)[("ref", "4x")]["train_minutes"] == pytest.approx(1.0)
+    write_records(SPEC, {("ref", "4x"): {**rec, "train_minutes": 7.0}}, folder)  # not theirs
+    assert read_records(folder)[("ref", "4x")]["train_minutes"] == 7.0
+
+
 def test_row_files_round_trip_and_hold_only_the_pages_rows(tmp_path, records):
     folder = tmp_path / "demo"
     folder.mkdir()

@@ -146,7 +146,7 @@ def record(
         "steps": runs[0].get("steps"),
         "checkpoint_steps": [r.get("checkpoint_step") for r in runs],
         "train_flops": runs[0].get("train_flops"),
-        "train_minutes": statistics.fmean(seconds) / 60 if all(seconds) else None,
+        "train_minutes": train_minutes(seconds),
         "chosen_on_val": runs[0].get("chosen_on_val"),
         **last_gain(curves),
         "curves": curves,
@@ -154,6 +154,13 @@ def record(
         "evaluations": evaluations,
     }
     return out
+
+
+def train_minutes(seconds: Sequence[float | None]) -> float | None:
+    """A row's training minutes: the median of its seeds' wall-clock seconds (on a shared
+    machine a seed that stood paused, or shared its cores, moves a mean but not the
+    median); None when a seed has none."""
+    return statistics.median(seconds) / 60 if seconds and all(seconds) else None
 
 
 def last_gain(curves: Sequence[list[dict]]) -> dict[str, Any]:
@@ -197,6 +204,13 @@ def read_records(folder: Path) -> Records:
         if not isinstance(rec, dict) or not {"row", "group", "volumes"} <= set(rec):
             raise ValueError(f"{path}: not a row record (row, group, volumes)")
         records[(rec["row"], rec["group"])] = rec
+        # Row files written when a row's minutes were its seeds' mean (of the curves'
+        # last seconds): the median, from the same seconds.
+        last = [c[-1].get("train_s") for c in rec.get("curves") or [] if c]
+        stored = rec.get("train_minutes")
+        if last and len(last) == len(rec.get("seeds") or []) and all(last) and stored:
+            if abs(statistics.fmean(last) / 60 - stored) < 1e-9:
+                rec["train_minutes"] = train_minutes(last)
     if not records:
         raise FileNotFoundError(f"{folder} holds no row files")
     return records
@@ -519,6 +533,12 @@ def page(spec: TableSpec, records: Records) -> str:
     text, found = table(spec, records)
     blocks = [spec.caption.format(seeds=seeds, steps=steps), text, reading(spec, records, found)]
     blocks.append(flatness(spec, records))
+    if any(r.get("train_minutes") for r in records.values()):
+        blocks.append(
+            "train min: the wall-clock minutes of training (validation excluded; a "
+            "fine-tuned row's include its pre-training), the median over seeds, on a "
+            "shared machine."
+        )
     choosing = {label for (label, _), r in records.items() if r.get("chosen_on_val")}
     chosen = []
     for label in spec.labels():  # the table's order, whatever order the records came in
