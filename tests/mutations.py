@@ -934,6 +934,24 @@ MUTATIONS = (
         ),
     ),
     Mutation(
+        "a doubling that gains little is not named flat",
+        "tables.py",
+        "if flat is None and b - a < FLAT:",
+        "if False:",
+        (
+            "tests/test_tables.py::test_doubling_the_budget_reads_what_each_doubling_gained_on_validation",
+        ),
+    ),
+    Mutation(
+        "the long page keeps every N of the study's jobs",
+        "study.py",
+        "        if spec.only_groups:  # a page of some groups of a study's jobs (N = all)\n",
+        "        if False:\n",
+        (
+            "tests/test_study.py::test_the_long_page_keeps_n_all_and_reads_the_folders_its_experiments_write",
+        ),
+    ),
+    Mutation(
         "the README calls rows by their full labels",
         "tables.py",
         "return self.readme_names.get(label, label)",

@@ -149,6 +149,58 @@ def test_label_pages_group_by_labelled_volumes(tmp_path):
     assert set(records) == {("from scratch", "1"), ("from scratch", "3"), ("SSDU alone", "0")}
 
 
+def test_the_long_page_keeps_n_all_and_reads_the_folders_its_experiments_write(
+    tmp_path, hydra_job_config
+):
+    """docs/few_labels_long.md: the study's own jobs at budget 1 and
+    experiment=few_labels_long's at 2 and 4, N = all only (the study's N = 1 jobs are left
+    out); each row's folder is the one its experiment writes, and fine-tuning reads the
+    pre-training at its own budget."""
+    spec = study.FEW_LABELS_LONG
+    base = ["model=swin", "seed=1", "paths.output_dir=/o", "data.train_volumes=null"]
+    for factor in (2, 4):
+        pre = hydra_job_config(
+            ["experiment=few_labels_long_pretrain", "row=ssdu", f"budget.steps={factor}", *base]
+        )
+        written = Path(pre.hydra.sweep.dir) / pre.hydra.sweep.subdir / "checkpoints" / "last.ckpt"
+        assert pre.trainer.max_steps == 600 * factor
+        for option, steps in (("ssdu_tuned", 300), ("scratch_equal_total", 900)):
+            job = hydra_job_config(
+                ["experiment=few_labels_long", f"row={option}", f"budget.steps={factor}", *base]
+            )
+            assert job.trainer.max_steps == steps * factor and job.data.train_volumes is None
+            folder = Path(job.hydra.sweep.dir) / job.hydra.sweep.subdir
+            row = next(r for r in spec.rows if r.option == option and f"x{factor}" in r.study)
+            assert folder.parent == Path("/o/studies") / row.study
+            assert f"{steps * factor:,} steps" in row.label
+            if option == "ssdu_tuned":
+                assert job.init_from == str(written)
+    data = tmp_path / "train"
+    data.mkdir()
+    for i in range(41):
+        (data / f"f{i}.h5").write_text("")
+    for n in (1, None):
+        fake_job(
+            tmp_path / "studies" / "few_labels" / "model=swin",
+            f"n={n},row=scratch_equal_total,seed=0",
+            {"row": "scratch_equal_total", "model": "swin"},
+            {
+                "seed": 0,
+                "trainer": {"max_steps": 900},
+                "data": {"train_volumes": n, "train_path": str(data)},
+                "evaluation": {"checkpoint": "best"},
+            },
+            {
+                "ssim": 0.5,
+                "tests": {"equispaced4x": {"volumes": scores(0.6)}},
+                "selected_on": "val",
+            },
+        )
+    mine = TableSpec(**{**spec.__dict__, "flops": False})
+    records = study.study_records(mine, tmp_path)
+    assert set(records) == {("from scratch, 900 steps", "41")}
+
+
 def few_labels_jobs(studies: Path) -> None:
     """Jobs of both few-labels studies (two seeds, N = 1) whose three selections score
     differently: main = the job's own choice, ``also`` = the others."""

@@ -11,6 +11,7 @@ from kspace_mim.compare import compare, difference_statistics
 from kspace_mim.tables import (
     RowSpec,
     TableSpec,
+    doubling_readings,
     flatness,
     groups,
     page,
@@ -253,6 +254,35 @@ def test_a_rows_minutes_are_the_median_over_seeds_also_from_older_row_files(tmp_
     assert read_records(folder)[("ref", "4x")]["train_minutes"] == pytest.approx(1.0)
     write_records(SPEC, {("ref", "4x"): {**rec, "train_minutes": 7.0}}, folder)  # not theirs
     assert read_records(folder)[("ref", "4x")]["train_minutes"] == 7.0
+
+
+def test_doubling_the_budget_reads_what_each_doubling_gained_on_validation():
+    """A chain of the same recipe at doubling budgets: each run's best validation SSIM
+    (mean over seeds), each doubling's gain, and the first budget whose doubling gained
+    less than 0.005 named flat; a chain gaining at every doubling is not converged."""
+
+    def rec(label: str, best: tuple[float, float]) -> dict:
+        curves = [
+            [{"step": 0, "train_s": 0, "ssim": 0.1}, {"step": 9, "train_s": 1, "ssim": b}]
+            for b in best
+        ]
+        return {**record(label, "4x", runs(0.7, 0.0, seeds=(0, 1))), "curves": curves}
+
+    chain = ("short", "twice", "four times")
+    rising = ("a", "b")
+    records = {
+        ("short", "4x"): rec("short", (0.79, 0.81)),
+        ("twice", "4x"): rec("twice", (0.83, 0.83)),
+        ("four times", "4x"): rec("four times", (0.832, 0.83)),
+        ("a", "4x"): rec("a", (0.70, 0.70)),
+        ("b", "4x"): rec("b", (0.72, 0.72)),
+    }
+    spec = TableSpec(**{**SPEC.__dict__, "doublings": (chain, rising)})
+    flat, still = doubling_readings(spec, records)
+    assert "short: 0.8000; twice: 0.8300 (+0.0300); four times: 0.8310 (+0.0010)" in flat
+    assert flat.endswith("flat from twice on (its doubling gained less than 0.005).")
+    assert "b: 0.7200 (+0.0200)" in still and still.endswith("not converged.")
+    assert flat in page(spec, records)
 
 
 def test_row_files_round_trip_and_hold_only_the_pages_rows(tmp_path, records):

@@ -387,6 +387,62 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
     )
 
 
+LONG_BUDGETS = (1, 2, 4)  # budget.steps of the rows of the long page
+
+
+def few_labels_long_spec() -> TableSpec:
+    """SimMIM-Swin at N = all with the few-labels budget doubled and doubled again: from
+    scratch at the pre-trained rows' total steps and SSDU + fine-tuning, each at every
+    budget (the study's own jobs at 1); what each doubling gains on validation."""
+
+    def study(factor: int) -> str:
+        return (
+            "few_labels/model=swin"
+            if factor == 1
+            else f"few_labels_long/model=swin/steps=x{factor}"
+        )
+
+    scratch = {f: f"from scratch, {900 * f:,} steps" for f in LONG_BUDGETS}
+    tuned = {f: f"{FEW_SSDU} + fine-tuned, {600 * f:,} + {300 * f:,} steps" for f in LONG_BUDGETS}
+    doubled = list(zip(LONG_BUDGETS, LONG_BUDGETS[1:], strict=False))
+    return TableSpec(
+        name="few_labels_long",
+        title="Few labels at N = all, trained longer: SimMIM-Swin",
+        command="make results-few-labels-long",
+        caption=(
+            "The few-labels study's N = all (the 41 labelled Colin27 volumes; validation "
+            "Colin27's held-out slabs, the test the ITK person; SimMIM-Swin `tiny`, 4x "
+            "equispaced, batch 1, learning rate 1e-3, {seeds} seeds) at its own budget and "
+            "at 2 and 4 times its steps (`experiment=few_labels_long`, pre-training "
+            "`experiment=few_labels_long_pretrain`): from scratch at the pre-trained rows' "
+            "total steps, and SSDU pre-training on the label-free pool then fine-tuning. "
+            "The checkpoint with the best validation SSIM; Δ: paired by seed and volume "
+            "(hierarchical bootstrap) against from scratch at the study's 900 steps. Is "
+            "the study's N = all trained long enough, and does its reading (SSDU "
+            "pre-training costs at N = all) hold with longer training?"
+        ),
+        rows=(
+            *(RowSpec(scratch[f], study(f), "scratch_equal_total") for f in LONG_BUDGETS),
+            *(RowSpec(tuned[f], study(f), "ssdu_tuned") for f in LONG_BUDGETS),
+        ),
+        reference=scratch[1],
+        group_by="labels",
+        group_title="N labelled",
+        pairing="hierarchical",
+        contrasts=(
+            *((scratch[a], scratch[b]) for a, b in doubled),
+            *((tuned[a], tuned[b]) for a, b in doubled),
+            *((scratch[f], tuned[f]) for f in LONG_BUDGETS[1:]),
+        ),
+        doublings=(tuple(scratch.values()), tuple(tuned.values())),
+        only_groups=(ALL_TRAIN,),
+        selection="best",
+    )
+
+
+FEW_LABELS_LONG = few_labels_long_spec()
+
+
 PAGES = {
     s.name: s
     for s in (
@@ -416,6 +472,7 @@ EVALUATION.update(
         for selection in SELECTIONS
     }
 )
+EVALUATION[FEW_LABELS_LONG.name] = "equispaced4x"
 
 
 # --- the jobs ------------------------------------------------------------------------
@@ -733,6 +790,8 @@ def study_records(spec: TableSpec, outputs: Path) -> Records:
         if row.study not in found:
             found[row.study] = finished_jobs(outputs / "studies" / row.study)
         mine = row_records(spec, row, found[row.study])
+        if spec.only_groups:  # a page of some groups of a study's jobs (N = all)
+            mine = {key: r for key, r in mine.items() if key[1] in spec.only_groups}
         if not mine:
             print(
                 f"{spec.name}: no finished job for row {row.label!r} ({row.study})", file=sys.stderr

@@ -80,7 +80,9 @@ class TableSpec:
     first found per group), the first tuple the reference; readme_contrasts: contrasts
     whose reading the README's short form repeats (with ``readme_table=False`` the
     short form is those readings alone, no table); readme_names: shorter names the README
-    gives rows (the page keeps the full ones); flops: the FLOPs column."""
+    gives rows (the page keeps the full ones); doublings: chains of rows, one recipe at
+    budgets each twice the last, read out as what each doubling gained on validation;
+    only_groups: the groups the page keeps (None: all); flops: the FLOPs column."""
 
     name: str
     title: str
@@ -100,6 +102,8 @@ class TableSpec:
     selection: str | None = None
     readme_table: bool = True
     readme_names: dict[str, str] = field(default_factory=dict)
+    doublings: tuple[tuple[str, ...], ...] = ()
+    only_groups: tuple[str, ...] = ()
 
     def readme_name(self, label: str) -> str:
         return self.readme_names.get(label, label)
@@ -489,6 +493,46 @@ def flatness(spec: TableSpec, records: Records) -> str:
     )
 
 
+def best_validation(rec: dict[str, Any]) -> float | None:
+    """The mean over seeds of each run's best validation SSIM (its curve's highest point:
+    the checkpoint labelled selection keeps); None without curves."""
+    curves = [c for c in rec.get("curves") or [] if c]
+    if not curves:
+        return None
+    return statistics.fmean(max(p["ssim"] for p in c) for c in curves)
+
+
+def doubling_readings(spec: TableSpec, records: Records) -> list[str]:
+    """Per chain of :attr:`TableSpec.doublings` and group: the best validation SSIM at each
+    budget and what each doubling of the budget gained; flat from the first budget whose
+    doubling gained less than ``FLAT``."""
+    parts = []
+    for chain in spec.doublings:
+        for group in groups(records):
+            found = [(label, best_validation(records.get((label, group)) or {})) for label in chain]
+            found = [(label, v) for label, v in found if v is not None]
+            if len(found) < 2:
+                continue
+            steps = [f"{found[0][0]}: {found[0][1]:.4f}"]
+            flat = None
+            for (before, a), (label, b) in zip(found, found[1:], strict=False):
+                steps.append(f"{label}: {b:.4f} ({b - a:+.4f})")
+                if flat is None and b - a < FLAT:
+                    flat = before
+            at = f" ({_group_text(spec, group)})" if spec.group_by else ""
+            verdict = (
+                f"flat from {flat} on (its doubling gained less than {FLAT})"
+                if flat
+                else f"still gaining {FLAT} or more at each doubling: not converged"
+            )
+            parts.append(
+                f"Best validation SSIM{at}, each budget doubled: "
+                + "; ".join(steps)
+                + f". {verdict}."
+            )
+    return parts
+
+
 def readme_summary(spec: TableSpec, records: Records) -> str | None:
     """The README's short form: per group, SSIM of the first column's row and of the
     others with their paired difference against it."""
@@ -533,6 +577,7 @@ def page(spec: TableSpec, records: Records) -> str:
     text, found = table(spec, records)
     blocks = [spec.caption.format(seeds=seeds, steps=steps), text, reading(spec, records, found)]
     blocks.append(flatness(spec, records))
+    blocks.extend(doubling_readings(spec, records))
     if any(r.get("train_minutes") for r in records.values()):
         blocks.append(
             "train min: the wall-clock minutes of training (validation excluded; a "
