@@ -43,6 +43,30 @@ def scores(base: float) -> dict:
     }
 
 
+def jobs_at_one_and_all(
+    tmp_path: Path, study_dir: Path, row: str, volumes: int, best: bool = False
+) -> None:
+    """A row's finished jobs (seed 0) at N = 1 and N = all (``data.train_volumes`` null)
+    over a train folder of ``volumes`` files; ``best``: evaluated at the best checkpoint."""
+    data = tmp_path / "train"
+    data.mkdir(exist_ok=True)
+    for i in range(volumes):
+        (data / f"f{i}.h5").write_text("")
+    for n in (1, None):
+        config = {"seed": 0, "trainer": {"max_steps": 3}}
+        config["data"] = {"train_volumes": n, "train_path": str(data)}
+        if best:
+            config["evaluation"] = {"checkpoint": "best"}
+        metrics = {"ssim": 0.5, "tests": {"equispaced4x": {"volumes": scores(0.6)}}}
+        fake_job(
+            study_dir,
+            f"n={n},row={row},seed=0",
+            {"row": row, "model": "swin"},
+            config,
+            {**metrics, "selected_on": "val"},
+        )
+
+
 def test_jobs_become_records_per_acceleration_with_cs_chosen_on_validation(tmp_path):
     studies = tmp_path / "studies"
     for seed in (0, 1):
@@ -117,26 +141,7 @@ def test_jobs_become_records_per_acceleration_with_cs_chosen_on_validation(tmp_p
 
 
 def test_label_pages_group_by_labelled_volumes(tmp_path):
-    data = tmp_path / "train"
-    data.mkdir()
-    for i in range(3):
-        (data / f"f{i}.h5").write_text("")
-    for n in (1, None):
-        fake_job(
-            tmp_path / "studies" / "label_efficiency",
-            f"n={n},row=scratch,seed=0",
-            {"row": "scratch", "model": "swin"},
-            {
-                "seed": 0,
-                "trainer": {"max_steps": 3},
-                "data": {"train_volumes": n, "train_path": str(data)},
-            },
-            {
-                "ssim": 0.5,
-                "tests": {"equispaced4x": {"volumes": scores(0.6)}},
-                "selected_on": "val",
-            },
-        )
+    jobs_at_one_and_all(tmp_path, tmp_path / "studies" / "label_efficiency", "scratch", 3)
     fake_job(
         tmp_path / "studies" / "label_pretrain",
         "row=ssdu,seed=0",
@@ -175,27 +180,8 @@ def test_the_long_page_keeps_n_all_and_reads_the_folders_its_experiments_write(
             assert f"{steps * factor:,} steps" in row.label
             if option == "ssdu_tuned":
                 assert job.init_from == str(written)
-    data = tmp_path / "train"
-    data.mkdir()
-    for i in range(41):
-        (data / f"f{i}.h5").write_text("")
-    for n in (1, None):
-        fake_job(
-            tmp_path / "studies" / "few_labels" / "model=swin",
-            f"n={n},row=scratch_equal_total,seed=0",
-            {"row": "scratch_equal_total", "model": "swin"},
-            {
-                "seed": 0,
-                "trainer": {"max_steps": 900},
-                "data": {"train_volumes": n, "train_path": str(data)},
-                "evaluation": {"checkpoint": "best"},
-            },
-            {
-                "ssim": 0.5,
-                "tests": {"equispaced4x": {"volumes": scores(0.6)}},
-                "selected_on": "val",
-            },
-        )
+    study_dir = tmp_path / "studies" / "few_labels" / "model=swin"
+    jobs_at_one_and_all(tmp_path, study_dir, "scratch_equal_total", 41, best=True)
     mine = TableSpec(**{**spec.__dict__, "flops": False})
     records = study.study_records(mine, tmp_path)
     assert set(records) == {("from scratch, 900 steps", "41")}
