@@ -8,7 +8,7 @@ SYNTH_ARGS ?=
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-full test-slurm wheel-check docs train data results results-swin results-label results-few-labels bench parity \
+.PHONY: install test test-full test-slurm wheel-check docs train data results results-swin results-label results-few-labels results-few-labels-long bench parity \
 	tables lint clean mutation
 
 install: $(STAMP)
@@ -79,7 +79,8 @@ FEW_MODELS ?= swin,unrolled
 FEW_BUDGET ?= cpu
 FEW_JOBS ?= $(if $(filter gpu,$(FEW_BUDGET)),1,2)
 FEW_THREADS ?= $(shell echo $$(( $$(nproc) / $(FEW_JOBS) > 0 ? $$(nproc) / $(FEW_JOBS) : 1 )))
-FEW := budget=$(FEW_BUDGET) hydra/launcher=joblib hydra.launcher.n_jobs=$(FEW_JOBS) $(ARGS)
+FEW_SIDE := hydra/launcher=joblib hydra.launcher.n_jobs=$(FEW_JOBS) $(ARGS)
+FEW := budget=$(FEW_BUDGET) $(FEW_SIDE)
 FEW_STUDY := OMP_NUM_THREADS=$(FEW_THREADS) $(STUDY)
 results-few-labels: install
 	$(FEW_STUDY) experiment=few_labels_pretrain model=zero_filled row=zero_filled seed=0 \
@@ -90,6 +91,15 @@ results-few-labels: install
 		data.train_volumes=1 $(FEW)
 	$(PAGE) few_labels
 	$(PAGE) few_labels_heldout
+
+# Is the few-labels study's N = all trained long enough? SimMIM-Swin at N = all, from
+# scratch and SSDU then fine-tuning at 2 and 4 times the study's steps (3 seeds), read
+# beside the study's own jobs (run results-few-labels first): about 40 minutes on 2 CPU
+# cores. On a GPU, FEW_BUDGET=gpu is the longer version of the whole study instead.
+results-few-labels-long: install
+	$(FEW_STUDY) experiment=few_labels_long_pretrain $(FEW_SIDE)
+	$(FEW_STUDY) experiment=few_labels_long $(FEW_SIDE)
+	$(PAGE) few_labels_long
 
 # Reference parity: fastMRI's own E2E-VarNet loop beside model=varnet and model=unrolled
 # (and their grid / recipe variants, the U-Net's and SimMIM-Swin's grids), 600 equal
@@ -104,7 +114,7 @@ parity: install data
 # training, seconds.
 tables: install
 	for page in results swin_variants label_efficiency label_free_variants parity \
-		few_labels few_labels_heldout; do \
+		few_labels few_labels_heldout few_labels_long; do \
 		$(BIN)/python -m kspace_mim.study $$page --row-files || exit 1; done
 
 # Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them

@@ -750,3 +750,19 @@ def test_make_runs_the_few_labels_jobs_side_by_side_on_a_cpu(budget, jobs):
     for line in sweeps:
         assert line.startswith("OMP_NUM_THREADS=") and f"budget={budget}" in out
         assert "hydra/launcher=joblib" in line and f"hydra.launcher.n_jobs={jobs}" in line
+
+
+def test_make_runs_the_long_check_at_its_own_budgets_and_makes_its_page():
+    """``make results-few-labels-long``: its pre-training, then its fine-tuning, two jobs
+    side by side on a CPU, each sweeping its own budget factors (no ``budget=`` group
+    that would set them all to one), then the page."""
+    out = subprocess.run(
+        ["make", "-n", "results-few-labels-long"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    sweeps = [line for line in out.splitlines() if "kspace_mim.train -m" in line]
+    assert [line.split("experiment=")[1].split()[0] for line in sweeps] == [
+        "few_labels_long_pretrain",
+        "few_labels_long",
+    ]
+    assert all("hydra.launcher.n_jobs=2" in line and "budget=" not in line for line in sweeps)
+    assert out.strip().splitlines()[-1].endswith("kspace_mim.study few_labels_long")

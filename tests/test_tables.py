@@ -280,8 +280,8 @@ def test_doubling_the_budget_reads_what_each_doubling_gained_on_validation():
     spec = TableSpec(**{**SPEC.__dict__, "doublings": (chain, rising)})
     flat, still = doubling_readings(spec, records)
     assert "short: 0.8000; twice: 0.8300 (+0.0300); four times: 0.8310 (+0.0010)" in flat
-    assert flat.endswith("flat from twice on (its doubling gained less than 0.005).")
-    assert "b: 0.7200 (+0.0200)" in still and still.endswith("not converged.")
+    assert flat.endswith(". Flat from twice on (its doubling gained less than 0.005).")
+    assert "b: 0.7200 (+0.0200). Still gaining" in still and still.endswith("not converged.")
     assert flat in page(spec, records)
 
 

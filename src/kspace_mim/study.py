@@ -454,6 +454,7 @@ PAGES = {
         # The unrolled network's pages (few_labels_unrolled*) join when its rows are
         # generated (the study runs both networks; see docs/design.md).
         *(few_labels_spec("swin", selection) for selection in SELECTIONS),
+        FEW_LABELS_LONG,
     )
 }
 # The evaluation a page reads from each job: its held-out test under this mask

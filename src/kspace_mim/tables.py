@@ -82,7 +82,7 @@ class TableSpec:
     short form is those readings alone, no table); readme_names: shorter names the README
     gives rows (the page keeps the full ones); doublings: chains of rows, one recipe at
     budgets each twice the last, read out as what each doubling gained on validation;
-    only_groups: the groups the page keeps (None: all); flops: the FLOPs column."""
+    only_groups: the groups the page keeps (empty: all); flops: the FLOPs column."""
 
     name: str
     title: str
@@ -528,7 +528,7 @@ def doubling_readings(spec: TableSpec, records: Records) -> list[str]:
             parts.append(
                 f"Best validation SSIM{at}, each budget doubled: "
                 + "; ".join(steps)
-                + f". {verdict}."
+                + f". {sentence(verdict)}."
             )
     return parts
 
