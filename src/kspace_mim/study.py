@@ -278,8 +278,6 @@ PARITY = TableSpec(
 )
 
 NETWORKS = {"swin": "SimMIM-Swin `tiny`", "unrolled": "the unrolled network `tiny`"}
-
-
 SELECTIONS = {
     "best": "the checkpoint with the best SSIM on the 13 fully sampled validation volumes "
     "(labels used for selection)",
