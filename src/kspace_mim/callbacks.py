@@ -125,7 +125,9 @@ class ValidateAtSteps(L.Callback):
     def __init__(self, steps: list[int] | None = None, max_steps: int = -1, points: int = 6):
         self.steps = set(steps) if steps else set(log_spaced_steps(max_steps, points))
         self._train_s, self._since = 0.0, None
-        # seconds trained before this process started (NaN: unknown, an older checkpoint)
+        # seconds trained before this process started (NaN: unknown, an older checkpoint);
+        # a number from the start, since ValidateAtStart's step-0 validation may log before
+        # this callback's on_train_start has run
         self._before_s, self._restored = 0.0, False
 
     def state_dict(self) -> dict[str, float]:
