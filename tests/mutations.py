@@ -1407,6 +1407,20 @@ MUTATIONS = (
         ("tests/test_callbacks.py::test_a_resumed_run_counts_its_training_seconds_from_step_0",),
     ),
     Mutation(
+        "a paused interval keeps its seconds",
+        "tables.py",
+        "took = typical * (t1 - t0)",
+        "took = took",
+        ("tests/test_tables.py::test_a_paused_interval_counts_at_the_runs_median_rate",),
+    ),
+    Mutation(
+        "a curve keeps the seconds its run stood paused",
+        "study.py",
+        "seconds = without_pauses(steps, [points[step][0] for step in steps])",
+        "seconds = [points[step][0] for step in steps]",
+        ("tests/test_study.py::test_a_curve_leaves_out_the_seconds_its_run_stood_paused",),
+    ),
+    Mutation(
         "a run resumed without the record logs a total anyway",
         "callbacks.py",
         "self._before_s = math.nan  # resumed from a checkpoint without the record",

@@ -387,6 +387,20 @@ def test_a_resumed_runs_curve_and_seconds_are_the_whole_runs(tmp_path):
     ]
 
 
+def test_a_curve_leaves_out_the_seconds_its_run_stood_paused(tmp_path):
+    """The page's seconds (and so its minutes) are the curve's: an interval between
+    validations far slower than the run's rate (stopped while the machine ran CI) counts
+    at the run's median rate."""
+    rows = [(0, 0.0), (5, 1.0), (15, 3.0), (40, 8.0), (100, 620.0), (300, 660.0)]
+    write_log(
+        tmp_path,
+        0,
+        [{"time/steps": t, "time/train_s": s, "val/ssim": 0.5, "step": t} for t, s in rows],
+    )
+    got = study.curve(tmp_path)
+    assert [p["train_s"] for p in got] == pytest.approx([0.0, 1.0, 3.0, 8.0, 20.0, 60.0])
+
+
 def compose_job(overrides: list[str]):
     """A study job's config as Hydra's launcher resolves it (``${hydra:...}`` set)."""
     from hydra.core.hydra_config import HydraConfig

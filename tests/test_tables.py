@@ -20,6 +20,7 @@ from kspace_mim.tables import (
     readme_summary,
     record,
     table,
+    without_pauses,
     write_page,
     write_records,
 )
@@ -199,6 +200,19 @@ def test_a_control_column_and_a_reference_per_group():
     summary = readme_summary(spec, recs)
     assert "| 0 | 0.5550 (zero) | 0.6352 (+0.080 ✓) |" in summary
     assert "| 28 | 0.6752 | 0.6252 (-0.050 ✓) |" in summary
+
+
+def test_a_paused_interval_counts_at_the_runs_median_rate():
+    """A run stopped for 100 s between two validations (a shared machine running
+    something else): that interval counts at the run's median seconds per step, the
+    others as measured; a run that never stood still keeps its seconds."""
+    steps = [0, 5, 15, 40, 100, 300]
+    steady = [0.0, 2.5, 7.0, 20.0, 50.0, 150.0]  # 0.5 s a step, a slow first interval
+    assert without_pauses(steps, steady) == steady
+    paused = [0.0, 2.5, 7.0, 20.0, 150.0, 250.0]  # 40 -> 100 stood paused
+    assert without_pauses(steps, paused) == pytest.approx([0.0, 2.5, 7.0, 20.0, 50.0, 150.0])
+    # two intervals cannot tell a pause from a rate: unchanged
+    assert without_pauses([0, 5, 100], [0.0, 2.5, 500.0]) == [0.0, 2.5, 500.0]
 
 
 def test_flatness_names_the_curves_still_rising():

@@ -36,6 +36,7 @@ from kspace_mim.tables import (
     read_records,
     record,
     sentence,
+    without_pauses,
     write_page,
 )
 
@@ -528,7 +529,8 @@ def curve(job: Path, offset_steps: int = 0, offset_s: float = 0.0) -> list[dict]
 
     A resumed run logs to a new ``version_N``: the versions are read in order, a later
     one's point replacing an earlier one's at the same step, so the curve is the whole
-    run's. Seconds are ``time/train_s_total`` where logged; a version without it (a run
+    run's, its seconds without the intervals it stood paused (:func:`without_pauses`).
+    Seconds are ``time/train_s_total`` where logged; a version without it (a run
     resumed from a checkpoint that did not record it) adds its own seconds to the
     earlier ones', estimated at the step it resumed from (``metrics.json``'s
     ``resumed_from``, else its predecessor's last point)."""
@@ -551,9 +553,11 @@ def curve(job: Path, offset_steps: int = 0, offset_s: float = 0.0) -> list[dict]
             seconds = frame["time/train_s"] + _seconds_at(points, start)
         for step, second, ssim in zip(frame["time/steps"], seconds, frame["val/ssim"], strict=True):
             points[int(step)] = (float(second), float(ssim))
+    steps = sorted(points)
+    seconds = without_pauses(steps, [points[step][0] for step in steps])
     return [
-        {"step": step + offset_steps, "train_s": second + offset_s, "ssim": ssim}
-        for step, (second, ssim) in sorted(points.items())
+        {"step": step + offset_steps, "train_s": second + offset_s, "ssim": points[step][1]}
+        for step, second in zip(steps, seconds, strict=True)
     ]
 
 

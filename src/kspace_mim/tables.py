@@ -36,6 +36,11 @@ from kspace_mim.files import write_json
 METRICS = ("ssim", "psnr", "nmse")
 # SSIM gained over a curve's last log-spaced interval below which it counts as flat.
 FLAT = 0.005
+# An interval between validation points that took this many times its run's median
+# seconds per step stood paused (a shared machine stops a run while it runs something
+# else): it counts at the median rate. No interval of an unpaused run came near (the
+# slowest, 2x: the first steps' warm-up).
+PAUSED = 3.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,25 @@ def record(
         "volumes": volumes,
         "evaluations": evaluations,
     }
+    return out
+
+
+def without_pauses(steps: Sequence[int], seconds: Sequence[float]) -> list[float]:
+    """Cumulative training seconds at ``steps`` (ascending) with paused intervals taken
+    out: an interval slower than ``PAUSED`` times the run's median seconds per step
+    counts at that median (a median needs 3 intervals at least; fewer: unchanged)."""
+    points = list(zip(steps, seconds, strict=True))
+    intervals = list(zip(points, points[1:], strict=False))
+    rates = [(s1 - s0) / (t1 - t0) for (t0, s0), (t1, s1) in intervals if t1 > t0]
+    if len(rates) < 3:
+        return list(seconds)
+    typical = statistics.median(rates)
+    out = list(seconds[:1])
+    for (t0, s0), (t1, s1) in intervals:
+        took = s1 - s0
+        if t1 > t0 and took > PAUSED * typical * (t1 - t0):
+            took = typical * (t1 - t0)
+        out.append(out[-1] + took)
     return out
 
 
@@ -582,7 +606,9 @@ def page(spec: TableSpec, records: Records) -> str:
         blocks.append(
             "train min: the wall-clock minutes of training (validation excluded; a "
             "fine-tuned row's include its pre-training), the median over seeds, on a "
-            "shared machine."
+            f"shared machine; an interval between validation points slower than {PAUSED:g} "
+            "times its run's median seconds per step (the run stood paused) counts at "
+            "that median."
         )
     choosing = {label for (label, _), r in records.items() if r.get("chosen_on_val")}
     chosen = []
