@@ -1407,6 +1407,13 @@ MUTATIONS = (
         ("tests/test_callbacks.py::test_a_resumed_run_counts_its_training_seconds_from_step_0",),
     ),
     Mutation(
+        "a row chosen from one setting reads as chosen from its candidates",
+        "tables.py",
+        'chosen[-1] += " (the only setting run)"',
+        "pass",
+        ("tests/test_tables.py::test_a_setting_chosen_from_one_run_says_so",),
+    ),
+    Mutation(
         "a paused interval keeps its seconds",
         "tables.py",
         "took = typical * (t1 - t0)",

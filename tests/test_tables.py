@@ -437,3 +437,18 @@ def test_settings_chosen_on_validation_name_their_row_when_several_chose():
     recs[("same", "4x")] = {**record("same", "4x", runs(0.6, 0.0)), "chosen_on_val": other}
     text = page(SPEC, recs)
     assert "better, 4x: learning rate 0.001" in text and "same, 4x: learning rate 0.0003" in text
+
+
+def test_a_setting_chosen_from_one_run_says_so():
+    """A row offered two learning rates whose second did not run (yet) is named: the
+    page's caption promises a choice that row did not have."""
+    both = {"learning rate 0.001": 0.71, "learning rate 0.0003": 0.70}
+    chose = {"setting": "learning rate 0.001", "val_ssim": 0.71, "val_grid": both}
+    recs = {
+        ("ref", "4x"): record("ref", "4x", runs(0.6, 0.0)),
+        ("better", "4x"): {**record("better", "4x", runs(0.6, 0.05)), "chosen_on_val": chose},
+    }
+    assert "(4x: learning rate 0.001)." in page(SPEC, recs)
+    one = {**chose, "val_grid": {"learning rate 0.001": 0.71}}
+    recs[("better", "4x")]["chosen_on_val"] = one
+    assert "(4x: learning rate 0.001 (the only setting run))." in page(SPEC, recs)

@@ -618,6 +618,9 @@ def page(spec: TableSpec, records: Records) -> str:
             if r.get("chosen_on_val"):  # the row named where more than one chose its setting
                 where = f"{label}, {_group_text(spec, g)}" if len(choosing) > 1 else g
                 chosen.append(f"{where}: {r['chosen_on_val']['setting']}")
+                # a row whose other candidates did not run (yet) says so, not the caption
+                if len(r["chosen_on_val"].get("val_grid") or {}) == 1:
+                    chosen[-1] += " (the only setting run)"
     if chosen:
         blocks.append(f"Settings chosen on validation ({'; '.join(chosen)}).")
     blocks.append(f"![{spec.title}: test SSIM and learning curves](docs/{spec.name}.png)")
