@@ -1414,6 +1414,20 @@ MUTATIONS = (
         ("tests/test_tables.py::test_a_setting_chosen_from_one_run_says_so",),
     ),
     Mutation(
+        "more than 10 rows share colours",
+        "tables.py",
+        '"tab10" if len(labels) <= 10 else "tab20"',
+        '"tab10"',
+        ("tests/test_tables.py::test_the_plot_names_curved_rows_once_in_colours_of_their_own",),
+    ),
+    Mutation(
+        "the test-SSIM panel names every row again",
+        "tables.py",
+        "handles = [(h, t) for h, t in shown if t not in curved]",
+        "handles = list(shown)",
+        ("tests/test_tables.py::test_the_plot_names_curved_rows_once_in_colours_of_their_own",),
+    ),
+    Mutation(
         "a paused interval keeps its seconds",
         "tables.py",
         "took = typical * (t1 - t0)",

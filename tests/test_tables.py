@@ -452,3 +452,36 @@ def test_a_setting_chosen_from_one_run_says_so():
     one = {**chose, "val_grid": {"learning rate 0.001": 0.71}}
     recs[("better", "4x")]["chosen_on_val"] = one
     assert "(4x: learning rate 0.001 (the only setting run))." in page(SPEC, recs)
+
+
+def test_the_plot_names_curved_rows_once_in_colours_of_their_own(monkeypatch, tmp_path):
+    """12 rows: 12 colours (the default cycle has 10, so two rows would share one); the
+    test-SSIM panel's legend names only the row without a curve (the curves' panel names
+    the others), so it covers fewer of its points."""
+    import matplotlib.colors
+
+    import kspace_mim.figures
+    from kspace_mim.tables import plot
+
+    figures = []
+    monkeypatch.setattr(kspace_mim.figures, "save_figure", lambda fig, path: figures.append(fig))
+    labels = [f"row {i}" for i in range(12)]
+    spec = TableSpec(
+        name="many",
+        title="Many",
+        command="x",
+        caption="",
+        rows=tuple(RowSpec(label, "s", label) for label in labels),
+        reference="row 0",
+    )
+    curve = [{"step": 10, "train_s": 1.0, "ssim": 0.5}, {"step": 100, "train_s": 9.0, "ssim": 0.6}]
+    recs = {
+        (label, "4x"): record(label, "4x", runs(0.6, 0.01 * i, curve=curve if i else None))
+        for i, label in enumerate(labels)
+    }
+    plot(spec, recs, tmp_path / "many.png")
+    left, *_, right = figures[0].axes
+    assert [t.get_text() for t in left.get_legend().get_texts()] == ["row 0"]
+    assert [t.get_text() for t in right.get_legend().get_texts()] == labels[1:]
+    colours = {matplotlib.colors.to_hex(line.get_color()) for line in left.get_lines()}
+    assert len(colours) == 12

@@ -643,7 +643,10 @@ def plot(spec: TableSpec, records: Records, path: Path) -> Path:
     xs = {g: i for i, g in enumerate(order)}
     panels = 4 if spec.flops else 3
     fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4.2))
-    colours = {label: f"C{i % 10}" for i, label in enumerate(spec.labels(tabled=False))}
+    labels = spec.labels(tabled=False)
+    # more rows than the 10 default colours: 20 distinct ones, not a repeat
+    palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20").colors
+    colours = {label: palette[i % len(palette)] for i, label in enumerate(labels)}
     for label in spec.labels():
         mine = [(g, records[(label, g)]) for g in order if (label, g) in records]
         if not mine:
@@ -666,7 +669,7 @@ def plot(spec: TableSpec, records: Records, path: Path) -> Path:
     axes[0].set_ylabel(
         f"{'test' if any(r['split'] == 'test' for r in records.values()) else 'validation'} SSIM"
     )
-    axes[0].legend(fontsize=6)
+    curved = set()
     for label in spec.labels(tabled=False):
         r = next((records[(label, g)] for g in order if (label, g) in records), None)
         curves = [c for c in (r or {}).get("curves") or [] if c]
@@ -681,6 +684,13 @@ def plot(spec: TableSpec, records: Records, path: Path) -> Path:
         style = ":" if any(s.label == label and s.curve_only for s in spec.rows) else "-"
         for ax, x in zip(axes[1:], xs_curve, strict=True):
             ax.plot(x, ssim, style, marker="o", ms=3, color=colours[label], label=label)
+        curved.add(label)
+    # The last panel's legend names every row with a curve (same colours): the first
+    # panel's names only the others (zero-filling), so it hides fewer of its points.
+    shown = zip(*axes[0].get_legend_handles_labels(), strict=True)
+    handles = [(h, t) for h, t in shown if t not in curved]
+    if handles:
+        axes[0].legend(*zip(*handles, strict=True), fontsize=6)
     titles = [
         "optimizer steps",
         *(["training FLOPs"] if spec.flops else []),
