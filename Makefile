@@ -91,6 +91,8 @@ results-few-labels: install
 		data.train_volumes=1 $(FEW)
 	$(PAGE) few_labels
 	$(PAGE) few_labels_heldout
+	$(PAGE) few_labels_unrolled
+	$(PAGE) few_labels_unrolled_heldout
 
 # Is the few-labels study's N = all trained long enough? SimMIM-Swin at N = all, from
 # scratch and SSDU then fine-tuning at 2 and 4 times the study's steps (3 seeds), read
@@ -114,7 +116,8 @@ parity: install data
 # training, seconds.
 tables: install
 	for page in results swin_variants label_efficiency label_free_variants parity \
-		few_labels few_labels_heldout few_labels_long; do \
+		few_labels few_labels_heldout few_labels_long few_labels_unrolled \
+		few_labels_unrolled_heldout; do \
 		$(BIN)/python -m kspace_mim.study $$page --row-files || exit 1; done
 
 # Benchmarks: JSON per machine kind in docs/bench/, then the README tables from all of them

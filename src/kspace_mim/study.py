@@ -450,9 +450,7 @@ PAGES = {
         LABEL_EFFICIENCY,
         LABEL_FREE_VARIANTS,
         PARITY,
-        # The unrolled network's pages (few_labels_unrolled*) join when its rows are
-        # generated (the study runs both networks; see docs/design.md).
-        *(few_labels_spec("swin", selection) for selection in SELECTIONS),
+        *(few_labels_spec(network, selection) for network in NETWORKS for selection in SELECTIONS),
         FEW_LABELS_LONG,
     )
 }
