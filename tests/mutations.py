@@ -1428,6 +1428,13 @@ MUTATIONS = (
         ("tests/test_tables.py::test_the_plot_names_curved_rows_once_in_colours_of_their_own",),
     ),
     Mutation(
+        "zero-filling pairs with seed 0 only",
+        "tables.py",
+        'if ref.get("steps") is None and len(theirs) == 1:',
+        "if False:",
+        ("tests/test_tables.py::test_a_reference_that_did_not_train_pairs_with_every_seed",),
+    ),
+    Mutation(
         "a paused interval keeps its seconds",
         "tables.py",
         "took = typical * (t1 - t0)",

@@ -83,7 +83,8 @@ def module_and_args(line: str) -> tuple[str, list[str]] | None:
 
 def test_readme_is_short_and_links_into_the_site():
     readme = (ROOT / "README.md").read_text()
-    assert len(readme.encode()) <= 10_500
+    # short: the lead result (two networks' few-labels tables) and the results table
+    assert len(readme.encode()) <= 13_000
     links = re.findall(r"\]\(([^)#]+)\)", readme)
     assert "docs/reference/configuration.md" in links and "docs/get-started.md" in links
     for link in links:

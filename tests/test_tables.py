@@ -143,6 +143,19 @@ def test_hierarchical_pairing_pairs_each_seed_with_the_same_seed(records):
         paired(ref, record("none", "4x", runs(0.6, 0.0, seeds=(7,))), "hierarchical")
 
 
+def test_a_reference_that_did_not_train_pairs_with_every_seed():
+    """Zero-filling is evaluated once (seed 0) and is the same for every seed: a trained
+    row's three seeds each pair with it, not its seed 0 alone."""
+    zero = record("zero-filled", "0", runs(0.5, 0.0, seeds=(0,), steps=None))
+    trained = record("alone", "0", runs(0.6, 0.0, noise=0.01))
+    stat = paired(zero, trained, "hierarchical")
+    assert stat["runs"] == 3
+    assert stat["mean_difference"] == pytest.approx(trained["ssim"] - zero["ssim"])
+    # a trained reference with one seed so far still pairs by seed
+    one = record("one seed", "0", runs(0.5, 0.0, seeds=(0,)))
+    assert paired(one, trained, "hierarchical")["runs"] == 1
+
+
 def test_the_table_marks_what_is_significant_and_reads_it_out(records):
     text, found = table(SPEC, records)
     lines = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines()[2:]}

@@ -255,6 +255,9 @@ def paired(ref: dict, rec: dict, pairing: str, metric: str = "ssim") -> dict[str
     if pairing == "hierarchical":
         mine = dict(zip(rec["seeds"], rec["evaluations"], strict=True))
         theirs = dict(zip(ref["seeds"], ref["evaluations"], strict=True))
+        if ref.get("steps") is None and len(theirs) == 1:
+            # a reference that did not train (zero-filling) is every seed's: each pairs
+            theirs = dict.fromkeys(mine, next(iter(theirs.values())))
         both = [seed for seed in mine if seed in theirs]
         if not both:
             raise ValueError(f"{rec['row']} and {ref['row']} share no seed to pair")
