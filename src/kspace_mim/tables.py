@@ -39,7 +39,7 @@ FLAT = 0.005
 # An interval between validation points that took this many times its run's median
 # seconds per step stood paused (a shared machine stops a run while it runs something
 # else): it counts at the median rate. No interval of an unpaused run came near (the
-# slowest, 2x: the first steps' warm-up).
+# slowest of every page's runs: 2.2 times).
 PAUSED = 3.0
 
 
