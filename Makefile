@@ -95,8 +95,8 @@ results-few-labels: install
 	$(PAGE) few_labels_unrolled_heldout
 
 # Is the few-labels study's N = all trained long enough? SimMIM-Swin at N = all, from
-# scratch and SSDU then fine-tuning at 2 and 4 times the study's steps (3 seeds), read
-# beside the study's own jobs (run results-few-labels first): about 40 minutes on 2 CPU
+# scratch and SSDU then fine-tuning at 2, 4 and 8 times the study's steps (3 seeds), read
+# beside the study's own jobs (run results-few-labels first): about 95 minutes on 2 CPU
 # cores. On a GPU, FEW_BUDGET=gpu is the longer version of the whole study instead.
 results-few-labels-long: install
 	$(FEW_STUDY) experiment=few_labels_long_pretrain $(FEW_SIDE)

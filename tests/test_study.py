@@ -158,12 +158,12 @@ def test_the_long_page_keeps_n_all_and_reads_the_folders_its_experiments_write(
     tmp_path, hydra_job_config
 ):
     """docs/few_labels_long.md: the study's own jobs at budget 1 and
-    experiment=few_labels_long's at 2 and 4, N = all only (the study's N = 1 jobs are left
+    experiment=few_labels_long's at 2, 4 and 8, N = all only (the study's N = 1 jobs are left
     out); each row's folder is the one its experiment writes, and fine-tuning reads the
     pre-training at its own budget."""
     spec = study.FEW_LABELS_LONG
     base = ["model=swin", "seed=1", "paths.output_dir=/o", "data.train_volumes=null"]
-    for factor in (2, 4):
+    for factor in study.LONG_BUDGETS[1:]:
         pre = hydra_job_config(
             ["experiment=few_labels_long_pretrain", "row=ssdu", f"budget.steps={factor}", *base]
         )

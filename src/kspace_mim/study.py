@@ -386,11 +386,11 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
     )
 
 
-LONG_BUDGETS = (1, 2, 4)  # budget.steps of the rows of the long page
+LONG_BUDGETS = (1, 2, 4, 8)  # budget.steps of the rows of the long page
 
 
 def few_labels_long_spec() -> TableSpec:
-    """SimMIM-Swin at N = all with the few-labels budget doubled and doubled again: from
+    """SimMIM-Swin at N = all with the few-labels budget doubled three times: from
     scratch at the pre-trained rows' total steps and SSDU + fine-tuning, each at every
     budget (the study's own jobs at 1); what each doubling gains on validation."""
 
@@ -412,7 +412,7 @@ def few_labels_long_spec() -> TableSpec:
             "The few-labels study's N = all (the 41 labelled Colin27 volumes; validation "
             "Colin27's held-out slabs, the test the ITK person; SimMIM-Swin `tiny`, 4x "
             "equispaced, batch 1, learning rate 1e-3, {seeds} seeds) at its own budget and "
-            "at 2 and 4 times its steps (`experiment=few_labels_long`, pre-training "
+            "at 2, 4 and 8 times its steps (`experiment=few_labels_long`, pre-training "
             "`experiment=few_labels_long_pretrain`): from scratch at the pre-trained rows' "
             "total steps, and SSDU pre-training on the label-free pool then fine-tuning. "
             "The checkpoint with the best validation SSIM; Δ: paired by seed and volume "
