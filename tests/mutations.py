@@ -1311,6 +1311,26 @@ MUTATIONS = (
         ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
     ),
     Mutation(
+        "the long check's fine-tuning leaves out the page's last budget",
+        "conf/experiment/few_labels_long.yaml",
+        "      budget.steps: 2,4,8\n",
+        "      budget.steps: 2,4\n",
+        (
+            "tests/test_study.py::"
+            "test_the_long_page_keeps_n_all_and_reads_the_folders_its_experiments_write",
+        ),
+    ),
+    Mutation(
+        "the long check's pre-training leaves out the page's last budget",
+        "conf/experiment/few_labels_long_pretrain.yaml",
+        "      budget.steps: 2,4,8\n",
+        "      budget.steps: 2,4\n",
+        (
+            "tests/test_study.py::"
+            "test_the_long_page_keeps_n_all_and_reads_the_folders_its_experiments_write",
+        ),
+    ),
+    Mutation(
         "budget=gpu trains the CPU's steps",
         "config.py",
         "    return max(1, round(int(steps) * float(factor)))\n",
