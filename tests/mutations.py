@@ -1331,6 +1331,14 @@ MUTATIONS = (
         ),
     ),
     Mutation(
+        "the curve panels clip step 0 off a logarithmic axis",
+        "tables.py",
+        '        ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)'
+        "\n",
+        '        ax.set_xscale("log")\n',
+        ("tests/test_tables.py::test_the_curves_start_at_step_0_inside_their_panels",),
+    ),
+    Mutation(
         "budget=gpu trains the CPU's steps",
         "config.py",
         "    return max(1, round(int(steps) * float(factor)))\n",

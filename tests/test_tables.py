@@ -498,3 +498,39 @@ def test_the_plot_names_curved_rows_once_in_colours_of_their_own(monkeypatch, tm
     assert [t.get_text() for t in right.get_legend().get_texts()] == labels[1:]
     colours = {matplotlib.colors.to_hex(line.get_color()) for line in left.get_lines()}
     assert len(colours) == 12
+
+
+def test_the_curves_start_at_step_0_inside_their_panels(monkeypatch, tmp_path):
+    """Step 0 (the untrained network) is every curve's first point: each curve panel
+    draws it at x = 0 inside its limits, not clipped off a logarithmic axis."""
+    import kspace_mim.figures
+    from kspace_mim.tables import plot
+
+    figures = []
+    monkeypatch.setattr(kspace_mim.figures, "save_figure", lambda fig, path: figures.append(fig))
+    spec = TableSpec(
+        name="start",
+        title="Start",
+        command="x",
+        caption="",
+        rows=(RowSpec("a", "s", "a"), RowSpec("b", "s", "b")),
+        reference="a",
+        flops=False,  # the fake records count none
+    )
+    curve = [
+        {"step": 0, "train_s": 0.0, "ssim": 0.4},
+        {"step": 18, "train_s": 2.0, "ssim": 0.7},
+        {"step": 900, "train_s": 90.0, "ssim": 0.8},
+    ]
+    recs = {(label, "4x"): record(label, "4x", runs(0.6, 0.0, curve=curve)) for label in "ab"}
+    plot(spec, recs, tmp_path / "start.png")
+    _, *panels = figures[0].axes
+    assert len(panels) == 2  # steps, seconds
+    for ax in panels:
+        x = ax.get_lines()[0].get_xdata()
+        assert x[0] == 0 and x[1] > 0
+        low, high = ax.get_xlim()
+        assert low <= 0 < high
+        start, first = (ax.transData.transform((v, 0.5))[0] for v in x[:2])
+        left = ax.transAxes.transform((0, 0))[0]
+        assert np.isfinite(start) and left <= start < first  # step 0 drawn, left of the next

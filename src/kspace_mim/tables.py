@@ -700,7 +700,12 @@ def plot(spec: TableSpec, records: Records, path: Path) -> Path:
         "training wall-clock (s)",
     ]
     for ax, title in zip(axes[1:], titles, strict=True):
-        ax.set_xscale("log")
+        # Logarithmic past the first validation point, linear below it, so step 0 (the
+        # untrained network, every curve's start) is drawn at 0: on a plain log axis it
+        # falls off the left edge and its segment reads as a plateau.
+        xs_drawn = np.concatenate([[*line.get_xdata()] for line in ax.get_lines()] or [[1.0]])
+        positive = xs_drawn[np.isfinite(xs_drawn) & (xs_drawn > 0)]
+        ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)
         ax.set_xlabel(title)
         ax.set_ylabel("validation SSIM")
         ax.grid(alpha=0.3)
