@@ -169,23 +169,21 @@ def test_the_long_page_keeps_n_all_and_reads_the_folders_its_experiments_write(
         )
         written = Path(pre.hydra.sweep.dir) / pre.hydra.sweep.subdir / "checkpoints" / "last.ckpt"
         assert pre.trainer.max_steps == 600 * factor
-        # `make results-few-labels-long` runs every budget the page reads, no other
-        assert [int(f) for f in str(pre.hydra.sweeper.params["budget.steps"]).split(",")] == [
-            *study.LONG_BUDGETS[1:]
-        ]
         for option, steps in (("ssdu_tuned", 300), ("scratch_equal_total", 900)):
             job = hydra_job_config(
                 ["experiment=few_labels_long", f"row={option}", f"budget.steps={factor}", *base]
             )
             assert job.trainer.max_steps == steps * factor and job.data.train_volumes is None
-            swept = str(job.hydra.sweeper.params["budget.steps"]).split(",")
-            assert [int(f) for f in swept] == [*study.LONG_BUDGETS[1:]]
             folder = Path(job.hydra.sweep.dir) / job.hydra.sweep.subdir
             row = next(r for r in spec.rows if r.option == option and f"x{factor}" in r.study)
             assert folder.parent == Path("/o/studies") / row.study
             assert f"{steps * factor:,} steps" in row.label
             if option == "ssdu_tuned":
                 assert job.init_from == str(written)
+    # `make results-few-labels-long` runs every budget the page reads, no other
+    for config in (pre, job):
+        swept = str(config.hydra.sweeper.params["budget.steps"]).split(",")
+        assert [int(f) for f in swept] == [*study.LONG_BUDGETS[1:]]
     study_dir = tmp_path / "studies" / "few_labels" / "model=swin"
     jobs_at_one_and_all(tmp_path, study_dir, "scratch_equal_total", 41, best=True)
     mine = TableSpec(**{**spec.__dict__, "flops": False})

@@ -703,8 +703,8 @@ def plot(spec: TableSpec, records: Records, path: Path) -> Path:
         # Logarithmic past the first validation point, linear below it, so step 0 (the
         # untrained network, every curve's start) is drawn at 0: on a plain log axis it
         # falls off the left edge and its segment reads as a plateau.
-        xs_drawn = np.concatenate([[*line.get_xdata()] for line in ax.get_lines()] or [[1.0]])
-        positive = xs_drawn[np.isfinite(xs_drawn) & (xs_drawn > 0)]
+        drawn = np.array([x for line in ax.get_lines() for x in line.get_xdata()], float)
+        positive = drawn[drawn > 0]  # NaN (a row without FLOPs) compares False
         ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)
         ax.set_xlabel(title)
         ax.set_ylabel("validation SSIM")
