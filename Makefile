@@ -71,7 +71,7 @@ results-label: install data
 # network, then N = 1, 4 and all labelled volumes (random draws, augmented) per row, 3
 # seeds, each page under two checkpoint selections (labelled validation; held-out
 # acquired samples, no label). Both networks (SimMIM-Swin and the unrolled network):
-# about 8 hours on 2 CPU cores, a quarter of it SimMIM-Swin (FEW_MODELS=swin alone).
+# about 8.5 hours on 2 CPU cores, a third of it SimMIM-Swin (FEW_MODELS=swin alone).
 # FEW_BUDGET=gpu: the converged version on a GPU (8 times the steps, a 128 x 128 grid).
 # FEW_JOBS jobs run side by side (Hydra's joblib launcher), each on an equal share of the
 # cores: on a CPU two single-threaded jobs train faster than one job on two threads.
@@ -82,6 +82,11 @@ FEW_THREADS ?= $(shell echo $$(( $$(nproc) / $(FEW_JOBS) > 0 ? $$(nproc) / $(FEW
 FEW_SIDE := hydra/launcher=joblib hydra.launcher.n_jobs=$(FEW_JOBS) $(ARGS)
 FEW := budget=$(FEW_BUDGET) $(FEW_SIDE)
 FEW_STUDY := OMP_NUM_THREADS=$(FEW_THREADS) $(STUDY)
+# SimMIM-Swin's candidate rows above the recipe's 1e-3 (study.FEW_RATES), as Hydra's list
+comma := ,
+space := $() $()
+SWIN_ROWS := scratch scratch_equal_total ssdu_tuned ssdu_density_tuned mim_tuned
+SWIN_RATES := $(subst $(space),$(comma),$(foreach r,lr3e3 lr1e2,$(SWIN_ROWS:%=%_$(r))))
 results-few-labels: install
 	$(FEW_STUDY) experiment=few_labels_pretrain model=zero_filled row=zero_filled seed=0 \
 		'~model.size' $(FEW)
@@ -89,6 +94,9 @@ results-few-labels: install
 	$(FEW_STUDY) experiment=few_labels model=$(FEW_MODELS) $(FEW)
 	$(FEW_STUDY) experiment=few_labels model=$(FEW_MODELS) row=scratch_equal_compute \
 		data.train_volumes=1 $(FEW)
+	# SimMIM-Swin's learning rates above 1e-3 (study.FEW_RATES): every candidate row
+	$(if $(findstring swin,$(FEW_MODELS)),$(FEW_STUDY) experiment=few_labels model=swin \
+		row=$(SWIN_RATES) $(FEW))
 	$(PAGE) few_labels
 	$(PAGE) few_labels_heldout
 	$(PAGE) few_labels_unrolled

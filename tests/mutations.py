@@ -1311,6 +1311,26 @@ MUTATIONS = (
         ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
     ),
     Mutation(
+        "make results-few-labels runs no third learning rate for SimMIM-Swin",
+        "../../Makefile",
+        "$(if $(findstring swin,$(FEW_MODELS)),",
+        "$(if $(findstring none,$(FEW_MODELS)),",
+        (
+            "tests/test_study.py::"
+            "test_make_runs_every_learning_rate_the_few_labels_pages_choose_between[swin]",
+        ),
+    ),
+    Mutation(
+        "a learning-rate candidate trains at the recipe's rate",
+        "conf/row/ssdu_tuned_lr3e3.yaml",
+        "  lr: 3.0e-3\n",
+        "  lr: 1.0e-3\n",
+        (
+            "tests/test_study.py::"
+            "test_make_runs_every_learning_rate_the_few_labels_pages_choose_between[swin]",
+        ),
+    ),
+    Mutation(
         "the long check's fine-tuning leaves out the page's last budget",
         "conf/experiment/few_labels_long.yaml",
         "      budget.steps: 2,4,8\n",

@@ -752,31 +752,61 @@ def test_training_flops_count_each_folder_on_its_grid_and_the_pre_training(
     assert study._train_flops(job("trainer.max_steps=5")) == pytest.approx(5 * labelled)
 
 
+def make_dry_run(target: str, *variables: str) -> str:
+    """What ``make -n TARGET VARIABLES`` would run, continued lines joined."""
+    return subprocess.run(
+        ["make", "-n", target, *variables], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.replace("\\\n", " ")
+
+
 @pytest.mark.parametrize(("budget", "jobs"), [("cpu", "2"), ("gpu", "1")])
 def test_make_runs_the_few_labels_jobs_side_by_side_on_a_cpu(budget, jobs):
     """``make results-few-labels``: on a CPU two jobs at a time, each on its share of the
     cores; with the GPU budget one at a time; every sweep under the budget asked for."""
-    out = subprocess.run(
-        ["make", "-n", "results-few-labels", f"FEW_BUDGET={budget}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.replace("\\\n", " ")  # continued lines joined
+    out = make_dry_run("results-few-labels", f"FEW_BUDGET={budget}")
     sweeps = [line for line in out.splitlines() if "kspace_mim.train -m" in line]
-    assert len(sweeps) == 4
+    assert len(sweeps) == 5
     for line in sweeps:
         assert line.startswith("OMP_NUM_THREADS=") and f"budget={budget}" in out
         assert "hydra/launcher=joblib" in line and f"hydra.launcher.n_jobs={jobs}" in line
+
+
+@pytest.mark.parametrize("network", sorted(study.FEW_RATES))
+def test_make_runs_every_learning_rate_the_few_labels_pages_choose_between(
+    network, hydra_job_config
+):
+    """Every candidate of a row the few-labels pages choose on validation is a row that
+    ``make results-few-labels FEW_MODELS=<network>`` sweeps for that network, and trains
+    at its own rate of ``study.FEW_RATES`` (SimMIM-Swin's 3e-3 is a sweep of its own)."""
+    out = make_dry_run("results-few-labels", f"FEW_MODELS={network}")
+    experiment = ROOT / "src" / "kspace_mim" / "conf" / "experiment" / "few_labels.yaml"
+    params = yaml.safe_load(experiment.read_text())["hydra"]["sweeper"]["params"]
+    run: set[str] = set()
+    for line in out.splitlines():
+        words = dict(w.split("=", 1) for w in line.split() if "=" in w)
+        if "kspace_mim.train" in line and words.get("experiment") == "few_labels":
+            assert words["model"] == network
+            run.update((words.get("row") or params["row"]).split(","))
+    for selection in study.SELECTIONS:
+        chosen = [r for r in study.few_labels_spec(network, selection).rows if r.select_on_val]
+        assert chosen
+        for row in chosen:
+            options = (row.option, *row.candidates)
+            assert set(options) <= run, (network, row.label)
+            rates = [
+                hydra_job_config(
+                    ["experiment=few_labels", f"model={network}", f"row={option}"]
+                ).optim.lr
+                for option in options
+            ]
+            assert rates == [float(r) for r in study.FEW_RATES[network]], row.label
 
 
 def test_make_runs_the_long_check_at_its_own_budgets_and_makes_its_page():
     """``make results-few-labels-long``: its pre-training, then its fine-tuning, two jobs
     side by side on a CPU, each sweeping its own budget factors (no ``budget=`` group
     that would set them all to one), then the page."""
-    out = subprocess.run(
-        ["make", "-n", "results-few-labels-long"], cwd=ROOT, capture_output=True, text=True
-    ).stdout
+    out = make_dry_run("results-few-labels-long")
     sweeps = [line for line in out.splitlines() if "kspace_mim.train -m" in line]
     assert [line.split("experiment=")[1].split()[0] for line in sweeps] == [
         "few_labels_long_pretrain",

@@ -290,6 +290,12 @@ FEW_SSDU, FEW_DENSITY, FEW_MIM = "SSDU", "SSDU, density-weighted", "masked model
 JOINT = "joint (supervised + SSDU on the pool, from scratch)"
 SCRATCH_COMPUTE = "from scratch, joint's slices (1,800 steps)"
 ALL_TRAIN = "41"  # data.train_volumes=null: every train volume of data=people
+# The learning rates each network's supervised and fine-tuned rows choose between on
+# validation, the package recipe's 1e-3 first (the row option itself; each other rate its
+# own row, <option>_lr<rate> such as scratch_lr3e4). SimMIM-Swin chose 1e-3 for every row
+# from 1e-3 and 3e-4, then 3e-3 for every row, so it also runs the rates above until one
+# is worse (the unrolled network: not run).
+FEW_RATES = {"swin": ("1e-3", "3e-4", "3e-3", "1e-2"), "unrolled": ("1e-3", "3e-4")}
 
 
 def few_labels_spec(network: str, selection: str) -> TableSpec:
@@ -298,6 +304,7 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
     name += "" if selection == "best" else f"_{selection}"
     study, pre = f"few_labels/model={network}", f"few_labels_pretrain/model={network}"
     labelled = ("1", "4", ALL_TRAIN)
+    rates = FEW_RATES[network]
     free = [(FEW_SSDU, "ssdu"), (FEW_DENSITY, "ssdu_density_weighted"), (FEW_MIM, "mim")]
     tuned = [(FEW_SSDU, "ssdu_tuned"), (FEW_DENSITY, "ssdu_density_tuned"), (FEW_MIM, "mim_tuned")]
     return TableSpec(
@@ -319,9 +326,9 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
             "augmentation, from scratch ({steps[from scratch]} steps, and at the "
             "pre-trained rows' total), fine-tuned from the same seed's pre-training, or "
             "joint (both losses every step); steps are cumulative. Every supervised and "
-            "fine-tuned row trains at learning rates 1e-3 and 3e-4 and keeps the one better "
-            "on validation under the page's selection (joint and the compute control: "
-            "1e-3). Every run is validated "
+            f"fine-tuned row trains at learning rates {', '.join(rates[:-1])} and "
+            f"{rates[-1]} and keeps the one better on validation under the page's selection "
+            "(joint and the compute control: 1e-3). Every run is validated "
             f"at step 0 too; the checkpoint is {SELECTIONS[selection]}. Δ: paired by "
             "volume and seed against **from scratch** at the same N (at N = 0: "
             "zero-filling), a crossed bootstrap over seeds (each its own labelled draw) and "
@@ -340,7 +347,13 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
                 for label, option in free
             ),
             *(
-                RowSpec(label, study, option, select_on_val=True, candidates=(f"{option}_lr3e4",))
+                RowSpec(
+                    label,
+                    study,
+                    option,
+                    select_on_val=True,
+                    candidates=tuple(f"{option}_lr{r.replace('-', '')}" for r in rates[1:]),
+                )
                 for label, option in (
                     (SCRATCH, "scratch"),
                     (SCRATCH_TOTAL, "scratch_equal_total"),
