@@ -777,7 +777,8 @@ def test_make_runs_every_learning_rate_the_few_labels_pages_choose_between(
 ):
     """Every candidate of a row the few-labels pages choose on validation is a row that
     ``make results-few-labels FEW_MODELS=<network>`` sweeps for that network, and trains
-    at its own rate of ``study.FEW_RATES`` (SimMIM-Swin's 3e-3 is a sweep of its own)."""
+    at its own rate of ``study.FEW_RATES`` (SimMIM-Swin's rates above 1e-3: a sweep of
+    their own)."""
     out = make_dry_run("results-few-labels", f"FEW_MODELS={network}")
     experiment = ROOT / "src" / "kspace_mim" / "conf" / "experiment" / "few_labels.yaml"
     params = yaml.safe_load(experiment.read_text())["hydra"]["sweeper"]["params"]

@@ -327,7 +327,7 @@ def few_labels_spec(network: str, selection: str) -> TableSpec:
             "pre-trained rows' total), fine-tuned from the same seed's pre-training, or "
             "joint (both losses every step); steps are cumulative. Every supervised and "
             f"fine-tuned row trains at learning rates {', '.join(rates[:-1])} and "
-            f"{rates[-1]} and keeps the one better on validation under the page's selection "
+            f"{rates[-1]} and keeps the best on validation under the page's selection "
             "(joint and the compute control: 1e-3). Every run is validated "
             f"at step 0 too; the checkpoint is {SELECTIONS[selection]}. Δ: paired by "
             "volume and seed against **from scratch** at the same N (at N = 0: "
