@@ -1311,7 +1311,7 @@ MUTATIONS = (
         ("tests/test_heldout_validation.py::test_heldout_selection_beside_the_labelled_one",),
     ),
     Mutation(
-        "make results-few-labels runs no third learning rate for SimMIM-Swin",
+        "make results-few-labels runs none of SimMIM-Swin's rates above 1e-3",
         "../../Makefile",
         "$(if $(findstring swin,$(FEW_MODELS)),",
         "$(if $(findstring none,$(FEW_MODELS)),",
